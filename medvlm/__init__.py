@@ -1,0 +1,1 @@
+"""medvlm: an interactive clinician demo for medical vision-language models."""

@@ -1,0 +1,145 @@
+"""One chat turn with a loaded model: check the question, fit the conversation in the context, stream the answer.
+
+Generation is separate from scoring and from the UI: `stream_reply` yields the answer as it grows, and the last
+value it yields is the final answer (new tokens only, cut at the family's end of turn).
+"""
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+from medvlm.errors import UserFacingError
+from medvlm.models.families import Turn
+from medvlm.models.loading import LoadedModel
+from medvlm.settings import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE, MAX_NEW_TOKENS_LIMIT, MAX_QUESTION_CHARS
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    temperature: float = DEFAULT_TEMPERATURE  # 0 = greedy (reproducible)
+
+    def check(self) -> "GenerationSettings":
+        if not 1 <= int(self.max_new_tokens) <= MAX_NEW_TOKENS_LIMIT:
+            raise UserFacingError(f"Max new tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, not {self.max_new_tokens}.")
+        if not 0.0 <= float(self.temperature) <= 2.0:
+            raise UserFacingError(f"Temperature must be between 0 and 2, not {self.temperature}.")
+        return self
+
+
+def check_question(question: str | None) -> str:
+    question = (question or "").strip()
+    if not question:
+        raise UserFacingError("Type a question first.")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise UserFacingError(f"The question is {len(question):,} characters; the limit is {MAX_QUESTION_CHARS:,}.")
+    return question
+
+
+def encode_to_fit(loaded: LoadedModel, history: list[Turn], question: str, image: Image.Image | None, max_new_tokens: int):
+    """Processor inputs for history + question, dropping the oldest turns until prompt + answer fit the context.
+
+    The image stays with the earliest turn kept. A question that does not fit even alone is refused.
+    """
+    context = loaded.family.context_length(loaded.model)
+    turns = list(history) + [(question, None)]
+    while True:
+        inputs = loaded.family.encode(loaded.processor, turns, image)
+        prompt_tokens = inputs["input_ids"].shape[1]
+        if prompt_tokens + max_new_tokens <= context:
+            return inputs
+        if len(turns) == 1:
+            raise UserFacingError(
+                f"The question is too long for {loaded.spec.name}: the prompt is {prompt_tokens:,} tokens and "
+                f"{max_new_tokens} are kept for the answer, but its context is {context:,} tokens. Shorten the question."
+            )
+        turns = turns[1:]
+
+
+def generate_kwargs(loaded: LoadedModel, inputs, settings: GenerationSettings) -> dict:
+    """Everything model.generate needs for this turn (inputs on the model's device and dtype included)."""
+    compute_dtype = loaded.model.get_input_embeddings().weight.dtype
+    tensors = {}
+    for key, value in inputs.items():
+        value = value.to(loaded.device)
+        tensors[key] = value.to(compute_dtype) if value.is_floating_point() else value
+    kwargs = dict(tensors, max_new_tokens=int(settings.max_new_tokens), **loaded.family.generate_kwargs(loaded.processor))
+    if settings.temperature > 0:
+        kwargs.update(do_sample=True, temperature=float(settings.temperature))
+    else:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    return kwargs
+
+
+class _Cancelled(StoppingCriteria):
+    """Stops generation when the reader goes away (the user pressed Stop or closed the page)."""
+
+    def __init__(self):
+        self.event = threading.Event()
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+def stream_reply(
+    loaded: LoadedModel,
+    history: list[Turn],
+    question: str,
+    image: Image.Image | None,
+    settings: GenerationSettings = GenerationSettings(),
+) -> Iterator[str]:
+    """Yield the answer so far as it streams; the last value is the final answer."""
+    settings = settings.check()
+    question = check_question(question)
+    inputs = encode_to_fit(loaded, history, question, image, settings.max_new_tokens)
+    streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    cancelled = _Cancelled()
+    kwargs = generate_kwargs(loaded, inputs, settings)
+    kwargs.update(streamer=streamer, stopping_criteria=StoppingCriteriaList([cancelled]))
+    failure: list[BaseException] = []
+
+    def run():
+        try:
+            with torch.inference_mode():
+                loaded.model.generate(**kwargs)
+        except BaseException as e:  # re-raised in the reader's thread below
+            failure.append(e)
+            streamer.end()
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    stops = loaded.family.stop_strings
+    text = ""
+    try:
+        for piece in streamer:
+            text += piece
+            shown = visible_prefix(text, stops)
+            if shown:
+                yield shown
+    finally:
+        cancelled.event.set()  # no-op after a normal end; stops the worker if the reader left early
+        worker.join()
+    if failure:
+        raise failure[0]
+    yield final_answer(text, stops)
+
+
+def final_answer(text: str, stop_strings=()) -> str:
+    """The answer without anything from an invented next turn."""
+    for stop in stop_strings:
+        text = text.split(stop, 1)[0]
+    return text.strip()
+
+
+def visible_prefix(text: str, stop_strings=()) -> str:
+    """What can be shown while streaming: cut at a stop string, and hold back a tail that may become one."""
+    text = final_answer(text, stop_strings) if any(s in text for s in stop_strings) else text
+    for stop in stop_strings:
+        for length in range(min(len(stop), len(text)), 0, -1):
+            if text.endswith(stop[:length]):
+                text = text[:-length]
+                break
+    return text.strip()

@@ -1,0 +1,146 @@
+"""Model families: how each one is loaded, prompted, and told where its answer ends.
+
+A conversation reaches a family as `turns`: [(question, answer), ..., (question, None)], the last one being asked
+now. The image, if any, belongs to the first turn. Everything else (streaming, context fitting, the UI) is shared.
+"""
+from PIL import Image
+
+Turn = tuple[str, str | None]
+
+
+class Family:
+    name: str
+    quantizable = True  # whether quantize="auto" may pick 4-bit on CUDA
+    stop_strings: tuple[str, ...] = ()  # text that means the model has started inventing the next turn
+
+    def load(self, source: str, **from_pretrained_kwargs):
+        """(model, processor) from a hub id or local folder."""
+        raise NotImplementedError
+
+    def encode(self, processor, turns: list[Turn], image: Image.Image | None):
+        """Processor outputs (input_ids, attention_mask, pixel values...) for one conversation."""
+        raise NotImplementedError
+
+    def eos_token_ids(self, tokenizer) -> list[int]:
+        return [tokenizer.eos_token_id]
+
+    def generate_kwargs(self, processor) -> dict:
+        tokenizer = processor.tokenizer
+        kwargs = {"eos_token_id": self.eos_token_ids(tokenizer), "pad_token_id": tokenizer.pad_token_id}
+        if kwargs["pad_token_id"] is None:
+            kwargs["pad_token_id"] = kwargs["eos_token_id"][0]
+        if self.stop_strings:
+            kwargs["stop_strings"] = list(self.stop_strings)
+            kwargs["tokenizer"] = tokenizer
+        return kwargs
+
+    def context_length(self, model) -> int:
+        config = model.config
+        text_config = getattr(config, "text_config", None) or config
+        return int(text_config.max_position_embeddings)
+
+
+class LlavaFamily(Family):
+    """LLaVA-1.5 (llava-hf layout): `USER: <image>\\n{question}\\nASSISTANT:`, turns closed by </s>."""
+
+    name = "llava"
+    stop_strings = ("USER:", "ASSISTANT:")
+
+    def load(self, source, **kwargs):
+        from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+        return LlavaForConditionalGeneration.from_pretrained(source, **kwargs), AutoProcessor.from_pretrained(source)
+
+    def prompt(self, turns: list[Turn], has_image: bool, eos: str) -> str:
+        text = ""
+        for i, (question, answer) in enumerate(turns):
+            image = "<image>\n" if i == 0 and has_image else ""
+            text += f"USER: {image}{question}\nASSISTANT:"
+            if answer is not None:
+                text += f" {answer}{eos}"
+        return text
+
+    def encode(self, processor, turns, image):
+        text = self.prompt(turns, image is not None, processor.tokenizer.eos_token)
+        return processor(images=image, text=text, return_tensors="pt")
+
+
+class IdeficsFamily(Family):
+    """IDEFICS-instruct (MIDEFICS): `User: {question}<image><end_of_utterance>\\nAssistant:`."""
+
+    name = "idefics"
+    end_of_utterance = "<end_of_utterance>"
+    image_tokens = ("<image>", "<fake_token_around_image>")
+    stop_strings = ("\nUser:",)
+
+    def load(self, source, **kwargs):
+        from transformers import AutoProcessor, IdeficsForVisionText2Text
+
+        return IdeficsForVisionText2Text.from_pretrained(source, **kwargs), AutoProcessor.from_pretrained(source)
+
+    def prompt_items(self, turns: list[Turn], image) -> list:
+        """Text and image items in the IDEFICS processor's interleaved format; adjacent texts merged."""
+        eou = self.end_of_utterance
+        items: list = []
+        for i, (question, answer) in enumerate(turns):
+            items.append(f"User: {question}")
+            if i == 0 and image is not None:
+                items.append(image)
+            items.append(f"{eou}\nAssistant:")
+            if answer is not None:
+                items.append(f" {answer}{eou}\n")
+        merged: list = []
+        for item in items:
+            if isinstance(item, str) and merged and isinstance(merged[-1], str):
+                merged[-1] += item
+            else:
+                merged.append(item)
+        return merged
+
+    def encode(self, processor, turns, image):
+        # The IDEFICS processor takes its interleaved prompt only as the `text=` keyword.
+        return processor(text=self.prompt_items(turns, image), return_tensors="pt")
+
+    def eos_token_ids(self, tokenizer):
+        return [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(self.end_of_utterance)]
+
+    def generate_kwargs(self, processor):
+        kwargs = super().generate_kwargs(processor)
+        tokenizer = processor.tokenizer
+        kwargs["bad_words_ids"] = [[tokenizer.convert_tokens_to_ids(t)] for t in self.image_tokens]
+        return kwargs
+
+
+class FastVlmFamily(Family):
+    """FastVLM-class models with a ChatML language model; MedVLM-Tiny is one (see medvlm/models/tiny.py)."""
+
+    name = "fast_vlm"
+    quantizable = False  # 135M parameters: 4-bit would save nothing worth its accuracy cost
+    system_prompt = "You are a medical imaging assistant. Answer the clinician's question about the image."
+
+    def load(self, source, **kwargs):
+        from transformers import AutoProcessor, FastVlmForConditionalGeneration
+
+        from medvlm.models import tiny
+
+        if source == tiny.MEDVLM_TINY_SOURCE:
+            source = tiny.base_model_dir()
+        return FastVlmForConditionalGeneration.from_pretrained(source, **kwargs), AutoProcessor.from_pretrained(source)
+
+    def prompt(self, turns: list[Turn], has_image: bool) -> str:
+        text = f"<|im_start|>system\n{self.system_prompt}<|im_end|>\n"
+        for i, (question, answer) in enumerate(turns):
+            image = "<image>\n" if i == 0 and has_image else ""
+            text += f"<|im_start|>user\n{image}{question}<|im_end|>\n<|im_start|>assistant\n"
+            if answer is not None:
+                text += f"{answer}<|im_end|>\n"
+        return text
+
+    def encode(self, processor, turns, image):
+        return processor(images=image, text=self.prompt(turns, image is not None), return_tensors="pt")
+
+    def eos_token_ids(self, tokenizer):
+        return [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (LlavaFamily(), IdeficsFamily(), FastVlmFamily())}

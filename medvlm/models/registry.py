@@ -1,0 +1,109 @@
+"""The named models, and how any other hub id or local folder is matched to a model family."""
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from medvlm.errors import UserFacingError
+
+# The embedded default is assembled from PyPI packages, not downloaded: see medvlm/models/tiny.py.
+MEDVLM_TINY_SOURCE = "builtin:medvlm-tiny"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # what the picker shows: a registry name, or the path / hub id the user gave
+    family: str  # a key of medvlm.models.families.FAMILIES
+    source: str  # hub id, local folder, or MEDVLM_TINY_SOURCE
+    adapter: str | None = None  # PEFT adapter: hub id or local folder
+    params_billion: float | None = None  # for the "enough memory?" check before a load is tried
+    description: str = ""
+
+
+REGISTRY = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="medvlm-tiny",
+            family="fast_vlm",
+            source=MEDVLM_TINY_SOURCE,
+            params_billion=0.14,
+            description="MedVLM-Tiny: SmolLM2-135M-Instruct + EfficientNet-Lite0 (offline, CPU).",
+        ),
+        ModelSpec(
+            name="llava-1.5-7b",
+            family="llava",
+            source="llava-hf/llava-1.5-7b-hf",
+            params_billion=7.06,
+            description="LLaVA-1.5-7B; pass --adapter for the PathVQA QLoRA adapter.",
+        ),
+        ModelSpec(
+            name="midefics",
+            family="idefics",
+            source="HuggingFaceM4/idefics-9b-instruct",
+            adapter="WinterSchool/Midefics",
+            params_billion=8.93,
+            description="MIDEFICS: IDEFICS-9b-instruct + a LoRA adapter tuned on medical conversations.",
+        ),
+    )
+}
+
+# config.json "model_type" -> family, for models named by path or hub id.
+MODEL_TYPE_TO_FAMILY = {"llava": "llava", "idefics": "idefics", "fast_vlm": "fast_vlm"}
+
+
+def resolve(name_or_path: str, adapter: str | None = None) -> ModelSpec:
+    """A registry name, a local model folder, or a hub id (family read from its config.json)."""
+    if name_or_path in REGISTRY:
+        spec = REGISTRY[name_or_path]
+        return replace(spec, adapter=adapter) if adapter else spec
+    config = _read_config(name_or_path)
+    model_type = config.get("model_type")
+    family = MODEL_TYPE_TO_FAMILY.get(model_type)
+    if family is None:
+        supported = ", ".join(sorted(MODEL_TYPE_TO_FAMILY))
+        raise UserFacingError(f"{name_or_path} is a '{model_type}' model; medvlm runs model types: {supported}.")
+    return ModelSpec(name=name_or_path, family=family, source=name_or_path, adapter=adapter)
+
+
+def _read_config(name_or_path: str) -> dict:
+    folder = Path(name_or_path).expanduser()
+    if folder.is_dir():
+        config_file = folder / "config.json"
+        if not config_file.is_file():
+            raise UserFacingError(f"{name_or_path} has no config.json: it is not a saved transformers model.")
+    elif looks_like_path(name_or_path):
+        known = ", ".join(REGISTRY)
+        raise UserFacingError(f"No model folder at {name_or_path} (and not a registered model: {known}).")
+    else:
+        config_file = cached_hub_file(name_or_path, "config.json")
+        if config_file is None:
+            raise UserFacingError(hub_missing_message(name_or_path))
+    try:
+        return json.loads(Path(config_file).read_text())
+    except (OSError, ValueError):
+        raise UserFacingError(f"The config.json of {name_or_path} is not readable JSON.") from None
+
+
+def looks_like_path(name: str) -> bool:
+    # A hub id is "owner/name"; anything else with a slash, or starting like a path, is a local path.
+    return name.startswith((".", "/", "~")) or name.count("/") != 1 or Path(name).expanduser().exists()
+
+
+def cached_hub_file(repo_id: str, filename: str) -> str | None:
+    """The file from the local Hugging Face cache, or None. Never touches the network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(repo_id, filename)
+    except Exception:  # a malformed repo id is simply "not cached"
+        return None
+    return found if isinstance(found, str) else None
+
+
+def hub_missing_message(repo_id: str) -> str:
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    return (
+        f"{repo_id} is not in the local Hugging Face cache ({HF_HUB_CACHE}) and the hub is offline: download it "
+        f"where the hub is reachable (hf download {repo_id}) and point HF_HOME at that cache, or pass --model PATH."
+    )

@@ -1,0 +1,43 @@
+"""Defaults, limits and the offline switches, in one place."""
+import os
+import tempfile
+from pathlib import Path
+
+HOST = "127.0.0.1"
+PORT = 7860
+DEFAULT_MODEL = "medvlm-tiny"
+
+# Images: a decompression bomb is refused before its pixels are decoded.
+MAX_IMAGE_PIXELS = 50_000_000
+MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
+
+# Questions: the character cap keeps tokenisation cheap; the model's context is checked after tokenising.
+MAX_QUESTION_CHARS = 16_000
+DEFAULT_MAX_NEW_TOKENS = 128
+MAX_NEW_TOKENS_LIMIT = 1024
+DEFAULT_TEMPERATURE = 0.0
+
+# Switches that keep the app from calling out (hub, telemetry, update checks). A user who sets one keeps it.
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "GRADIO_ANALYTICS_ENABLED": "False",
+    "YOLO_OFFLINE": "1",
+    "YOLO_AUTOINSTALL": "0",
+    "DO_NOT_TRACK": "1",
+}
+
+
+def cache_dir() -> Path:
+    """Where medvlm keeps what it builds (the assembled MedVLM-Tiny base). Override with MEDVLM_CACHE."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "medvlm"
+    return Path(os.environ.get("MEDVLM_CACHE", default))
+
+
+def apply_offline_env() -> None:
+    """Set the offline switches unless the user already chose a value. Call before importing HF libraries."""
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(tempfile.gettempdir()) / "medvlm-ultralytics"))

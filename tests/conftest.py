@@ -1,0 +1,27 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+from medvlm.settings import apply_offline_env
+
+apply_offline_env()  # before transformers/gradio are imported by any test: no test touches the network
+sys.path.insert(0, str(Path(__file__).parent))
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+VQA_RAD = SHARED_DATA / "vqa-rad"
+
+
+@pytest.fixture(scope="session")
+def vqa_rad_image() -> Path:
+    path = VQA_RAD / "images" / "synpic54610.jpg"  # a head CT from VQA-RAD (CC0)
+    assert path.is_file(), f"shared data missing: {path}"
+    return path
+
+
+@pytest.fixture(scope="session")
+def medvlm_tiny():
+    from medvlm import models
+
+    return models.load(models.resolve("medvlm-tiny"), device="cpu")

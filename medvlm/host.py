@@ -1,0 +1,82 @@
+"""The app's one loaded model: which models the picker offers, whether each can load here, and switching."""
+import logging
+import threading
+
+from medvlm import models
+from medvlm.errors import UserFacingError
+from medvlm.models import LoadedModel, ModelSpec
+from medvlm.settings import DEFAULT_MODEL
+
+log = logging.getLogger(__name__)
+
+
+class ModelHost:
+    def __init__(self, device: str | None = None, quantize: str = "auto"):
+        self.device = device or models.default_device()
+        self.quantize = quantize
+        self.specs: dict[str, ModelSpec] = dict(models.REGISTRY)
+        self.current: LoadedModel | None = None
+        self.startup_notice = ""  # why the requested model was not the one loaded, shown once in the UI
+        # Held while a model generates or loads: a switch never pulls a model out from under a running answer.
+        self.lock = threading.Lock()
+
+    def start(self, name: str = DEFAULT_MODEL, adapter: str | None = None) -> None:
+        """Load the requested model; if it cannot load here, say why and fall back to the default."""
+        try:
+            spec = models.resolve(name, adapter=adapter)
+            self.specs[spec.name] = spec
+            self.current = models.load(spec, self.device, self.quantize)
+            return
+        except UserFacingError as e:
+            if name == DEFAULT_MODEL:
+                self.startup_notice = f"No model loaded: {e}"
+                log.error(self.startup_notice)
+                return
+            self.startup_notice = f"Could not start with {name}: {e} Using {DEFAULT_MODEL} instead."
+            log.warning(self.startup_notice)
+        self.start(DEFAULT_MODEL)
+
+    @property
+    def current_name(self) -> str | None:
+        return self.current.spec.name if self.current else None
+
+    def unavailable_reason(self, name: str) -> str | None:
+        return models.unavailable_reason(self.specs[name], self.device, self.quantize)
+
+    def choices(self) -> list[tuple[str, str]]:
+        """(label, name) for the picker: every registered model, and whether it can load here."""
+        labelled = []
+        for name in self.specs:
+            state = "loaded" if name == self.current_name else ("unavailable here" if self.unavailable_reason(name) else "can load")
+            labelled.append((f"{name} ({state})", name))
+        return labelled
+
+    def switch(self, name: str) -> LoadedModel:
+        """Load `name` in place of the current model. On failure the current model stays."""
+        if name not in self.specs:
+            raise UserFacingError(f"Unknown model {name!r}.")
+        if name == self.current_name:
+            return self.current
+        reason = self.unavailable_reason(name)
+        if reason:
+            raise UserFacingError(reason)
+        with self.lock:
+            loaded = models.load(self.specs[name], self.device, self.quantize)
+            self.current = loaded
+        return loaded
+
+    def describe(self) -> str:
+        """Markdown about the loaded model for the UI, including what its answers can be trusted for."""
+        if self.current is None:
+            return "**No model loaded.** " + self.startup_notice
+        spec, model = self.current.spec, self.current.model
+        precision = "4-bit nf4" if getattr(model, "is_loaded_in_4bit", False) else str(model.dtype).replace("torch.", "")
+        lines = [f"**{spec.name}** on {self.current.device} ({precision})", spec.description]
+        if spec.adapter:
+            lines.append(f"Adapter: `{spec.adapter}`")
+        if spec.source == models.registry.MEDVLM_TINY_SOURCE and not spec.adapter:
+            lines.append(
+                "⚠️ **Not yet image-grounded:** MedVLM-Tiny's image projector is untrained, so its answers come from "
+                "the language model alone and do not reflect the image. Use it to try the app, not to read scans."
+            )
+        return "\n\n".join(line for line in lines if line)

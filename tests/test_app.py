@@ -1,0 +1,56 @@
+"""The app's entry point and model host, without a browser: CLI flags, start-up fallback, model switching."""
+import subprocess
+import sys
+
+import pytest
+
+from medvlm.host import ModelHost
+from conftest import REPO
+
+
+def run_app(*args, timeout=60):
+    return subprocess.run([sys.executable, "app.py", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def test_help_lists_the_options():
+    result = run_app("--help")
+    assert result.returncode == 0
+    for option in ("--model", "--adapter", "--device", "--quantize", "--host", "--port", "--share"):
+        assert option in result.stdout
+    assert "llava-1.5-7b" in result.stdout and "midefics" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--port", "99999"], "argument --port: port must be between 1 and 65535"),
+        (["--port", "http"], "argument --port: 'http' is not a port number"),
+        (["--quantize", "int3"], "argument --quantize: invalid choice: 'int3'"),
+        (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+        (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    ],
+)
+def test_bad_flags_get_one_clear_line(args, message):
+    result = run_app(*args)
+    assert result.returncode == 2
+    error_lines = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(error_lines) == 1 and message in error_lines[0]
+
+
+def test_unloadable_model_falls_back_to_the_default_with_a_reason():
+    host = ModelHost(device="cpu")
+    host.start("llava-1.5-7b")
+    assert host.current_name == "medvlm-tiny"
+    assert "Could not start with llava-1.5-7b" in host.startup_notice and "--model PATH" in host.startup_notice
+    labels = dict((name, label) for label, name in host.choices())
+    assert labels["medvlm-tiny"] == "medvlm-tiny (loaded)" and labels["midefics"] == "midefics (unavailable here)"
+    assert "Not yet image-grounded" in host.describe()
+
+
+def test_switching_to_an_unloadable_model_keeps_the_current_one():
+    host = ModelHost(device="cpu")
+    host.start()
+    before = host.current
+    with pytest.raises(Exception, match="not in the local Hugging Face cache"):
+        host.switch("midefics")
+    assert host.current is before

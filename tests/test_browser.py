@@ -1,0 +1,200 @@
+"""The app as a user meets it: started as a subprocess, driven in headless Debian Chromium through Playwright.
+
+Network: the app runs with HTTP(S)_PROXY pointing at a trap on localhost that counts connections, so any hub,
+telemetry or update-check call by a proxy-honouring client is caught; the page itself may load only the app's URL.
+"""
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from test_images import PATIENT, write_dicom
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TrapProxy:
+    """A listening socket that only counts who connects to it."""
+
+    def __init__(self):
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen()
+        self.port = self.server.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                return
+            self.connections += 1
+            connection.close()
+
+
+@pytest.fixture(scope="module")
+def trap():
+    proxy = TrapProxy()
+    yield proxy
+    proxy.server.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(trap, tmp_path_factory):
+    port = free_port()
+    proxy = f"http://127.0.0.1:{trap.port}"
+    env = dict(os.environ, HTTP_PROXY=proxy, HTTPS_PROXY=proxy, http_proxy=proxy, https_proxy=proxy,
+               NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost", PYTHONUNBUFFERED="1",
+               GRADIO_TEMP_DIR=str(tmp_path_factory.mktemp("gradio-uploads")))
+    log = tmp_path_factory.mktemp("app") / "app.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        assert process.poll() is None, f"app exited early:\n{log.read_text()[-3000:]}"
+        try:
+            urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=2)
+            break
+        except OSError:
+            time.sleep(1)
+    else:
+        process.kill()
+        pytest.fail(f"app did not start:\n{log.read_text()[-3000:]}")
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, app_url):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.requests = []
+    page.on("request", lambda request: page.requests.append(request.url))
+    page.goto(app_url)
+    page.wait_for_selector("#question textarea")
+    yield page
+    page.close()
+
+
+def status(page) -> str:
+    return page.locator("#status").inner_text()
+
+
+def wait_for_status(page, text: str, timeout=30_000):
+    page.wait_for_function(
+        "text => document.querySelector('#status').innerText.includes(text)", arg=text, timeout=timeout
+    )
+
+
+def upload(page, path):
+    """As a user does it: remove the file shown, if any (its x button), then choose the new one."""
+    remove = page.locator('#upload button[aria-label="Clear"]')
+    if remove.count():
+        remove.click()
+        wait_for_status(page, "Image removed")
+    page.locator("#upload input[type=file]").set_input_files(str(path))
+
+
+def ask_and_watch(page, question: str, timeout=120) -> list[str]:
+    """Ask, and record every distinct text of the newest bot message until the status bar clears."""
+    bots = page.locator('[data-testid="bot"]')
+    before = bots.count()
+    page.locator("#question textarea").fill(question)
+    page.locator("#question textarea").press("Enter")
+    seen: list[str] = []
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if bots.count() > before:
+            text = bots.last.inner_text().strip()
+            if text and (not seen or seen[-1] != text):
+                seen.append(text)
+        if seen and "answering" not in status(page):
+            return seen
+        time.sleep(0.05)
+    pytest.fail(f"no complete answer within {timeout}s; status: {status(page)!r}")
+
+
+def test_upload_ask_stream_follow_up(page, vqa_rad_image, trap, tmp_path):
+    upload(page, vqa_rad_image)
+    wait_for_status(page, "Loaded synpic54610.jpg (566×555)")
+    assert page.locator("#preview img").count() == 1
+
+    partials = ask_and_watch(page, "What organ is shown in this image?")
+    answer = partials[-1]
+    assert len(partials) >= 3, f"answer did not stream: {partials}"
+    assert all(answer.startswith(partial) for partial in partials)
+    assert len(answer.split()) >= 2
+
+    follow_up = ask_and_watch(page, "Is it normal?")[-1]
+    assert follow_up and page.locator('[data-testid="user"]').count() == 2
+    assert "not yet image-grounded" in page.locator("#model-info").inner_text().lower()
+
+    page.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
+    outside = [url for url in page.requests if not url.startswith(page.url.split("?")[0]) and not url.startswith(("data:", "blob:"))]
+    assert outside == [], f"the page fetched from outside the app: {outside}"
+    assert trap.connections == 0, "the app tried to reach the network"
+
+
+def test_bad_uploads_keep_the_app_and_the_conversation(page, vqa_rad_image, tmp_path):
+    upload(page, vqa_rad_image)
+    wait_for_status(page, "Loaded synpic54610.jpg")
+    ask_and_watch(page, "What is this?")
+
+    page.locator("#question textarea").fill("   ")
+    page.locator("#ask").click()
+    wait_for_status(page, "Type a question first")
+
+    (tmp_path / "empty.png").write_bytes(b"")
+    upload(page, tmp_path / "empty.png")
+    wait_for_status(page, "empty (0 bytes)")
+
+    (tmp_path / "notes.jpg").write_text("this is a text file, not a scan")
+    upload(page, tmp_path / "notes.jpg")
+    wait_for_status(page, "notes.jpg is not a PNG, JPEG or DICOM image")
+    assert page.locator("#preview img").count() == 0
+
+    assert ask_and_watch(page, "And now?")[-1]  # the next request works
+    upload(page, vqa_rad_image)  # and a good image is accepted again
+    wait_for_status(page, "Loaded synpic54610.jpg")
+
+
+def test_dicom_upload_and_text_only_question(page, tmp_path):
+    hu = np.linspace(-1000, 1000, 96 * 96).reshape(96, 96).astype(np.int16)
+    upload(page, write_dicom(tmp_path / "ct.dcm", hu, WindowCenter=40, WindowWidth=400))
+    wait_for_status(page, "Loaded ct.dcm (96×96)")
+    assert PATIENT not in page.content()
+    assert ask_and_watch(page, "Describe this CT slice.")[-1]
+
+    page.locator("#clear").click()
+    page.wait_for_function("document.querySelectorAll('[data-testid=\"bot\"]').length === 0")
+    assert ask_and_watch(page, "What is a pneumothorax?")[-1]  # no image: a text-only question

@@ -5,6 +5,7 @@ value it yields is the final answer (new tokens only, cut at the family's end of
 """
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +16,11 @@ from medvlm.errors import UserFacingError
 from medvlm.models.families import Turn
 from medvlm.models.loading import LoadedModel
 from medvlm.settings import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE, MAX_NEW_TOKENS_LIMIT, MAX_QUESTION_CHARS
+
+
+# One long-lived thread runs every generation: a fresh thread per answer costs CPU models several per cent
+# (a new OpenMP team each time), and one thread also serialises use of the shared model.
+_GENERATION_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medvlm-generate")
 
 
 @dataclass(frozen=True)
@@ -99,18 +105,16 @@ def stream_reply(
     cancelled = _Cancelled()
     kwargs = generate_kwargs(loaded, inputs, settings)
     kwargs.update(streamer=streamer, stopping_criteria=StoppingCriteriaList([cancelled]))
-    failure: list[BaseException] = []
 
     def run():
         try:
             with torch.inference_mode():
                 loaded.model.generate(**kwargs)
-        except BaseException as e:  # re-raised in the reader's thread below
-            failure.append(e)
-            streamer.end()
+        except BaseException:
+            streamer.end()  # unblock the reader; future.result() below re-raises in its thread
+            raise
 
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
+    future = _GENERATION_THREAD.submit(run)
     stops = loaded.family.stop_strings
     text = ""
     try:
@@ -120,10 +124,8 @@ def stream_reply(
             if shown:
                 yield shown
     finally:
-        cancelled.event.set()  # no-op after a normal end; stops the worker if the reader left early
-        worker.join()
-    if failure:
-        raise failure[0]
+        cancelled.event.set()  # no-op after a normal end; stops the generation if the reader left early
+        future.result()
     yield final_answer(text, stops)
 
 

@@ -1,0 +1,1 @@
+"""Physician review: the SQLite store of predictions and verdicts."""

@@ -1,0 +1,1 @@
+"""Fine-tuning entry points (python -m train.vlm, python -m train.yolo)."""

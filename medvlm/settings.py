@@ -10,7 +10,6 @@ DEFAULT_MODEL = "medvlm-tiny"
 # Images: a decompression bomb is refused before its pixels are decoded.
 MAX_IMAGE_PIXELS = 50_000_000
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
 
 # Questions: the character cap keeps tokenisation cheap; the model's context is checked after tokenising.
 MAX_QUESTION_CHARS = 16_000

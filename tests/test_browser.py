@@ -193,8 +193,8 @@ def test_bad_uploads_keep_the_app_and_the_conversation(page, vqa_rad_image, tmp_
 
 def test_dicom_upload_and_text_only_question(page, tmp_path):
     hu = np.linspace(-1000, 1000, 96 * 96).reshape(96, 96).astype(np.int16)
-    upload(page, write_dicom(tmp_path / "ct.dcm", hu, WindowCenter=40, WindowWidth=400))
-    wait_for_status(page, "Loaded ct.dcm (96×96)")
+    upload(page, write_dicom(tmp_path / "IM0001", hu, WindowCenter=40, WindowWidth=400))  # scanners omit extensions
+    wait_for_status(page, "Loaded IM0001 (96×96)")
     assert PATIENT not in page.content()
     assert ask_and_watch(page, "Describe this CT slice.")[-1]
 

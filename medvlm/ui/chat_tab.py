@@ -9,7 +9,7 @@ from medvlm.chat import GenerationSettings, check_question, stream_reply
 from medvlm.errors import UserFacingError
 from medvlm.host import ModelHost
 from medvlm.images import load_image
-from medvlm.settings import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE, IMAGE_SUFFIXES, MAX_NEW_TOKENS_LIMIT
+from medvlm.settings import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE, MAX_NEW_TOKENS_LIMIT
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,8 @@ def build_chat_tab(host: ModelHost) -> None:
     conversation = gr.State(Conversation())
     with gr.Row():
         with gr.Column(scale=1):
-            upload = gr.File(
-                label="Image: PNG, JPEG or DICOM", file_types=list(IMAGE_SUFFIXES), type="filepath", elem_id="upload"
-            )
+            # No file_types filter: DICOM files often have no extension; the decoder checks every upload itself.
+            upload = gr.File(label="Image: PNG, JPEG or DICOM", type="filepath", elem_id="upload")
             preview = gr.Image(label="What the model sees", type="pil", interactive=False, height=260, elem_id="preview")
             picker = gr.Dropdown(choices=host.choices(), value=host.current_name, label="Model", elem_id="model")
             model_info = gr.Markdown(host.describe(), elem_id="model-info")

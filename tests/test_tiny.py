@@ -55,3 +55,13 @@ def test_rebuild_is_deterministic(medvlm_tiny, vqa_rad_image):
         expected = medvlm_tiny.model(**inputs).logits
         rebuilt = model(**inputs).logits
     np.testing.assert_array_equal(rebuilt.numpy(), expected.numpy())
+
+
+def test_chatml_prompt_format(medvlm_tiny):
+    family = medvlm_tiny.family
+    prompt = family.prompt([("Size {mm}?", "3 mm"), ("Margins?", None)], True, "<|im_end|>")
+    assert prompt == (
+        f"<|im_start|>system\n{family.system_prompt}<|im_end|>\n"
+        "<|im_start|>user\n<image>\nSize {mm}?<|im_end|>\n<|im_start|>assistant\n3 mm<|im_end|>\n"
+        "<|im_start|>user\nMargins?<|im_end|>\n<|im_start|>assistant\n"
+    )

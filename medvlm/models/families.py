@@ -40,29 +40,40 @@ class Family:
         return int(text_config.max_position_embeddings)
 
 
-class LlavaFamily(Family):
-    """LLaVA-1.5 (llava-hf layout): `USER: <image>\\n{question}\\nASSISTANT:`, turns closed by </s>."""
+class TextPromptFamily(Family):
+    """Families whose prompt is one string; the processor expands the image placeholder into image tokens."""
 
-    name = "llava"
-    stop_strings = ("USER:", "ASSISTANT:")
-
-    def load(self, source, **kwargs):
-        from transformers import AutoProcessor, LlavaForConditionalGeneration
-
-        return LlavaForConditionalGeneration.from_pretrained(source, **kwargs), AutoProcessor.from_pretrained(source)
+    header = ""
+    user_turn: str  # template with {image} and {question}
+    answer_turn: str  # template with {answer} and {eos}
+    image_placeholder = "<image>\n"
 
     def prompt(self, turns: list[Turn], has_image: bool, eos: str) -> str:
-        text = ""
+        text = self.header
         for i, (question, answer) in enumerate(turns):
-            image = "<image>\n" if i == 0 and has_image else ""
-            text += f"USER: {image}{question}\nASSISTANT:"
+            image = self.image_placeholder if i == 0 and has_image else ""
+            text += self.user_turn.format(image=image, question=question)
             if answer is not None:
-                text += f" {answer}{eos}"
+                text += self.answer_turn.format(answer=answer, eos=eos)
         return text
 
     def encode(self, processor, turns, image):
         text = self.prompt(turns, image is not None, processor.tokenizer.eos_token)
         return processor(images=image, text=text, return_tensors="pt")
+
+
+class LlavaFamily(TextPromptFamily):
+    """LLaVA-1.5 (llava-hf layout): `USER: <image>\\n{question}\\nASSISTANT:`, turns closed by </s>."""
+
+    name = "llava"
+    stop_strings = ("USER:", "ASSISTANT:")
+    user_turn = "USER: {image}{question}\nASSISTANT:"
+    answer_turn = " {answer}{eos}"
+
+    def load(self, source, **kwargs):
+        from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+        return LlavaForConditionalGeneration.from_pretrained(source, **kwargs), AutoProcessor.from_pretrained(source)
 
 
 class IdeficsFamily(Family):
@@ -111,12 +122,15 @@ class IdeficsFamily(Family):
         return kwargs
 
 
-class FastVlmFamily(Family):
+class FastVlmFamily(TextPromptFamily):
     """FastVLM-class models with a ChatML language model; MedVLM-Tiny is one (see medvlm/models/tiny.py)."""
 
     name = "fast_vlm"
     quantizable = False  # 135M parameters: 4-bit would save nothing worth its accuracy cost
     system_prompt = "You are a medical imaging assistant. Answer the clinician's question about the image."
+    header = f"<|im_start|>system\n{system_prompt}<|im_end|>\n"
+    user_turn = "<|im_start|>user\n{image}{question}<|im_end|>\n<|im_start|>assistant\n"
+    answer_turn = "{answer}<|im_end|>\n"
 
     def load(self, source, **kwargs):
         from transformers import AutoProcessor, FastVlmForConditionalGeneration
@@ -126,18 +140,6 @@ class FastVlmFamily(Family):
         if source == tiny.MEDVLM_TINY_SOURCE:
             source = tiny.base_model_dir()
         return FastVlmForConditionalGeneration.from_pretrained(source, **kwargs), AutoProcessor.from_pretrained(source)
-
-    def prompt(self, turns: list[Turn], has_image: bool) -> str:
-        text = f"<|im_start|>system\n{self.system_prompt}<|im_end|>\n"
-        for i, (question, answer) in enumerate(turns):
-            image = "<image>\n" if i == 0 and has_image else ""
-            text += f"<|im_start|>user\n{image}{question}<|im_end|>\n<|im_start|>assistant\n"
-            if answer is not None:
-                text += f"{answer}<|im_end|>\n"
-        return text
-
-    def encode(self, processor, turns, image):
-        return processor(images=image, text=self.prompt(turns, image is not None), return_tensors="pt")
 
     def eos_token_ids(self, tokenizer):
         return [tokenizer.convert_tokens_to_ids("<|im_end|>")]

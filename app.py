@@ -55,9 +55,7 @@ def main(argv=None) -> int:
 
     model_host = ModelHost(device=None if args.device == "auto" else args.device, quantize=args.quantize)
     print(f"medvlm: loading {args.model} on {model_host.device}...", flush=True)
-    model_host.start(args.model, adapter=args.adapter)
-    if model_host.startup_notice:
-        print(f"medvlm: {model_host.startup_notice}", file=sys.stderr, flush=True)
+    model_host.start(args.model, adapter=args.adapter)  # logs why, if it falls back to the default model
     try:
         launch(build_app(model_host), args.host, args.port, args.share)
     except OSError as e:

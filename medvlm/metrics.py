@@ -1,0 +1,78 @@
+"""Strict automatic VQA metrics. Scoring only: generation lives in medvlm.chat and medvlm.evaluate.
+
+Closed questions: a yes/no reference is matched by whole words after normalisation. "No" inside "normal" is not a
+"no"; an answer that says both yes and no, or neither, is wrong. Any other closed reference ("left", "MRI") must
+appear as a whole-word phrase. Every question stays in the denominator.
+Open questions: token recall / precision / F1 and exact match, after normalisation (lower case, no punctuation,
+no articles, number words as digits).
+"""
+import re
+import string
+from collections import Counter
+from dataclasses import dataclass
+
+ARTICLES = {"a", "an", "the"}
+NUMBER_WORDS = {
+    "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7",
+    "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12",
+}
+_PUNCTUATION = re.compile(f"[{re.escape(string.punctuation)}]")
+
+
+def normalize_tokens(text: str) -> list[str]:
+    """Lower case, punctuation to spaces, articles dropped, number words as digits."""
+    words = _PUNCTUATION.sub(" ", (text or "").lower()).split()
+    return [NUMBER_WORDS.get(word, word) for word in words if word not in ARTICLES]
+
+
+def yes_no(text: str) -> str | None:
+    """'yes' or 'no' when the text says exactly one of them as a whole word; None when it says both or neither."""
+    words = set(normalize_tokens(text))
+    said = {"yes", "no"} & words
+    return said.pop() if len(said) == 1 else None
+
+
+def closed_correct(prediction: str, reference: str) -> bool:
+    expected = yes_no(reference)
+    if expected is not None and normalize_tokens(reference) == [expected]:
+        return yes_no(prediction) == expected
+    needle, haystack = normalize_tokens(reference), normalize_tokens(prediction)
+    if not needle:
+        return False
+    return any(haystack[i : i + len(needle)] == needle for i in range(len(haystack) - len(needle) + 1))
+
+
+@dataclass(frozen=True)
+class OpenScore:
+    recall: float
+    precision: float
+    f1: float
+    exact: float
+
+
+def open_score(prediction: str, reference: str) -> OpenScore:
+    predicted, expected = normalize_tokens(prediction), normalize_tokens(reference)
+    common = sum((Counter(predicted) & Counter(expected)).values())
+    recall = common / len(expected) if expected else 0.0
+    precision = common / len(predicted) if predicted else 0.0
+    f1 = 2 * recall * precision / (recall + precision) if recall + precision else 0.0
+    return OpenScore(recall, precision, f1, float(bool(expected) and predicted == expected))
+
+
+def score(records) -> dict:
+    """Aggregate over records with "prediction", "answer" and "answer_type" (CLOSED/OPEN). Percentages."""
+    closed = [closed_correct(r["prediction"], r["answer"]) for r in records if r["answer_type"].upper() == "CLOSED"]
+    opened = [open_score(r["prediction"], r["answer"]) for r in records if r["answer_type"].upper() == "OPEN"]
+
+    def mean(values):
+        return round(100 * sum(values) / len(values), 2) if values else None
+
+    return {
+        "closed_n": len(closed),
+        "closed_accuracy": mean(closed),
+        "open_n": len(opened),
+        "open_recall": mean([s.recall for s in opened]),
+        "open_precision": mean([s.precision for s in opened]),
+        "open_f1": mean([s.f1 for s in opened]),
+        "open_exact_match": mean([s.exact for s in opened]),
+    }

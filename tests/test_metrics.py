@@ -1,0 +1,53 @@
+"""The strict metrics on hand-made cases."""
+import pytest
+
+from medvlm.metrics import closed_correct, normalize_tokens, open_score, score, yes_no
+
+
+@pytest.mark.parametrize(
+    "prediction, reference, correct",
+    [
+        ("Yes", "yes", True),
+        ("Yes, the lungs are clear.", "Yes", True),
+        ("No.", "no", True),
+        ("The scan is normal.", "no", False),  # "no" inside "normal" is not a no
+        ("There is no abnormality, yes.", "yes", False),  # both: wrong
+        ("It is hard to say.", "no", False),  # neither: wrong
+        ("Nothing abnormal", "no", False),
+        ("The lesion is on the left side.", "left", True),
+        ("The lesion is on the leftmost side.", "left", False),  # whole words only
+        ("This is an MRI.", "MRI", True),
+        ("white matter", "White Matter", True),
+        ("", "yes", False),
+    ],
+)
+def test_closed(prediction, reference, correct):
+    assert closed_correct(prediction, reference) is correct
+
+
+def test_normalisation():
+    assert normalize_tokens("The Two nodules, in an X-ray!") == ["2", "nodules", "in", "x", "ray"]
+    assert yes_no("NO!") == "no" and yes_no("yes and no") is None and yes_no("normal") is None
+
+
+def test_open_scores():
+    s = open_score("A mass in the right upper lobe", "right upper lobe")
+    assert s.recall == 1.0 and s.precision == pytest.approx(3 / 5) and s.f1 == pytest.approx(0.75) and s.exact == 0.0
+    assert open_score("Right upper lobe.", "right upper lobe").exact == 1.0
+    assert open_score("three", "3").exact == 1.0
+    assert open_score("", "axial").f1 == 0.0 and open_score("anything", "").recall == 0.0
+
+
+def test_aggregate_keeps_every_question_in_the_denominator():
+    records = [
+        {"prediction": "yes", "answer": "yes", "answer_type": "CLOSED"},
+        {"prediction": "normal", "answer": "no", "answer_type": "CLOSED"},
+        {"prediction": "", "answer": "yes", "answer_type": "CLOSED"},
+        {"prediction": "yes", "answer": "no", "answer_type": "CLOSED"},
+        {"prediction": "axial plane", "answer": "axial", "answer_type": "OPEN"},
+        {"prediction": "brain", "answer": "liver", "answer_type": "OPEN"},
+    ]
+    result = score(records)
+    assert result["closed_n"] == 4 and result["closed_accuracy"] == 25.0
+    assert result["open_n"] == 2 and result["open_recall"] == 50.0 and result["open_exact_match"] == 0.0
+    assert result["open_precision"] == 25.0

@@ -12,6 +12,10 @@ class Family:
     name: str
     quantizable = True  # whether quantize="auto" may pick 4-bit on CUDA
     stop_strings: tuple[str, ...] = ()  # text that means the model has started inventing the next turn
+    # LoRA goes on the language model's attention projections only (transformers 5 module paths), never the
+    # vision tower; modules_to_save are trained in full and saved with the adapter.
+    lora_target = r".*language_model.*\.(q_proj|v_proj)"
+    modules_to_save: tuple[str, ...] = ()
 
     def load(self, source: str, **from_pretrained_kwargs):
         """(model, processor) from a hub id or local folder."""
@@ -19,6 +23,10 @@ class Family:
 
     def encode(self, processor, turns: list[Turn], image: Image.Image | None):
         """Processor outputs (input_ids, attention_mask, pixel values...) for one conversation."""
+        raise NotImplementedError
+
+    def encode_batch(self, processor, conversations: list[tuple[list[Turn], Image.Image | None]]):
+        """Left-padded processor outputs for several conversations (all with an image, or all without)."""
         raise NotImplementedError
 
     def eos_token_ids(self, tokenizer) -> list[int]:
@@ -61,6 +69,12 @@ class TextPromptFamily(Family):
         text = self.prompt(turns, image is not None, processor.tokenizer.eos_token)
         return processor(images=image, text=text, return_tensors="pt")
 
+    def encode_batch(self, processor, conversations):
+        eos = processor.tokenizer.eos_token
+        texts = [self.prompt(turns, image is not None, eos) for turns, image in conversations]
+        images = [image for _, image in conversations if image is not None]
+        return processor(images=images or None, text=texts, padding=True, return_tensors="pt")
+
 
 class LlavaFamily(TextPromptFamily):
     """LLaVA-1.5 (llava-hf layout): `USER: <image>\\n{question}\\nASSISTANT:`, turns closed by </s>."""
@@ -83,6 +97,7 @@ class IdeficsFamily(Family):
     end_of_utterance = "<end_of_utterance>"
     image_tokens = ("<image>", "<fake_token_around_image>")
     stop_strings = ("\nUser:",)
+    lora_target = r"model\.layers\.\d+\.self_attn\.(q_proj|v_proj)"  # not the vision/perceiver/cross-attn
 
     def load(self, source, **kwargs):
         from transformers import AutoProcessor, IdeficsForVisionText2Text
@@ -112,6 +127,9 @@ class IdeficsFamily(Family):
         # The IDEFICS processor takes its interleaved prompt only as the `text=` keyword.
         return processor(text=self.prompt_items(turns, image), return_tensors="pt")
 
+    def encode_batch(self, processor, conversations):
+        return processor(text=[self.prompt_items(turns, image) for turns, image in conversations], padding=True, return_tensors="pt")
+
     def eos_token_ids(self, tokenizer):
         return [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(self.end_of_utterance)]
 
@@ -127,6 +145,7 @@ class FastVlmFamily(TextPromptFamily):
 
     name = "fast_vlm"
     quantizable = False  # 135M parameters: 4-bit would save nothing worth its accuracy cost
+    modules_to_save = ("multi_modal_projector",)  # MedVLM-Tiny's projector starts untrained
     system_prompt = "You are a medical imaging assistant. Answer the clinician's question about the image."
     header = f"<|im_start|>system\n{system_prompt}<|im_end|>\n"
     user_turn = "<|im_start|>user\n{image}{question}<|im_end|>\n<|im_start|>assistant\n"

@@ -1,0 +1,261 @@
+"""Fine-tuning: data validation, the answer-only label mask, real optimisation steps (LoRA and 4-bit QLoRA on CPU),
+adapter round trips, the CLI with --resume, and the conversation builder."""
+import http.server
+import json
+import threading
+
+import pytest
+import torch
+
+from conftest import SHARED_DATA
+from medvlm import models
+from medvlm.data import load_examples
+from medvlm.errors import UserFacingError
+from tiny_models import save_tiny_idefics, save_tiny_llava
+from train import conversations
+from train.vlm import LoraArguments, TrainArguments, add_lora, collate, encode_with_labels, main, make_optimizer
+
+ISIC = SHARED_DATA / "isic" / "isic_ham10000_sample.jsonl"
+
+
+@pytest.fixture(scope="module")
+def images(vqa_rad_image):
+    from medvlm.images import load_image
+
+    return load_image(vqa_rad_image), load_image(vqa_rad_image.parent / "synpic29265.jpg")
+
+
+@pytest.fixture(scope="module")
+def llava_dir(tmp_path_factory):
+    return save_tiny_llava(tmp_path_factory.mktemp("train-llava"))
+
+
+@pytest.fixture(scope="module")
+def idefics_dir(tmp_path_factory):
+    return save_tiny_idefics(tmp_path_factory.mktemp("train-idefics"))
+
+
+@pytest.fixture
+def vqa_jsonl(tmp_path, vqa_rad_image):
+    rows = [
+        {"image": str(vqa_rad_image), "question": "Is there an infarct?", "answer": "yes", "answer_type": "CLOSED", "split": "train"},
+        {"image": str(vqa_rad_image.parent / "synpic29265.jpg"), "question": "What organ?", "answer": "lungs", "answer_type": "OPEN", "split": "train"},
+        {"image": str(vqa_rad_image), "question": "Is it normal?", "answer": "no", "answer_type": "CLOSED", "split": "test"},
+        {"image": str(vqa_rad_image), "question": "Which plane?", "answer": "axial", "answer_type": "OPEN", "split": "test"},
+    ]
+    path = tmp_path / "vqa.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def labelled_text(loaded, item) -> str:
+    return loaded.tokenizer.decode(item["input_ids"][item["labels"] != -100])
+
+
+# --- label mask ----------------------------------------------------------------------------------------------------
+
+
+def test_label_mask_is_exactly_the_answers_llava(llava_dir, images):
+    loaded = models.load(models.resolve(str(llava_dir)), device="cpu")
+    item = encode_with_labels(loaded, [("Is it a fracture?", "yes, a fracture"), ("Where?", "left femur")], images[0])
+    assert labelled_text(loaded, item) == " yes, a fracture</s> left femur</s>"
+    assert (item["labels"] != -100).sum() < item["input_ids"].shape[0] // 2  # prompt, image and questions masked
+
+
+def test_label_mask_is_exactly_the_answers_idefics(idefics_dir, images):
+    loaded = models.load(models.resolve(str(idefics_dir)), device="cpu")
+    item = encode_with_labels(loaded, [("What organ?", "the liver")], images[0])
+    assert labelled_text(loaded, item) == " the liver<end_of_utterance>\n"
+
+
+def test_label_mask_keeps_the_end_token_when_pad_is_eos(medvlm_tiny, images):
+    """MedVLM-Tiny's pad == eos (<|im_end|>): masking by id would drop the answer's own end token."""
+    assert medvlm_tiny.tokenizer.pad_token_id == medvlm_tiny.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    item = encode_with_labels(medvlm_tiny, [("Is the lung normal?", "No")], images[0])
+    assert labelled_text(medvlm_tiny, item) == "No<|im_end|>\n"
+
+
+# --- optimisation steps --------------------------------------------------------------------------------------------
+
+
+def loss_after_steps(loaded, batch, quantized=False, steps=1):
+    model = add_lora(loaded, LoraArguments(), quantized=quantized, checkpointing=quantized)
+    model.train()
+    optimizer = make_optimizer(model, TrainArguments(lr=1e-2, projector_lr=1e-2), paged_8bit=False)
+    losses = []
+    for _ in range(steps + 1):
+        loss = model(**batch).loss
+        losses.append(loss.item())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return losses, model
+
+
+@pytest.mark.parametrize("family", ["llava", "idefics"])
+def test_one_step_lowers_the_loss_on_a_repeated_batch(family, llava_dir, idefics_dir, images):
+    loaded = models.load(models.resolve(str(llava_dir if family == "llava" else idefics_dir)), device="cpu")
+    items = [encode_with_labels(loaded, [("What is shown?", "a head CT")], images[0]),
+             encode_with_labels(loaded, [("Is it normal?", "no")], images[1])]
+    batch = collate(loaded.tokenizer.pad_token_id)(items)
+    losses, model = loss_after_steps(loaded, batch)
+    assert losses[1] < losses[0]
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in name for name in trainable)
+    assert not any("vision" in name for name in trainable)  # LoRA never touches the vision tower
+
+
+def test_qlora_step_on_cpu(llava_dir, images):
+    import bitsandbytes as bnb
+
+    loaded = models.load(models.resolve(str(llava_dir)), device="cpu", quantize="nf4")
+    batch = collate(loaded.tokenizer.pad_token_id)([encode_with_labels(loaded, [("What is shown?", "a head CT")], images[0])])
+    losses, model = loss_after_steps(loaded, batch, quantized=True)
+    base_layer = model.base_model.model.model.language_model.layers[0].self_attn.q_proj.base_layer
+    assert isinstance(base_layer, bnb.nn.Linear4bit)
+    assert losses[1] < losses[0]
+
+
+def test_medvlm_tiny_adapter_with_projector_round_trips(images, tmp_path):
+    loaded = models.load(models.resolve("medvlm-tiny"), device="cpu")
+    item = encode_with_labels(loaded, [("Is the lung normal?", "No")], images[0])
+    batch = collate(loaded.tokenizer.pad_token_id)([item])
+    _, model = loss_after_steps(loaded, batch)
+    model.eval()
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        trained = model(**inputs).logits
+    model.save_pretrained(tmp_path / "adapter")
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").stat().st_size < 30e6
+    reloaded = models.load(models.resolve("medvlm-tiny", adapter=str(tmp_path / "adapter")), device="cpu")
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.model(**inputs).logits, trained)
+
+
+# --- the CLI ---------------------------------------------------------------------------------------------------------
+
+
+def test_cli_trains_evaluates_and_resumes(llava_dir, vqa_jsonl, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["--model", str(llava_dir), "--data", str(vqa_jsonl), "--output_dir", str(run), "--batch_size", "2",
+            "--save_steps", "1", "--eval_batch_size", "2", "--max_new_tokens", "4"]
+    assert main(args + ["--max_steps", "2"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["resolved"]["family"] == "llava" and config["resolved"]["train_records"] == 2
+    assert json.loads((run / "checkpoint" / "progress.json").read_text())["step"] == 2
+    assert (run / "adapter" / "adapter_config.json").is_file()
+    result = json.loads((run / "eval.json").read_text())
+    assert result["closed_n"] == 1 and result["open_n"] == 1 and result["questions"] == 2
+    assert len((run / "predictions.jsonl").read_text().splitlines()) == 2
+
+    assert main(args + ["--max_steps", "3"]) == 2
+    assert "already holds a checkpoint" in capsys.readouterr().err
+    assert main(args + ["--max_steps", "3", "--resume"]) == 0
+    assert json.loads((run / "checkpoint" / "progress.json").read_text())["step"] == 3
+
+
+def test_cli_rejects_bad_arguments(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--batch_size", "many"])
+    assert exit_info.value.code == 2 and "--batch_size" in capsys.readouterr().err
+
+
+# --- data ----------------------------------------------------------------------------------------------------------
+
+
+def test_bad_records_are_reported_with_line_numbers(tmp_path, vqa_rad_image):
+    lines = [
+        json.dumps({"image": str(vqa_rad_image), "question": "Q?", "answer": "yes"}),
+        json.dumps({"image": "missing.jpg", "question": "Q?", "answer": "yes"}),
+        json.dumps({"image": str(vqa_rad_image), "question": "Q?", "answer": "  "}),
+        json.dumps({"image": str(vqa_rad_image), "question": "Q?", "answer": "no", "colour": "red"}),
+        "{broken json",
+    ]
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserFacingError) as error:
+        load_examples(str(path))
+    message = str(error.value)
+    assert "4 bad record(s)" in message and "--skip-bad" in message
+    for expected in ("line 2: image missing.jpg", "line 3: empty answer", "line 4: unknown field(s) colour", "line 5: not valid JSON"):
+        assert expected in message
+    report = load_examples(str(path), skip_bad=True)
+    assert len(report.examples) == 1 and len(report.skipped) == 4
+
+
+def test_vqa_rad_loads_with_its_standard_split():
+    path = SHARED_DATA / "vqa-rad" / "vqa_rad.jsonl"
+    train, test = load_examples(str(path), "train").examples, load_examples(str(path), "test").examples
+    assert (len(train), len(test)) == (1797, 451)
+    assert sum(e.answer_type == "CLOSED" for e in test) == 272
+
+
+def test_hub_dataset_without_the_hub_says_what_to_do():
+    with pytest.raises(UserFacingError, match="Could not load dataset 'flaviagiammarino/vqa-rad'"):
+        load_examples("flaviagiammarino/vqa-rad", "test")
+
+
+def test_conversations_use_only_their_own_metadata(tmp_path):
+    out = tmp_path / "conversations.jsonl"
+    assert conversations.main(["--metadata", str(ISIC), "--out", str(out)]) == 0
+    records = {json.loads(line)["image"]: json.loads(line) for line in ISIC.read_text().splitlines()}
+    built = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(built) == len(records) == 70
+    for conversation in built:
+        own = records["images/" + conversation["image"].rsplit("/", 1)[-1]]
+        answers = " ".join(m["content"] for m in conversation["messages"] if m["role"] == "assistant")
+        assert own["dx_name"] in answers
+        if conversations.known(own["localization"]):
+            assert own["localization"] in answers
+        else:
+            assert "lesion is on the" not in answers  # an unknown site is never asked about
+        others = {r["dx_name"] for r in records.values()} - {own["dx_name"]}
+        assert not any(other in answers for other in others)
+    # train.vlm reads what the builder writes
+    assert len(load_examples(str(out), "train").examples) + len(load_examples(str(out), "test").examples) == 70
+
+
+def test_conversations_never_ask_about_empty_fields(tmp_path, vqa_rad_image):
+    metadata = tmp_path / "meta.jsonl"
+    metadata.write_text(json.dumps({"image": str(vqa_rad_image), "image_id": "x1", "dx_name": "melanoma",
+                                    "dx_type": "", "age": "unknown", "sex": "female", "localization": None}) + "\n")
+    conversations.main(["--metadata", str(metadata), "--out", str(tmp_path / "c.jsonl")])
+    messages = json.loads((tmp_path / "c.jsonl").read_text())["messages"]
+    assert len(messages) == 2  # only the diagnosis is known: one question, about it
+    assert messages[0]["content"] in conversations.TEMPLATES[0][1]
+    assert messages[1]["content"] == "The appearance is most consistent with melanoma."
+
+
+def test_conversations_through_an_openai_compatible_endpoint(tmp_path):
+    """A chat endpoint on loopback: each request carries one record's metadata, and its turns come back."""
+    requests = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            requests.append(body["messages"][0]["content"])
+            reply = {"turns": [{"question": "What is it?", "answer": f"Reply {len(requests)}."}]}
+            payload = json.dumps({"choices": [{"message": {"content": json.dumps(reply)}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    records = [json.loads(line) for line in ISIC.read_text().splitlines()[:2]]
+    metadata = tmp_path / "two.jsonl"
+    metadata.write_text("".join(json.dumps(dict(r, image=str(ISIC.parent / r["image"]))) + "\n" for r in records))
+    try:
+        conversations.main(["--metadata", str(metadata), "--out", str(tmp_path / "c.jsonl"),
+                            "--endpoint", f"http://127.0.0.1:{server.server_port}/v1", "--api-key", "test"])
+    finally:
+        server.shutdown()
+    assert len(requests) == 2
+    assert records[0]["image_id"] in requests[0] and records[1]["image_id"] not in requests[0]
+    assert records[1]["image_id"] in requests[1] and records[0]["image_id"] not in requests[1]
+    built = [json.loads(line) for line in (tmp_path / "c.jsonl").read_text().splitlines()]
+    assert [b["messages"][1]["content"] for b in built] == ["Reply 1.", "Reply 2."]

@@ -1,0 +1,302 @@
+"""Fine-tune any registered VLM family with LoRA (CPU, fp32) or QLoRA (CUDA, 4-bit nf4), then evaluate it.
+
+    python -m train.vlm --model medvlm-tiny --data ../shared/data/vqa-rad/vqa_rad.jsonl
+    python -m train.vlm --model llava-1.5-7b --data flaviagiammarino/path-vqa --eval_split test   # QLoRA on a GPU
+    accelerate launch -m train.vlm --model midefics --data conversations.jsonl --eval_split none  # several GPUs
+
+The loss covers only the assistant's answer tokens (prompt, image and user turns are masked) and each answer ends
+with the family's end-of-turn token, so the tuned model stops by itself. The run folder gets config.json (arguments
+and what they resolved to), checkpoint/ (for --resume), adapter/ (a standard PEFT adapter; for MedVLM-Tiny it holds
+the projector too; load it with `python app.py --model NAME --adapter RUN/adapter`), and eval.json +
+predictions.jsonl from the held-out split.
+"""
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from medvlm.settings import apply_offline_env
+
+apply_offline_env()
+
+import torch  # noqa: E402
+from transformers import HfArgumentParser, get_cosine_schedule_with_warmup, set_seed  # noqa: E402
+
+from medvlm import metrics, models  # noqa: E402
+from medvlm.chat import GenerationSettings  # noqa: E402
+from medvlm.data import Example, load_examples  # noqa: E402
+from medvlm.errors import UserFacingError  # noqa: E402
+from medvlm.predict import answer_batch, with_instruction  # noqa: E402
+
+
+@dataclass
+class ModelArguments:
+    model: str = "medvlm-tiny"  # registry name, local folder or hub id
+    quantize: str = "auto"  # auto: QLoRA (nf4) for 7B/9B on CUDA; none: plain LoRA
+
+
+@dataclass
+class DataArguments:
+    data: str = "../shared/data/vqa-rad/vqa_rad.jsonl"  # JSONL, image folder with metadata.jsonl, or hub dataset id
+    train_split: str = "train"
+    eval_split: str = "test"  # "none" to skip the final evaluation
+    short_answer: bool = True  # append "Answer with a single word or phrase." in train and eval prompts
+    skip_bad: bool = False  # skip and count bad records instead of stopping
+    limit: int | None = None  # use only the first N training records
+    eval_limit: int | None = None
+
+
+@dataclass
+class LoraArguments:
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+
+
+@dataclass
+class TrainArguments:
+    output_dir: str = "runs/vlm"
+    epochs: float = 2.0
+    max_steps: int = -1  # > 0 overrides epochs
+    batch_size: int = 4
+    grad_accum: int = 1
+    lr: float = 2e-4  # LoRA
+    projector_lr: float = 1e-3  # modules trained in full (MedVLM-Tiny's fresh projector)
+    warmup_ratio: float = 0.03
+    seed: int = 0
+    save_steps: int = 100
+    resume: bool = False
+    gradient_checkpointing: bool | None = None  # default: on when quantised
+    eval_batch_size: int = 16
+    max_new_tokens: int = 16
+
+
+class AnswerMaskedDataset(torch.utils.data.Dataset):
+    """Examples encoded with labels on the answer tokens only."""
+
+    def __init__(self, loaded: models.LoadedModel, examples: list[Example], short_answer: bool):
+        self.loaded, self.examples, self.short_answer = loaded, examples, short_answer
+
+    def __len__(self):
+        return len(self.examples)
+
+    def __getitem__(self, index):
+        example = self.examples[index]
+        turns = [(with_instruction(q, self.short_answer), a) for q, a in example.turns]
+        return encode_with_labels(self.loaded, turns, example.image())
+
+
+def encode_with_labels(loaded: models.LoadedModel, turns: list[tuple[str, str]], image) -> dict:
+    """Processor outputs for the whole conversation, plus labels that are -100 everywhere but the answers.
+
+    Answer spans come from token positions (prefix lengths), not from pad or eos ids: when pad == eos, masking by id
+    would also drop each answer's own end-of-turn token.
+    """
+    family, processor = loaded.family, loaded.processor
+    full = family.encode(processor, turns, image)
+    ids = full["input_ids"][0]
+    labels = torch.full_like(ids, -100)
+    for k, (question, _) in enumerate(turns):
+        start = family.encode(processor, turns[:k] + [(question, None)], image)["input_ids"].shape[1]
+        end = ids.shape[0] if k == len(turns) - 1 else family.encode(processor, turns[: k + 1], image)["input_ids"].shape[1]
+        labels[start:end] = ids[start:end]
+    item = {key: value[0] for key, value in full.items()}
+    item["labels"] = labels
+    return item
+
+
+def collate(pad_token_id: int):
+    """Right-pad a batch (training); image tensors are stacked, IDEFICS' image_attention_mask padded like the text."""
+
+    def pad(rows, value):
+        return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=value)
+
+    def fn(items: list[dict]) -> dict:
+        batch = {
+            "input_ids": pad([i["input_ids"] for i in items], pad_token_id),
+            "attention_mask": pad([i["attention_mask"] for i in items], 0),
+            "labels": pad([i["labels"] for i in items], -100),
+        }
+        if "pixel_values" in items[0]:
+            batch["pixel_values"] = torch.stack([i["pixel_values"] for i in items])
+        if "image_attention_mask" in items[0]:
+            batch["image_attention_mask"] = pad([i["image_attention_mask"] for i in items], 0)
+        return batch
+
+    return fn
+
+
+def add_lora(loaded: models.LoadedModel, lora: LoraArguments, quantized: bool, checkpointing: bool):
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    model = loaded.model
+    if quantized:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+    elif checkpointing:
+        model.gradient_checkpointing_enable()
+    config = LoraConfig(
+        r=lora.lora_r,
+        lora_alpha=lora.lora_alpha,
+        lora_dropout=lora.lora_dropout,
+        target_modules=loaded.family.lora_target,
+        modules_to_save=list(loaded.family.modules_to_save) or None,
+    )
+    return get_peft_model(model, config)
+
+
+def freeze_batchnorm(model) -> None:
+    """Frozen vision towers keep their running statistics: BatchNorm must stay in eval mode while training."""
+    for name, module in model.named_modules():
+        if name.endswith("vision_tower"):
+            module.eval()
+
+
+def make_optimizer(model, train: TrainArguments, paged_8bit: bool):
+    """AdamW; paged 8-bit AdamW (bitsandbytes) for QLoRA on CUDA, where optimizer state is what runs out."""
+    full, lora = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (full if "modules_to_save" in name else lora).append(param)
+    groups = [{"params": lora, "lr": train.lr}] + ([{"params": full, "lr": train.projector_lr}] if full else [])
+    if paged_8bit:
+        import bitsandbytes as bnb
+
+        return bnb.optim.PagedAdamW8bit(groups, weight_decay=0.0)
+    return torch.optim.AdamW(groups, weight_decay=0.0)
+
+
+def evaluate(loaded: models.LoadedModel, examples: list[Example], data: DataArguments, train: TrainArguments, run: Path) -> dict:
+    """Batched greedy answers on the held-out split, strict metrics, predictions.jsonl and eval.json."""
+    from tqdm import tqdm
+
+    items = [(example.image(), with_instruction(example.question, data.short_answer)) for example in examples]
+    settings = GenerationSettings(max_new_tokens=train.max_new_tokens, temperature=0.0)
+    start = time.perf_counter()
+    with tqdm(total=len(items), desc="evaluate", unit="q") as bar:
+        answers = answer_batch(loaded, items, settings, batch_size=train.eval_batch_size, on_batch=bar.update)
+    seconds = time.perf_counter() - start
+    records = [
+        {"id": e.id, "question": e.question, "answer": e.answer, "answer_type": e.answer_type, "prediction": a}
+        for e, a in zip(examples, answers)
+    ]
+    with open(run / "predictions.jsonl", "w") as f:
+        for record in records:
+            f.write(json.dumps(record) + "\n")
+    result = metrics.score(records) | {"questions": len(records), "seconds": round(seconds, 1)}
+    (run / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def main(argv=None) -> int:
+    parser = HfArgumentParser((ModelArguments, DataArguments, LoraArguments, TrainArguments))
+    model_args, data_args, lora_args, train_args = parser.parse_args_into_dataclasses(args=argv)
+    try:
+        return train(model_args, data_args, lora_args, train_args)
+    except UserFacingError as e:
+        print(f"train.vlm: error: {e}", file=sys.stderr)
+        return 2
+
+
+def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraArguments, train_args: TrainArguments) -> int:
+    from accelerate import Accelerator
+    from tqdm import tqdm
+
+    set_seed(train_args.seed)
+    accelerator = Accelerator(gradient_accumulation_steps=train_args.grad_accum)
+    run = Path(train_args.output_dir)
+    checkpoint = run / "checkpoint"
+    if checkpoint.exists() and not train_args.resume:
+        raise UserFacingError(f"{run} already holds a checkpoint: pass --resume to continue it, or another --output_dir.")
+
+    train_report = load_examples(data_args.data, data_args.train_split, data_args.skip_bad, data_args.limit)
+    eval_examples = []
+    if data_args.eval_split != "none":
+        eval_examples = load_examples(data_args.data, data_args.eval_split, data_args.skip_bad, data_args.eval_limit).examples
+    if train_report.skipped:
+        print(f"skipped {len(train_report.skipped)} bad record(s): {'; '.join(train_report.skipped[:3])}", file=sys.stderr)
+
+    spec = models.resolve(model_args.model)
+    device = str(accelerator.device)
+    quantize = models.loading.resolve_quantize(spec, device, model_args.quantize)
+    loaded = models.load(spec, device=device, quantize=model_args.quantize)
+    checkpointing = train_args.gradient_checkpointing if train_args.gradient_checkpointing is not None else quantize == "nf4"
+    model = add_lora(loaded, lora_args, quantize == "nf4", checkpointing)
+    loaded.processor.tokenizer.padding_side = "right"  # training pads on the right; generation switches back
+    pad_id = loaded.family.generate_kwargs(loaded.processor)["pad_token_id"]
+
+    dataset = AnswerMaskedDataset(loaded, train_report.examples, data_args.short_answer)
+    generator = torch.Generator().manual_seed(train_args.seed)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=train_args.batch_size, shuffle=True, generator=generator, collate_fn=collate(pad_id)
+    )
+    steps_per_epoch = math.ceil(len(loader) / train_args.grad_accum)
+    total_steps = train_args.max_steps if train_args.max_steps > 0 else math.ceil(steps_per_epoch * train_args.epochs)
+    optimizer = make_optimizer(model, train_args, paged_8bit=quantize == "nf4" and device.startswith("cuda"))
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(train_args.warmup_ratio * total_steps), total_steps)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+
+    run.mkdir(parents=True, exist_ok=True)
+    resolved = {
+        "model_source": spec.source, "family": spec.family, "device": device, "quantize": quantize,
+        "gradient_checkpointing": checkpointing, "lora_target": loaded.family.lora_target,
+        "modules_to_save": list(loaded.family.modules_to_save), "train_records": len(dataset),
+        "eval_records": len(eval_examples), "skipped_records": len(train_report.skipped), "total_steps": total_steps,
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
+    config = {"model": asdict(model_args), "data": asdict(data_args), "lora": asdict(lora_args), "train": asdict(train_args), "resolved": resolved}
+    (run / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+    step = 0
+    if train_args.resume and checkpoint.exists():
+        accelerator.load_state(str(checkpoint))
+        step = json.loads((checkpoint / "progress.json").read_text())["step"]
+
+    model.train()
+    freeze_batchnorm(model)
+    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not accelerator.is_main_process)
+    samples, started = 0, time.perf_counter()
+    batches_per_epoch = len(loader)
+    while step < total_steps:
+        epoch, done_in_epoch = divmod(step * train_args.grad_accum, batches_per_epoch)
+        generator.manual_seed(train_args.seed + epoch)  # the same order on a resumed run
+        epoch_loader = accelerator.skip_first_batches(loader, done_in_epoch) if done_in_epoch else loader
+        for batch in epoch_loader:
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            samples += batch["input_ids"].shape[0]
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", samples_per_s=f"{samples / (time.perf_counter() - started):.2f}")
+            if step % train_args.save_steps == 0 or step == total_steps:
+                accelerator.save_state(str(checkpoint))
+                if accelerator.is_main_process:
+                    (checkpoint / "progress.json").write_text(json.dumps({"step": step, "loss": loss.item()}))
+            if step >= total_steps:
+                break
+    bar.close()
+
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return 0
+    model = accelerator.unwrap_model(model)
+    model.save_pretrained(run / "adapter")
+    print(f"adapter saved to {run / 'adapter'}")
+    if eval_examples:
+        model.eval()
+        loaded.model = model
+        loaded.processor.tokenizer.padding_side = "left"
+        result = evaluate(loaded, eval_examples, data_args, train_args, run)
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -76,3 +76,13 @@ def score(records) -> dict:
         "open_f1": mean([s.f1 for s in opened]),
         "open_exact_match": mean([s.exact for s in opened]),
     }
+
+
+def majority_baseline(train_records, eval_records) -> dict:
+    """Scores of always giving the training set's most common answer per question type (CLOSED / OPEN)."""
+    most_common = {}
+    for answer_type in ("CLOSED", "OPEN"):
+        answers = Counter(" ".join(normalize_tokens(r["answer"])) for r in train_records if r["answer_type"].upper() == answer_type)
+        most_common[answer_type] = answers.most_common(1)[0][0] if answers else ""
+    predicted = [dict(r, prediction=most_common[r["answer_type"].upper()]) for r in eval_records]
+    return score(predicted) | {"answers": most_common}

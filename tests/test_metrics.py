@@ -51,3 +51,15 @@ def test_aggregate_keeps_every_question_in_the_denominator():
     assert result["closed_n"] == 4 and result["closed_accuracy"] == 25.0
     assert result["open_n"] == 2 and result["open_recall"] == 50.0 and result["open_exact_match"] == 0.0
     assert result["open_precision"] == 25.0
+
+
+def test_majority_baseline():
+    from medvlm.metrics import majority_baseline
+
+    train = [{"answer": "No", "answer_type": "CLOSED"}, {"answer": "no", "answer_type": "CLOSED"},
+             {"answer": "yes", "answer_type": "CLOSED"}, {"answer": "Axial", "answer_type": "OPEN"}]
+    test = [{"answer": "no", "answer_type": "CLOSED"}, {"answer": "yes", "answer_type": "CLOSED"},
+            {"answer": "axial", "answer_type": "OPEN"}, {"answer": "brain", "answer_type": "OPEN"}]
+    result = majority_baseline(train, test)
+    assert result["answers"] == {"CLOSED": "no", "OPEN": "axial"}
+    assert result["closed_accuracy"] == 50.0 and result["open_exact_match"] == 50.0

@@ -167,8 +167,14 @@ def make_optimizer(model, train: TrainArguments, paged_8bit: bool):
     return torch.optim.AdamW(groups, weight_decay=0.0)
 
 
-def evaluate(loaded: models.LoadedModel, examples: list[Example], data: DataArguments, train: TrainArguments, run: Path) -> dict:
-    """Batched greedy answers on the held-out split, strict metrics, predictions.jsonl and eval.json."""
+def as_records(examples: list[Example]) -> list[dict]:
+    return [{"id": e.id, "question": e.question, "answer": e.answer, "answer_type": e.answer_type} for e in examples]
+
+
+def evaluate(loaded: models.LoadedModel, examples: list[Example], data: DataArguments, train: TrainArguments, run: Path,
+             train_examples: list[Example] = ()) -> dict:
+    """Batched greedy answers on the held-out split, strict metrics (and the majority baseline's), written to
+    predictions.jsonl and eval.json."""
     from tqdm import tqdm
 
     items = [(example.image(), with_instruction(example.question, data.short_answer)) for example in examples]
@@ -177,14 +183,13 @@ def evaluate(loaded: models.LoadedModel, examples: list[Example], data: DataArgu
     with tqdm(total=len(items), desc="evaluate", unit="q") as bar:
         answers = answer_batch(loaded, items, settings, batch_size=train.eval_batch_size, on_batch=bar.update)
     seconds = time.perf_counter() - start
-    records = [
-        {"id": e.id, "question": e.question, "answer": e.answer, "answer_type": e.answer_type, "prediction": a}
-        for e, a in zip(examples, answers)
-    ]
+    records = [dict(record, prediction=answer) for record, answer in zip(as_records(examples), answers)]
     with open(run / "predictions.jsonl", "w") as f:
         for record in records:
             f.write(json.dumps(record) + "\n")
     result = metrics.score(records) | {"questions": len(records), "seconds": round(seconds, 1)}
+    if train_examples:
+        result["majority_baseline"] = metrics.majority_baseline(as_records(train_examples), records)
     (run / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -293,7 +298,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraA
         model.eval()
         loaded.model = model
         loaded.processor.tokenizer.padding_side = "left"
-        result = evaluate(loaded, eval_examples, data_args, train_args, run)
+        result = evaluate(loaded, eval_examples, data_args, train_args, run, train_report.examples)
         print(json.dumps(result, indent=2))
     return 0
 

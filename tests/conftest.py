@@ -22,6 +22,17 @@ def vqa_rad_image() -> Path:
 
 @pytest.fixture(scope="session")
 def medvlm_tiny():
+    """The app's default model, as registered (with its trained adapter, when it has one)."""
     from medvlm import models
 
     return models.load(models.resolve("medvlm-tiny"), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def medvlm_tiny_base():
+    """MedVLM-Tiny as assembled from the PyPI parts, without any adapter."""
+    from dataclasses import replace
+
+    from medvlm import models
+
+    return models.load(replace(models.REGISTRY["medvlm-tiny"], adapter=None), device="cpu")

@@ -206,3 +206,14 @@ def test_idefics_4bit_load_on_cpu(idefics_dir, image):
     loaded = models.load(models.resolve(str(idefics_dir)), device="cpu", quantize="nf4")
     assert "Linear4bit" in type(loaded.model.model.layers[0].self_attn.q_proj).__name__
     assert isinstance(generated_text(loaded, image, max_new_tokens=4)[0], str)
+
+
+def test_cuda_kwargs_are_nf4_double_quant_with_the_chosen_compute_dtype():
+    from medvlm.models.loading import from_pretrained_kwargs
+
+    kwargs = from_pretrained_kwargs("cuda:0", "nf4")
+    config = kwargs["quantization_config"]
+    assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_use_double_quant
+    assert config.bnb_4bit_compute_dtype == torch.float16 and kwargs["device_map"] == {"": "cuda:0"}
+    assert from_pretrained_kwargs("cuda:0", "nf4", torch.bfloat16)["quantization_config"].bnb_4bit_compute_dtype == torch.bfloat16
+    assert from_pretrained_kwargs("cpu", None)["dtype"] == torch.float32

@@ -7,7 +7,8 @@ from medvlm.images import load_image
 from medvlm.models import tiny
 
 
-def test_assembled_from_the_pypi_parts(medvlm_tiny):
+def test_assembled_from_the_pypi_parts(medvlm_tiny_base):
+    medvlm_tiny = medvlm_tiny_base
     config = medvlm_tiny.model.config
     assert type(medvlm_tiny.model).__name__ == "FastVlmForConditionalGeneration"
     assert config.vision_config.architecture == "tf_efficientnet_lite0"
@@ -15,7 +16,8 @@ def test_assembled_from_the_pypi_parts(medvlm_tiny):
     assert medvlm_tiny.model.lm_head.weight.data_ptr() == medvlm_tiny.model.get_input_embeddings().weight.data_ptr()
 
 
-def test_image_becomes_49_tokens_of_real_features(medvlm_tiny, vqa_rad_image):
+def test_image_becomes_49_tokens_of_real_features(medvlm_tiny_base, vqa_rad_image):
+    medvlm_tiny = medvlm_tiny_base
     image = load_image(vqa_rad_image)
     inputs = encode_to_fit(medvlm_tiny, [], "What organ is shown?", image, 8)
     assert (inputs["input_ids"] == medvlm_tiny.model.config.image_token_id).sum() == 49
@@ -42,13 +44,14 @@ def test_answers_about_a_shared_image_and_follow_up(medvlm_tiny, vqa_rad_image):
     assert follow_up and "<|im" not in follow_up
 
 
-def test_text_only_question(medvlm_tiny):
-    answer = list(stream_reply(medvlm_tiny, [], "What is a pneumothorax?", None, GenerationSettings(max_new_tokens=24)))[-1]
+def test_text_only_question(medvlm_tiny_base):
+    answer = list(stream_reply(medvlm_tiny_base, [], "What is a pneumothorax?", None, GenerationSettings(max_new_tokens=24)))[-1]
     assert "lung" in answer.lower() or "air" in answer.lower()  # the pretrained LM knows this
 
 
-def test_rebuild_is_deterministic(medvlm_tiny, vqa_rad_image):
+def test_rebuild_is_deterministic(medvlm_tiny_base, vqa_rad_image):
     """Adapters trained on one build must load on another: a fresh assembly gives the cached model's logits."""
+    medvlm_tiny = medvlm_tiny_base
     model, processor = tiny.build()
     inputs = encode_to_fit(medvlm_tiny, [], "What organ is shown?", load_image(vqa_rad_image), 8)
     with torch.no_grad():

@@ -225,7 +225,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraA
     spec = models.resolve(model_args.model)
     device = str(accelerator.device)
     quantize = models.loading.resolve_quantize(spec, device, model_args.quantize)
-    loaded = models.load(spec, device=device, quantize=model_args.quantize)
+    # Training computes in bf16 where the GPU has it (fp16 overflows more easily in backward passes).
+    dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else None
+    loaded = models.load(spec, device=device, quantize=model_args.quantize, dtype=dtype)
     checkpointing = train_args.gradient_checkpointing if train_args.gradient_checkpointing is not None else quantize == "nf4"
     model = add_lora(loaded, lora_args, quantize == "nf4", checkpointing)
     loaded.processor.tokenizer.padding_side = "right"  # training pads on the right; generation switches back
@@ -245,6 +247,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraA
     run.mkdir(parents=True, exist_ok=True)
     resolved = {
         "model_source": spec.source, "family": spec.family, "device": device, "quantize": quantize,
+        "compute_dtype": str(dtype or ("float16" if device.startswith("cuda") else "float32")).replace("torch.", ""),
         "gradient_checkpointing": checkpointing, "lora_target": loaded.family.lora_target,
         "modules_to_save": list(loaded.family.modules_to_save), "train_records": len(dataset),
         "eval_records": len(eval_examples), "skipped_records": len(train_report.skipped), "total_steps": total_steps,

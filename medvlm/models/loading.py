@@ -41,12 +41,12 @@ def resolve_quantize(spec: ModelSpec, device: str, quantize: str) -> str | None:
     return None if quantize == "none" else "nf4"
 
 
-def from_pretrained_kwargs(device: str, quantize: str | None) -> dict:
-    """Keyword arguments shared by every family's from_pretrained."""
+def from_pretrained_kwargs(device: str, quantize: str | None, dtype: torch.dtype | None = None) -> dict:
+    """Keyword arguments shared by every family's from_pretrained. dtype: the compute dtype on CUDA (fp16 default)."""
     if quantize == "nf4":
         from transformers import BitsAndBytesConfig
 
-        compute = torch.float16 if device.startswith("cuda") else torch.float32
+        compute = (dtype or torch.float16) if device.startswith("cuda") else torch.float32
         return {
             "quantization_config": BitsAndBytesConfig(
                 load_in_4bit=True,
@@ -57,7 +57,7 @@ def from_pretrained_kwargs(device: str, quantize: str | None) -> dict:
             "dtype": compute,
             "device_map": {"": device},
         }
-    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    dtype = (dtype or torch.float16) if device.startswith("cuda") else torch.float32
     return {"dtype": dtype, "device_map": {"": device}}
 
 
@@ -124,14 +124,14 @@ def _memory_reason(spec: ModelSpec, device: str, quantize: str | None) -> str | 
     return f"{spec.name} needs about {need_gb:.0f} GB on {device}; this machine has {have_gb:.0f} GB {where}: use {hint}."
 
 
-def load(spec: ModelSpec, device: str | None = None, quantize: str = "auto") -> LoadedModel:
+def load(spec: ModelSpec, device: str | None = None, quantize: str = "auto", dtype: torch.dtype | None = None) -> LoadedModel:
     """Load the model, processor and adapter. Raises UserFacingError naming what is missing."""
     device = device or default_device()
     reason = unavailable_reason(spec, device, quantize)
     if reason:
         raise UserFacingError(reason)
     family = FAMILIES[spec.family]
-    kwargs = from_pretrained_kwargs(device, resolve_quantize(spec, device, quantize))
+    kwargs = from_pretrained_kwargs(device, resolve_quantize(spec, device, quantize), dtype)
     try:
         model, processor = family.load(spec.source, **kwargs)
     except (OSError, ValueError, ImportError, RuntimeError) as e:

@@ -1,6 +1,7 @@
 """The app's one loaded model: which models the picker offers, whether each can load here, and switching."""
 import logging
 import threading
+from pathlib import Path
 
 from medvlm import models
 from medvlm.errors import UserFacingError
@@ -73,10 +74,16 @@ class ModelHost:
         precision = "4-bit nf4" if getattr(model, "is_loaded_in_4bit", False) else str(model.dtype).replace("torch.", "")
         lines = [f"**{spec.name}** on {self.current.device} ({precision})", spec.description]
         if spec.adapter:
-            lines.append(f"Adapter: `{spec.adapter}`")
-        if spec.source == models.registry.MEDVLM_TINY_SOURCE and not spec.adapter:
-            lines.append(
-                "⚠️ **Not yet image-grounded:** MedVLM-Tiny's image projector is untrained, so its answers come from "
-                "the language model alone and do not reflect the image. Use it to try the app, not to read scans."
-            )
+            lines.append(f"Adapter: `{Path(spec.adapter).name}`")
+        if spec.source == models.registry.MEDVLM_TINY_SOURCE:
+            if spec.adapter:
+                lines.append(
+                    "⚠️ **A 135M-parameter research model** trained on the 1,797 VQA-RAD training questions: it "
+                    "answers in a word or phrase and is often wrong. Use it to try the app, not to read scans."
+                )
+            else:
+                lines.append(
+                    "⚠️ **Not yet image-grounded:** MedVLM-Tiny's image projector is untrained, so its answers come from "
+                    "the language model alone and do not reflect the image. Use it to try the app, not to read scans."
+                )
         return "\n\n".join(line for line in lines if line)

@@ -160,7 +160,7 @@ def test_upload_ask_stream_follow_up(page, vqa_rad_image, trap, tmp_path):
 
     follow_up = ask_and_watch(page, "Is it normal?")[-1]
     assert follow_up and page.locator('[data-testid="user"]').count() == 2
-    assert "not yet image-grounded" in page.locator("#model-info").inner_text().lower()
+    assert "vqa-rad" in page.locator("#model-info").inner_text().lower()  # what the default model was trained on
 
     page.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
     outside = [url for url in page.requests if not url.startswith(page.url.split("?")[0]) and not url.startswith(("data:", "blob:"))]

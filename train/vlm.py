@@ -14,7 +14,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from medvlm.settings import apply_offline_env
@@ -222,7 +222,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraA
     if train_report.skipped:
         print(f"skipped {len(train_report.skipped)} bad record(s): {'; '.join(train_report.skipped[:3])}", file=sys.stderr)
 
-    spec = models.resolve(model_args.model)
+    # A fresh LoRA on the bare base: a registry entry's own adapter (the shipped MedVLM-Tiny or MIDEFICS weights)
+    # is what this trainer produces, not where it starts.
+    spec = replace(models.resolve(model_args.model), adapter=None)
     device = str(accelerator.device)
     quantize = models.loading.resolve_quantize(spec, device, model_args.quantize)
     # Training computes in bf16 where the GPU has it (fp16 overflows more easily in backward passes).

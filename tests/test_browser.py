@@ -154,7 +154,7 @@ def test_upload_ask_stream_follow_up(page, vqa_rad_image, trap, tmp_path):
 
     partials = ask_and_watch(page, "What organ is shown in this image?")
     answer = partials[-1]
-    assert len(partials) >= 3, f"answer did not stream: {partials}"
+    assert len(partials) >= 2, f"answer did not stream: {partials}"  # seen growing, not just at the end
     assert all(answer.startswith(partial) for partial in partials)
     assert len(answer.split()) >= 2
 

@@ -38,7 +38,7 @@ def test_answers_about_a_shared_image_and_follow_up(medvlm_tiny, vqa_rad_image):
     settings = GenerationSettings(max_new_tokens=24)
     first = list(stream_reply(medvlm_tiny, [], "What organ is shown in this image?", image, settings))
     answer = first[-1]
-    assert len(first) > 2 and all(answer.startswith(partial) for partial in first)  # streamed, growing
+    assert len(set(first)) >= 2 and all(answer.startswith(partial) for partial in first)  # streamed, growing
     assert any(ch.isalpha() for ch in answer) and "<|im" not in answer and "assistant" not in answer.lower()[:10]
     follow_up = list(stream_reply(medvlm_tiny, [("What organ is shown in this image?", answer)], "Is it normal?", image, settings))[-1]
     assert follow_up and "<|im" not in follow_up

@@ -13,7 +13,7 @@ from medvlm.data import load_examples
 from medvlm.errors import UserFacingError
 from tiny_models import save_tiny_idefics, save_tiny_llava
 from train import conversations
-from train.vlm import LoraArguments, TrainArguments, add_lora, collate, encode_with_labels, main, make_optimizer
+from train.vlm import LoraArguments, TrainArguments, add_lora, collate, encode_with_labels, freeze_batchnorm, main, make_optimizer
 
 ISIC = SHARED_DATA / "isic" / "isic_ham10000_sample.jsonl"
 
@@ -81,6 +81,7 @@ def test_label_mask_keeps_the_end_token_when_pad_is_eos(medvlm_tiny, images):
 def loss_after_steps(loaded, batch, quantized=False, steps=1):
     model = add_lora(loaded, LoraArguments(), quantized=quantized, checkpointing=quantized)
     model.train()
+    freeze_batchnorm(model)  # as train.vlm does: BatchNorm statistics are not part of the adapter
     optimizer = make_optimizer(model, TrainArguments(lr=1e-2, projector_lr=1e-2), paged_8bit=False)
     losses = []
     for _ in range(steps + 1):

@@ -43,10 +43,10 @@ def resolve_quantize(spec: ModelSpec, device: str, quantize: str) -> str | None:
 
 def from_pretrained_kwargs(device: str, quantize: str | None, dtype: torch.dtype | None = None) -> dict:
     """Keyword arguments shared by every family's from_pretrained. dtype: the compute dtype on CUDA (fp16 default)."""
+    compute = (dtype or torch.float16) if device.startswith("cuda") else torch.float32
     if quantize == "nf4":
         from transformers import BitsAndBytesConfig
 
-        compute = (dtype or torch.float16) if device.startswith("cuda") else torch.float32
         return {
             "quantization_config": BitsAndBytesConfig(
                 load_in_4bit=True,
@@ -57,8 +57,7 @@ def from_pretrained_kwargs(device: str, quantize: str | None, dtype: torch.dtype
             "dtype": compute,
             "device_map": {"": device},
         }
-    dtype = (dtype or torch.float16) if device.startswith("cuda") else torch.float32
-    return {"dtype": dtype, "device_map": {"": device}}
+    return {"dtype": compute, "device_map": {"": device}}
 
 
 def unavailable_reason(spec: ModelSpec, device: str | None = None, quantize: str = "auto") -> str | None:

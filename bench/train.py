@@ -1,11 +1,12 @@
 """MedVLM-Tiny training throughput and peak memory, and batched evaluation against one question at a time.
 
-    python bench/train.py                    # 8 training steps of 4; 48 VQA-RAD test questions
+    python bench/train.py                    # 8 training steps (rows packed as train.vlm packs them); 48 test questions
     python bench/train.py --questions 96 --eval-batch 16
 
 Prints training samples/s and peak resident memory on this machine, then the ratio of a one-question-at-a-time
-loop (the way the original notebooks scored: one generate per question) to our batched evaluation, on the same model
-and questions, under greedy decoding (target >= 5x). The answers must be identical, or the comparison is void.
+loop (the way the original notebooks scored: one model.generate per question) to our batched evaluation
+(medvlm.predict: questions about one image share the prefix), on the same model and questions, under greedy
+decoding (target >= 5x). The answers must be identical, or the comparison is void.
 """
 import argparse
 import dataclasses
@@ -26,7 +27,7 @@ from medvlm import models  # noqa: E402
 from medvlm.chat import GenerationSettings  # noqa: E402
 from medvlm.data import load_examples  # noqa: E402
 from medvlm.predict import answer_batch, with_instruction  # noqa: E402
-from train.vlm import AnswerMaskedDataset, LoraArguments, TrainArguments, add_lora, collate, freeze_batchnorm, make_optimizer  # noqa: E402
+from train.vlm import ImagePackedDataset, LoraArguments, TrainArguments, add_lora, answer_loss, collate, freeze_batchnorm, make_optimizer  # noqa: E402
 
 VQA_RAD = Path(__file__).resolve().parents[2] / "shared/data/vqa-rad/vqa_rad.jsonl"
 
@@ -35,7 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(VQA_RAD))
     parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=TrainArguments.batch_size)
     parser.add_argument("--questions", type=int, default=48)
     parser.add_argument("--eval-batch", type=int, default=16)
     parser.add_argument("--adapter", help="evaluate with this adapter (default: the registry's medvlm-tiny)")
@@ -44,18 +45,20 @@ def main() -> None:
     # Training throughput, the same code path as python -m train.vlm.
     base = dataclasses.replace(models.REGISTRY["medvlm-tiny"], adapter=None)  # a fresh LoRA on the bare base
     loaded = models.load(base, device="cpu")
-    examples = load_examples(args.data, "train", limit=args.steps * args.batch_size).examples
-    dataset = AnswerMaskedDataset(loaded, examples, short_answer=True)
+    examples = load_examples(args.data, "train").examples
+    dataset = ImagePackedDataset(loaded, examples, short_answer=True, max_branches=TrainArguments.pack_size)
     loaded.tokenizer.padding_side = "right"
     model = add_lora(loaded, LoraArguments(), quantized=False, checkpointing=False)
     optimizer = make_optimizer(model, TrainArguments(), paged_8bit=False)
     model.train()
     freeze_batchnorm(model)
     pad = loaded.tokenizer.pad_token_id
-    batches = [collate(pad)([dataset[i] for i in range(s, s + args.batch_size)]) for s in range(0, len(dataset), args.batch_size)]
+    rows = args.steps * args.batch_size
+    batches = [collate(pad)([dataset[i] for i in range(s, s + args.batch_size)]) for s in range(0, rows, args.batch_size)]
+    samples = sum(int(batch["examples"]) for batch in batches)
     start = time.perf_counter()
     for batch in batches:
-        loss = model(**batch).loss
+        loss = answer_loss(model, batch)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -69,9 +72,10 @@ def main() -> None:
     questions = load_examples(args.data, "test", limit=args.questions).examples
     items = [(e.image(), with_instruction(e.question, True)) for e in questions]
     settings = GenerationSettings(max_new_tokens=16, temperature=0.0)
-    answer_batch(evaluator, items[:2], settings, batch_size=2)  # warm-up
+    answer_batch(evaluator, items[:2], settings, batch_size=2)  # warm-up, both paths
+    answer_batch(evaluator, items[:2], settings, batch_size=1, share_prefix=False)
     start = time.perf_counter()
-    one_at_a_time = answer_batch(evaluator, items, settings, batch_size=1)
+    one_at_a_time = answer_batch(evaluator, items, settings, batch_size=1, share_prefix=False)
     single_seconds = time.perf_counter() - start
     start = time.perf_counter()
     batched = answer_batch(evaluator, items, settings, batch_size=args.eval_batch)
@@ -79,7 +83,7 @@ def main() -> None:
     same = sum(a == b for a, b in zip(one_at_a_time, batched))
 
     print(f"model                       {spec.name}{' + ' + spec.adapter if spec.adapter else ''}, cpu, {torch.get_num_threads()} threads")
-    print(f"training                    {len(dataset)} samples in {train_seconds:.1f} s = {len(dataset) / train_seconds:.2f} samples/s (batch {args.batch_size})")
+    print(f"training                    {samples} samples in {train_seconds:.1f} s = {samples / train_seconds:.2f} samples/s ({args.steps} steps of {args.batch_size} rows)")
     print(f"peak resident memory        {peak_gb:.2f} GB")
     print(f"evaluation, one at a time   {len(items) / single_seconds:.2f} questions/s")
     print(f"evaluation, batched ({args.eval_batch:>3})   {len(items) / batched_seconds:.2f} questions/s")

@@ -1,12 +1,20 @@
-"""Batched answers for many (image, question) pairs: evaluation and scoring use this, chat uses medvlm.chat."""
+"""Batched answers for many (image, question) pairs: evaluation and scoring use this, chat uses medvlm.chat.
+
+Greedy answers from families that can pack (LLaVA, MedVLM-Tiny) are decoded with every question about one image in
+one row behind a single copy of the image's prompt prefix (medvlm.packing): the prefix is computed once per image,
+not once per question. Sampling, text-only questions and IDEFICS go through model.generate, left-padded.
+"""
+import hashlib
 from collections.abc import Callable
 
 import torch
 
+from medvlm import packing
 from medvlm.chat import GenerationSettings, final_answer, generate_kwargs
 from medvlm.models.loading import LoadedModel
 
 SHORT_ANSWER_INSTRUCTION = "Answer with a single word or phrase."
+MAX_BRANCHES = 8  # questions per row; more would make rows long and padding wasteful
 
 
 def with_instruction(question: str, short_answer: bool) -> str:
@@ -20,8 +28,15 @@ def answer_batch(
     settings: GenerationSettings = GenerationSettings(max_new_tokens=32),
     batch_size: int = 8,
     on_batch: Callable[[int], None] | None = None,
+    share_prefix: bool = True,
 ) -> list[str]:
-    """Greedy (or sampled) answers for [(image or None, question)], in order, generated batch_size at a time."""
+    """Greedy (or sampled) answers for [(image or None, question)], in order, about batch_size questions at a time.
+
+    share_prefix=False forces plain model.generate on left-padded batches (batch_size=1: one question at a time).
+    """
+    greedy_with_images = settings.temperature == 0 and all(image is not None for image, _ in items)
+    if share_prefix and greedy_with_images and loaded.family.packable:
+        return _answer_packed(loaded, items, int(settings.max_new_tokens), batch_size, on_batch)
     answers: list[str] = []
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
@@ -34,3 +49,89 @@ def answer_batch(
         if on_batch:
             on_batch(len(chunk))
     return answers
+
+
+def _image_key(image) -> tuple:
+    return image.size, image.mode, hashlib.blake2b(image.tobytes(), digest_size=16).digest()
+
+
+def _answer_packed(loaded: LoadedModel, items: list[tuple], max_new_tokens: int, batch_size: int, on_batch) -> list[str]:
+    by_image: dict[tuple, list[int]] = {}
+    for index, (image, _) in enumerate(items):
+        by_image.setdefault(_image_key(image), []).append(index)
+    rows = [group[i : i + MAX_BRANCHES] for group in by_image.values() for i in range(0, len(group), MAX_BRANCHES)]
+    answers: list[str | None] = [None] * len(items)
+    batch: list[list[int]] = []
+    for k, row in enumerate(rows):
+        batch.append(row)
+        if sum(map(len, batch)) >= batch_size or k == len(rows) - 1:
+            texts = _greedy_rows(loaded, [[items[i] for i in row] for row in batch], max_new_tokens)
+            for index, text in zip([i for row in batch for i in row], texts):
+                answers[index] = final_answer(text, loaded.family.stop_strings)
+            if on_batch:
+                on_batch(sum(map(len, batch)))
+            batch = []
+    return answers
+
+
+@torch.inference_mode()
+def _greedy_rows(loaded: LoadedModel, rows: list[list[tuple]], max_new_tokens: int) -> list[str]:
+    """Greedy answers for rows of questions that share an image, decoded together: each step feeds one token per
+    question, which sees its row's prefix, its own prompt and its own answer so far."""
+    family, processor, model = loaded.family, loaded.processor, loaded.model
+    eos = torch.tensor(family.eos_token_ids(processor.tokenizer))
+    pad_id = family.generate_kwargs(processor)["pad_token_id"]
+    packed = []
+    for row in rows:
+        image = row[0][0]
+        encoded = []
+        for _, question in row:
+            item = {k: v[0] for k, v in family.encode(processor, [(question, None)], image).items()}
+            item["labels"] = torch.full_like(item["input_ids"], -100)
+            item["labels"][-1] = 0  # the last prompt token stays in its branch: its logits give the first answer token
+            encoded.append(item)
+        packed.append(packing.pack(encoded))
+
+    n_rows, width = len(rows), max(map(len, rows))
+    length = max(p["input_ids"].shape[0] for p in packed)
+    input_ids = torch.full((n_rows, length), pad_id, dtype=torch.long)
+    ends = torch.zeros(n_rows, width, dtype=torch.long)  # where each question's prompt ends
+    visible = torch.zeros(n_rows, width, length, dtype=torch.bool)  # what each question's next token may attend to
+    for r, p in enumerate(packed):
+        n = p["input_ids"].shape[0]
+        input_ids[r, :n] = p["input_ids"]
+        branch = p.get("branch", torch.zeros(n, dtype=torch.long))
+        for k in range(len(rows[r])):
+            ends[r, k] = int((branch == k).nonzero()[-1, 0])
+            visible[r, k, :n] = (branch == k) | (branch == packing.PREFIX)
+    mask, positions = packing.attention(packed, length)
+    exists = torch.zeros(n_rows, width, dtype=torch.bool)
+    for r, row in enumerate(rows):
+        exists[r, : len(row)] = True
+    keep = torch.zeros(n_rows, length, dtype=torch.bool)
+    keep[torch.arange(n_rows)[:, None].expand(-1, width)[exists], ends[exists]] = True
+
+    dtype = model.get_input_embeddings().weight.dtype
+    pixel_values = torch.stack([p["pixel_values"] for p in packed]).to(loaded.device, dtype)
+    out = model(input_ids=input_ids.to(loaded.device), pixel_values=pixel_values, attention_mask=mask.to(loaded.device),
+                position_ids=positions.to(loaded.device), use_cache=True, logits_to_keep=keep.to(loaded.device))
+    logits = torch.zeros(n_rows, width, out.logits.shape[-1])
+    logits[exists] = out.logits.float().cpu()  # keep's order: row by row, question by question
+
+    cache, next_position = out.past_key_values, positions.gather(1, ends) + 1
+    alive, generated = exists.clone(), [[[] for _ in row] for row in rows]
+    self_only = torch.eye(width, dtype=torch.bool).expand(n_rows, -1, -1)
+    for step in range(max_new_tokens):
+        tokens = logits.argmax(-1)
+        for r, k in alive.nonzero().tolist():
+            if tokens[r, k] in eos:
+                alive[r, k] = False
+            else:
+                generated[r][k].append(int(tokens[r, k]))
+        if step == max_new_tokens - 1 or not alive.any():
+            break
+        visible = torch.cat([visible, self_only], dim=-1)
+        out = model(input_ids=tokens.masked_fill(~alive, pad_id).to(loaded.device), attention_mask=visible[:, None].to(loaded.device),
+                    position_ids=next_position.to(loaded.device), past_key_values=cache, use_cache=True)
+        cache, logits, next_position = out.past_key_values, out.logits.float().cpu(), next_position + 1
+    return processor.tokenizer.batch_decode([g for row in generated for g in row], skip_special_tokens=True)

@@ -13,7 +13,8 @@ from medvlm.data import load_examples
 from medvlm.errors import UserFacingError
 from tiny_models import save_tiny_idefics, save_tiny_llava
 from train import conversations
-from train.vlm import LoraArguments, TrainArguments, add_lora, collate, encode_with_labels, freeze_batchnorm, main, make_optimizer
+from train.vlm import (ImagePackedDataset, LoraArguments, TrainArguments, add_lora, answer_loss, collate, encode_with_labels,
+                       freeze_batchnorm, main, make_optimizer)
 
 ISIC = SHARED_DATA / "isic" / "isic_ham10000_sample.jsonl"
 
@@ -75,6 +76,52 @@ def test_label_mask_keeps_the_end_token_when_pad_is_eos(medvlm_tiny, images):
     assert labelled_text(medvlm_tiny, item) == "No<|im_end|>\n"
 
 
+# --- packing several questions about one image into one row ---------------------------------------------------------
+
+
+def same_image_examples(vqa_rad_image, answers=("yes", "the left lung", "axial")):
+    from medvlm.data import Example
+
+    questions = ("Is there an effusion?", "Where is the mass?", "Which plane is this?")
+    return [Example(str(vqa_rad_image), ((q, a),), id=str(k)) for k, (q, a) in enumerate(zip(questions, answers))]
+
+
+@pytest.mark.parametrize("model", ["llava", "medvlm-tiny"])
+def test_packed_row_gives_each_answer_the_logits_it_gets_alone(model, llava_dir, medvlm_tiny_base, vqa_rad_image):
+    loaded = models.load(models.resolve(str(llava_dir)), device="cpu") if model == "llava" else medvlm_tiny_base
+    loaded.tokenizer.padding_side = "right"
+    examples = same_image_examples(vqa_rad_image)
+    packed = ImagePackedDataset(loaded, examples, short_answer=True, max_branches=8)
+    alone = ImagePackedDataset(loaded, examples, short_answer=True, max_branches=1)
+    assert len(packed) == 1 and len(alone) == 3
+    pad = loaded.tokenizer.pad_token_id
+    packed_batch = collate(pad)([packed[0], alone[0]])  # a pack beside a plain row: padding and both mask kinds
+    alone_batch = collate(pad)([alone[i] for i in range(3)])
+    assert int(packed_batch["examples"]) == 4 and int(alone_batch["examples"]) == 3
+    assert packed_batch["input_ids"][0].ne(pad).sum() < alone_batch["input_ids"].ne(pad).sum()  # the prefix once
+
+    def answer_logits(batch):
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", "examples")}
+        with torch.no_grad():
+            logits = loaded.model.eval()(**inputs).logits
+        return logits[:, :-1][batch["labels"][:, 1:] != -100]
+
+    packed_logits = answer_logits(packed_batch)
+    alone_logits = answer_logits(alone_batch)
+    torch.testing.assert_close(packed_logits[: len(alone_logits)], alone_logits, atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(packed_logits[len(alone_logits):], alone_logits[: len(packed_logits) - len(alone_logits)], atol=1e-3, rtol=1e-4)
+    with torch.no_grad():
+        full = loaded.model(**{k: v for k, v in alone_batch.items() if k != "examples"}).loss
+        torch.testing.assert_close(answer_loss(loaded.model, alone_batch), full)  # loss on answer positions only
+
+
+def test_idefics_rows_hold_one_example(idefics_dir, vqa_rad_image):
+    """IDEFICS' per-token image attention can't be cut into branches: its rows stay one example each."""
+    loaded = models.load(models.resolve(str(idefics_dir)), device="cpu")
+    dataset = ImagePackedDataset(loaded, same_image_examples(vqa_rad_image), short_answer=True, max_branches=8)
+    assert len(dataset) == 3 and "branch" not in dataset[0]
+
+
 # --- optimisation steps --------------------------------------------------------------------------------------------
 
 
@@ -85,7 +132,7 @@ def loss_after_steps(loaded, batch, quantized=False, steps=1):
     optimizer = make_optimizer(model, TrainArguments(lr=1e-2, projector_lr=1e-2), paged_8bit=False)
     losses = []
     for _ in range(steps + 1):
-        loss = model(**batch).loss
+        loss = answer_loss(model, batch)
         losses.append(loss.item())
         loss.backward()
         optimizer.step()
@@ -125,7 +172,7 @@ def test_medvlm_tiny_adapter_with_projector_round_trips(images, tmp_path):
     batch = collate(loaded.tokenizer.pad_token_id)([item])
     _, model = loss_after_steps(loaded, batch)
     model.eval()
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "examples")}
     with torch.no_grad():
         trained = model(**inputs).logits
     model.save_pretrained(tmp_path / "adapter")

@@ -24,7 +24,7 @@ apply_offline_env()
 import torch  # noqa: E402
 from transformers import HfArgumentParser, get_cosine_schedule_with_warmup, set_seed  # noqa: E402
 
-from medvlm import metrics, models  # noqa: E402
+from medvlm import metrics, models, packing  # noqa: E402
 from medvlm.chat import GenerationSettings  # noqa: E402
 from medvlm.data import Example, load_examples  # noqa: E402
 from medvlm.errors import UserFacingError  # noqa: E402
@@ -50,19 +50,20 @@ class DataArguments:
 
 @dataclass
 class LoraArguments:
-    lora_r: int = 8
-    lora_alpha: int = 16
+    lora_r: int = 16
+    lora_alpha: int = 32
     lora_dropout: float = 0.05
 
 
 @dataclass
 class TrainArguments:
     output_dir: str = "runs/vlm"
-    epochs: float = 2.0
+    epochs: float = 4.5
     max_steps: int = -1  # > 0 overrides epochs
-    batch_size: int = 4
+    batch_size: int = 2  # rows per step; a row packs up to pack_size examples about one image
+    pack_size: int = 8
     grad_accum: int = 1
-    lr: float = 2e-4  # LoRA
+    lr: float = 3e-4  # LoRA
     projector_lr: float = 1e-3  # modules trained in full (MedVLM-Tiny's fresh projector)
     warmup_ratio: float = 0.03
     seed: int = 0
@@ -73,19 +74,34 @@ class TrainArguments:
     max_new_tokens: int = 16
 
 
-class AnswerMaskedDataset(torch.utils.data.Dataset):
-    """Examples encoded with labels on the answer tokens only."""
+class ImagePackedDataset(torch.utils.data.Dataset):
+    """Training rows that each pack up to max_branches examples about one image (medvlm.packing): VQA-RAD's ~6
+    questions per image train ~2.5x faster than one per row, with the same logits. Families whose processor output
+    can't be cut into branches (IDEFICS' per-token image attention) get rows of one example. Encodings are computed
+    once and kept, not redone every epoch.
+    """
 
-    def __init__(self, loaded: models.LoadedModel, examples: list[Example], short_answer: bool):
-        self.loaded, self.examples, self.short_answer = loaded, examples, short_answer
+    def __init__(self, loaded: models.LoadedModel, examples: list[Example], short_answer: bool, max_branches: int):
+        self.loaded, self.short_answer = loaded, short_answer
+        if not loaded.family.packable:
+            max_branches = 1
+        by_image: dict = {}
+        for example in examples:
+            key = example.image_path if example.inline_image is None else id(example.inline_image)
+            by_image.setdefault(key, []).append(example)
+        self.packs = [group[i : i + max_branches] for group in by_image.values() for i in range(0, len(group), max_branches)]
+        self.encoded: dict[int, dict] = {}
 
     def __len__(self):
-        return len(self.examples)
+        return len(self.packs)
 
     def __getitem__(self, index):
-        example = self.examples[index]
-        turns = [(with_instruction(q, self.short_answer), a) for q, a in example.turns]
-        return encode_with_labels(self.loaded, turns, example.image())
+        if index not in self.encoded:
+            group = self.packs[index]
+            image = group[0].image()
+            items = [encode_with_labels(self.loaded, [(with_instruction(q, self.short_answer), a) for q, a in e.turns], image) for e in group]
+            self.encoded[index] = packing.pack(items)
+        return self.encoded[index]
 
 
 def encode_with_labels(loaded: models.LoadedModel, turns: list[tuple[str, str]], image) -> dict:
@@ -108,7 +124,11 @@ def encode_with_labels(loaded: models.LoadedModel, turns: list[tuple[str, str]],
 
 
 def collate(pad_token_id: int):
-    """Right-pad a batch (training); image tensors are stacked, IDEFICS' image_attention_mask padded like the text."""
+    """Right-pad a batch (training); image tensors are stacked, IDEFICS' image_attention_mask padded like the text.
+
+    When a row is a pack, the batch gets medvlm.packing's 4-D attention mask and position_ids. "examples" counts the
+    examples in the batch (for samples/s); answer_loss drops it.
+    """
 
     def pad(rows, value):
         return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=value)
@@ -123,9 +143,24 @@ def collate(pad_token_id: int):
             batch["pixel_values"] = torch.stack([i["pixel_values"] for i in items])
         if "image_attention_mask" in items[0]:
             batch["image_attention_mask"] = pad([i["image_attention_mask"] for i in items], 0)
+        batch["examples"] = torch.tensor(sum(packing.branches_in(i) for i in items))
+        if any("branch" in i for i in items):
+            batch["attention_mask"], batch["position_ids"] = packing.attention(items, batch["input_ids"].shape[1])
         return batch
 
     return fn
+
+
+def answer_loss(model, batch: dict) -> torch.Tensor:
+    """Mean cross-entropy over the answer tokens. Only the positions that predict an answer token go through the
+    vocabulary projection (49k x 576 for MedVLM-Tiny, a fifth of its compute when run on every position)."""
+    batch = dict(batch)
+    batch.pop("examples", None)
+    labels = batch.pop("labels")
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != -100  # position t predicts token t + 1
+    logits = model(**batch, logits_to_keep=keep).logits  # (answer tokens, vocabulary), rows flattened
+    return torch.nn.functional.cross_entropy(logits.float(), labels[:, 1:][keep[:, :-1]])
 
 
 def add_lora(loaded: models.LoadedModel, lora: LoraArguments, quantized: bool, checkpointing: bool):
@@ -177,7 +212,12 @@ def evaluate(loaded: models.LoadedModel, examples: list[Example], data: DataArgu
     predictions.jsonl and eval.json."""
     from tqdm import tqdm
 
-    items = [(example.image(), with_instruction(example.question, data.short_answer)) for example in examples]
+    images: dict = {}  # each file decoded once: test sets ask several questions per image
+    items = []
+    for example in examples:
+        if example.image_path not in images or example.image_path is None:
+            images[example.image_path] = example.image()
+        items.append((images[example.image_path], with_instruction(example.question, data.short_answer)))
     settings = GenerationSettings(max_new_tokens=train.max_new_tokens, temperature=0.0)
     start = time.perf_counter()
     with tqdm(total=len(items), desc="evaluate", unit="q") as bar:
@@ -235,7 +275,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraA
     loaded.processor.tokenizer.padding_side = "right"  # training pads on the right; generation switches back
     pad_id = loaded.family.generate_kwargs(loaded.processor)["pad_token_id"]
 
-    dataset = AnswerMaskedDataset(loaded, train_report.examples, data_args.short_answer)
+    dataset = ImagePackedDataset(loaded, train_report.examples, data_args.short_answer, train_args.pack_size)
     generator = torch.Generator().manual_seed(train_args.seed)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=train_args.batch_size, shuffle=True, generator=generator, collate_fn=collate(pad_id)
@@ -251,8 +291,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraA
         "model_source": spec.source, "family": spec.family, "device": device, "quantize": quantize,
         "compute_dtype": str(dtype or ("float16" if device.startswith("cuda") else "float32")).replace("torch.", ""),
         "gradient_checkpointing": checkpointing, "lora_target": loaded.family.lora_target,
-        "modules_to_save": list(loaded.family.modules_to_save), "train_records": len(dataset),
-        "eval_records": len(eval_examples), "skipped_records": len(train_report.skipped), "total_steps": total_steps,
+        "modules_to_save": list(loaded.family.modules_to_save), "train_records": len(train_report.examples),
+        "train_rows": len(dataset), "eval_records": len(eval_examples), "skipped_records": len(train_report.skipped), "total_steps": total_steps,
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
     config = {"model": asdict(model_args), "data": asdict(data_args), "lora": asdict(lora_args), "train": asdict(train_args), "resolved": resolved}
@@ -273,13 +313,14 @@ def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraA
         generator.manual_seed(train_args.seed + epoch)  # the same order on a resumed run
         epoch_loader = accelerator.skip_first_batches(loader, done_in_epoch) if done_in_epoch else loader
         for batch in epoch_loader:
+            examples = int(batch.pop("examples"))
             with accelerator.accumulate(model):
-                loss = model(**batch).loss
+                loss = answer_loss(model, batch)
                 accelerator.backward(loss)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
-            samples += batch["input_ids"].shape[0]
+            samples += examples
             if not accelerator.sync_gradients:
                 continue
             step += 1

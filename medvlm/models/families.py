@@ -14,8 +14,11 @@ class Family:
     stop_strings: tuple[str, ...] = ()  # text that means the model has started inventing the next turn
     # LoRA goes on the language model's attention projections only (transformers 5 module paths), never the
     # vision tower; modules_to_save are trained in full and saved with the adapter.
-    lora_target = r".*language_model.*\.(q_proj|v_proj)"
+    lora_target = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"
     modules_to_save: tuple[str, ...] = ()
+    # Whether training may pack several examples of one image behind a shared prefix (train.vlm.ImagePackedDataset):
+    # true where the image lives in input_ids and the language model takes a 4D attention mask.
+    packable = False
 
     def load(self, source: str, **from_pretrained_kwargs):
         """(model, processor) from a hub id or local folder."""
@@ -55,6 +58,7 @@ class TextPromptFamily(Family):
     user_turn: str  # template with {image} and {question}
     answer_turn: str  # template with {answer} and {eos}
     image_placeholder = "<image>\n"
+    packable = True
 
     def prompt(self, turns: list[Turn], has_image: bool, eos: str) -> str:
         text = self.header
@@ -97,7 +101,7 @@ class IdeficsFamily(Family):
     end_of_utterance = "<end_of_utterance>"
     image_tokens = ("<image>", "<fake_token_around_image>")
     stop_strings = ("\nUser:",)
-    lora_target = r"model\.layers\.\d+\.self_attn\.(q_proj|v_proj)"  # not the vision/perceiver/cross-attn
+    lora_target = r"model\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|o_proj)"  # not the vision/perceiver/cross-attn
 
     def load(self, source, **kwargs):
         from transformers import AutoProcessor, IdeficsForVisionText2Text

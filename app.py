@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 
-from medvlm.settings import DEFAULT_MODEL, HOST, PORT, apply_offline_env
+from medvlm.settings import DEFAULT_MODEL, DETECTOR_WEIGHTS, HOST, PORT, apply_offline_env
 
 
 def port_number(text: str) -> int:
@@ -39,6 +39,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--quantize", choices=QUANTIZE_CHOICES, default="auto",
         help="auto: 4-bit nf4 for 7B/9B models on CUDA, none on CPU; none turns 4-bit off",
     )
+    parser.add_argument(
+        "--detector", default=str(DETECTOR_WEIGHTS),
+        help="YOLO weights for the Compare tab (default: the shipped brain-tumour YOLOv8n)",
+    )
     parser.add_argument("--host", default=HOST, help=f"address to listen on (default: {HOST})")
     parser.add_argument("--port", type=port_number, default=PORT, help=f"default: {PORT}")
     parser.add_argument("--share", action="store_true", help="open a public Gradio share link (off by default)")
@@ -53,7 +57,9 @@ def main(argv=None) -> int:
     from medvlm.host import ModelHost
     from medvlm.ui.app import build_app, launch
 
-    model_host = ModelHost(device=None if args.device == "auto" else args.device, quantize=args.quantize)
+    model_host = ModelHost(
+        device=None if args.device == "auto" else args.device, quantize=args.quantize, detector_weights=args.detector
+    )
     print(f"medvlm: loading {args.model} on {model_host.device}...", flush=True)
     model_host.start(args.model, adapter=args.adapter)  # logs why, if it falls back to the default model
     try:

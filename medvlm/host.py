@@ -1,4 +1,5 @@
-"""The app's one loaded model: which models the picker offers, whether each can load here, and switching."""
+"""The app's one loaded model (which models the picker offers, whether each can load here, switching) and its
+detector (loaded on first use)."""
 import logging
 import threading
 from pathlib import Path
@@ -6,15 +7,18 @@ from pathlib import Path
 from medvlm import models
 from medvlm.errors import UserFacingError
 from medvlm.models import LoadedModel, ModelSpec
-from medvlm.settings import DEFAULT_MODEL
+from medvlm.settings import DEFAULT_MODEL, DETECTOR_WEIGHTS
 
 log = logging.getLogger(__name__)
 
 
 class ModelHost:
-    def __init__(self, device: str | None = None, quantize: str = "auto"):
+    def __init__(self, device: str | None = None, quantize: str = "auto", detector_weights: str | Path = DETECTOR_WEIGHTS):
         self.device = device or models.default_device()
         self.quantize = quantize
+        self.detector_weights = Path(detector_weights)
+        self._detector = None
+        self.detector_lock = threading.Lock()  # the detector runs beside the VLM, one image at a time
         self.specs: dict[str, ModelSpec] = dict(models.REGISTRY)
         self.current: LoadedModel | None = None
         self.startup_notice = ""  # why the requested model was not the one loaded, shown once in the UI
@@ -36,6 +40,15 @@ class ModelHost:
             self.startup_notice = f"Could not start with {name}: {e} Using {DEFAULT_MODEL} instead."
             log.warning(self.startup_notice)
         self.start(DEFAULT_MODEL)
+
+    def detect(self, image):
+        """The detector's findings on an image (medvlm.detect.Detection list); the weights load on first use."""
+        from medvlm.detect import Detector
+
+        with self.detector_lock:
+            if self._detector is None:
+                self._detector = Detector(self.detector_weights, device="cpu" if self.device == "cpu" else "0")
+            return self._detector.predict(image)
 
     @property
     def current_name(self) -> str | None:

@@ -6,6 +6,12 @@ from pathlib import Path
 HOST = "127.0.0.1"
 PORT = 7860
 DEFAULT_MODEL = "medvlm-tiny"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+# Detector (medvlm.detect, train.yolo): the default weights ship in the package.
+DETECTOR_WEIGHTS = WEIGHTS_DIR / "yolov8n-brain-tumor.pt"
+DETECTOR_CONFIDENCE = 0.25
+DETECTOR_IMAGE_SIZE = 320  # trained and run at this size: tumours are 5-15 % of a slice, 16+ px here
 
 # Images: a decompression bomb is refused before its pixels are decoded.
 MAX_IMAGE_PIXELS = 50_000_000

@@ -201,3 +201,27 @@ def test_dicom_upload_and_text_only_question(page, tmp_path):
     page.locator("#clear").click()
     page.wait_for_function("document.querySelectorAll('[data-testid=\"bot\"]').length === 0")
     assert ask_and_watch(page, "What is a pneumothorax?")[-1]  # no image: a text-only question
+
+
+def test_compare_tab_detector_beside_vlm_and_grounding(page, trap):
+    mri = REPO.parent / "shared" / "data" / "brain-tumor" / "images" / "val" / "c2_1878.jpg"
+    page.get_by_role("tab", name="Compare").click()
+    page.locator("#compare-upload input[type=file]").set_input_files(str(mri))
+    page.locator("#compare-run").click()
+    page.wait_for_function("document.querySelector('#compare-status').innerText.includes('Done')", timeout=120_000)
+    assert page.locator("#compare-boxes img").count() == 1
+    table = page.locator("#compare-table").inner_text()
+    assert "glioma" in table  # the labelled tumour of this val image
+    plain_answer = page.locator("#compare-answer").inner_text().strip()
+    assert plain_answer and plain_answer != "…"
+    assert page.locator("#agreement").inner_text().strip()
+
+    page.locator("#compare-grounded input").check()
+    page.locator("#compare-run").click()
+    page.wait_for_function("document.querySelector('#compare-status').innerText.includes(\"given the detector's findings\")", timeout=120_000)
+    assert page.locator("#compare-answer").inner_text().strip()
+    assert trap.connections == 0
+
+    page.locator("#compare-question textarea").fill("")
+    page.locator("#compare-run").click()
+    page.wait_for_function("document.querySelector('#compare-status').innerText.includes('Type a question first')")

@@ -4,6 +4,7 @@ import gradio as gr
 from medvlm.host import ModelHost
 from medvlm.settings import MAX_UPLOAD_BYTES
 from medvlm.ui.chat_tab import build_chat_tab
+from medvlm.ui.compare_tab import build_compare_tab
 
 # System fonts only: the default theme would fetch Google Fonts, and the app makes no network call.
 THEME = gr.themes.Soft(
@@ -22,6 +23,8 @@ def build_app(host: ModelHost) -> gr.Blocks:
         gr.Markdown(HEADER)
         with gr.Tab("Chat"):
             build_chat_tab(host)
+        with gr.Tab("Compare"):
+            build_compare_tab(host)
     return demo
 
 

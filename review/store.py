@@ -1,0 +1,221 @@
+"""The review store: one SQLite file (default medvlm.db) of evaluation runs, items, predictions, reviewers and
+verdicts, opened through sqlite-utils in WAL mode with foreign keys on.
+
+Verdicts are append-only: every grade, change or undo is a new row, and a reviewer's current verdict on a
+prediction is their newest row for it (verdict NULL = withdrawn). History is never lost, a crash mid-write
+leaves at most one uncommitted row out, and a resubmitted request (double click, retry) carries the same
+request_id and is stored once. Writes take the write lock up front (BEGIN IMMEDIATE) and wait up to
+BUSY_TIMEOUT_S for other writers. The schema version is SQLite's user_version; MIGRATIONS[k] upgrades k -> k + 1.
+"""
+import json
+import sqlite3
+import threading
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import sqlite_utils
+
+from medvlm.errors import UserFacingError
+
+DEFAULT_DB = "medvlm.db"
+VERDICTS = ("correct", "rephrased", "wrong")
+BUSY_TIMEOUT_S = 30.0
+
+_SCHEMA_1 = """
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY, model TEXT NOT NULL, adapter TEXT, dataset TEXT NOT NULL, split TEXT,
+    settings TEXT NOT NULL DEFAULT '{}', created TEXT NOT NULL
+);
+CREATE TABLE items (
+    id INTEGER PRIMARY KEY, dataset TEXT NOT NULL, image_ref TEXT, image_hash TEXT, question TEXT NOT NULL,
+    reference TEXT, answer_type TEXT NOT NULL CHECK (answer_type IN ('CLOSED', 'OPEN')),
+    UNIQUE (dataset, image_hash, question, reference)
+);
+CREATE TABLE predictions (
+    id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id), item_id INTEGER NOT NULL REFERENCES items(id),
+    answer TEXT NOT NULL, latency_s REAL, tokens INTEGER, created TEXT NOT NULL, UNIQUE (run_id, item_id)
+);
+CREATE TABLE reviewers (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL, created TEXT NOT NULL
+);
+CREATE TABLE verdicts (
+    id INTEGER PRIMARY KEY, prediction_id INTEGER NOT NULL REFERENCES predictions(id),
+    reviewer_id INTEGER NOT NULL REFERENCES reviewers(id),
+    verdict TEXT CHECK (verdict IS NULL OR verdict IN ('correct', 'rephrased', 'wrong')),
+    note TEXT, created TEXT NOT NULL, request_id TEXT UNIQUE
+);
+CREATE INDEX verdicts_by_reviewer ON verdicts (reviewer_id, prediction_id, id);
+CREATE INDEX predictions_by_run ON predictions (run_id);
+"""
+MIGRATIONS = [_SCHEMA_1]  # append, never edit: MIGRATIONS[k] takes version k to k + 1
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def insert(db: sqlite_utils.Database, table: str, row: dict) -> int:
+    """INSERT inside the caller's transaction (sqlite-utils' Table.insert would commit on its own) -> new row id."""
+    columns = ", ".join(row)
+    return db.execute(f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * len(row))})", list(row.values())).lastrowid
+
+
+class Store:
+    def __init__(self, path: str | Path = DEFAULT_DB, readonly: bool = False):
+        self.path = Path(path)
+        if readonly and not self.path.is_file():
+            raise UserFacingError(f"No review database at {self.path}.")
+        uri = f"file:{self.path}?mode=ro" if readonly else str(self.path)
+        try:
+            conn = sqlite3.connect(uri, uri=readonly, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA foreign_keys = ON")
+            if not readonly:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: a crash loses no committed transaction
+        except sqlite3.Error as e:
+            raise UserFacingError(f"Cannot open the review database {self.path}: {e}.") from e
+        self.readonly = readonly
+        self.db = sqlite_utils.Database(conn)
+        # One connection serves every thread of the app: a transaction must not interleave with another thread's.
+        self.lock = threading.RLock()
+        self.migrate()
+
+    @property
+    def version(self) -> int:
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    def migrate(self) -> None:
+        version = self.version
+        if version > SCHEMA_VERSION:
+            raise UserFacingError(f"{self.path} has schema version {version}; this medvlm knows up to {SCHEMA_VERSION}. Upgrade medvlm.")
+        if version == SCHEMA_VERSION:
+            return
+        if self.readonly:
+            raise UserFacingError(f"{self.path} needs a schema upgrade, and it is open read-only.")
+        with self.write():
+            for k in range(self.version, SCHEMA_VERSION):
+                for statement in filter(str.strip, MIGRATIONS[k].split(";")):  # executescript would commit midway
+                    self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {k + 1}")
+
+    @contextmanager
+    def write(self):
+        """One write transaction, holding the write lock from its start; a clear error when the file can't be written."""
+        if self.readonly:
+            raise UserFacingError(f"The review database {self.path} is open read-only: nothing was saved.")
+        conn = self.db.conn
+        with self.lock:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as e:
+                raise UserFacingError(self._write_problem(e)) from e
+            try:
+                yield self.db
+                conn.execute("COMMIT")
+            except sqlite3.OperationalError as e:
+                conn.execute("ROLLBACK")
+                raise UserFacingError(self._write_problem(e)) from e
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def query(self, sql: str, params=()) -> list[tuple]:
+        with self.lock:
+            return self.db.execute(sql, list(params)).fetchall()
+
+    def _write_problem(self, error: sqlite3.Error) -> str:
+        text = str(error)
+        if "locked" in text or "busy" in text:
+            return f"The review database {self.path} stayed locked by another writer for {BUSY_TIMEOUT_S:.0f} s: nothing was saved; try again."
+        if "readonly" in text or "read-only" in text:
+            return f"The review database {self.path} is read-only: nothing was saved."
+        return f"Could not write to the review database {self.path} ({text}): nothing was saved."
+
+    # --- runs, items, predictions --------------------------------------------------------------------------------------
+
+    def add_run(self, model: str, dataset: str, split: str | None = None, adapter: str | None = None,
+                settings: dict | None = None) -> int:
+        with self.write() as db:
+            return insert(db, "runs", {"model": model, "adapter": adapter, "dataset": dataset, "split": split,
+                                       "settings": json.dumps(settings or {}, sort_keys=True), "created": now()})
+
+    def add_item(self, dataset: str, question: str, reference: str | None, answer_type: str,
+                 image_ref: str | None = None, image_hash: str | None = None) -> int:
+        """The item's id, adding it unless the same (dataset, image, question, reference) is already stored."""
+        row = {"dataset": dataset, "image_ref": image_ref, "image_hash": image_hash, "question": question,
+               "reference": reference, "answer_type": answer_type.upper()}
+        with self.write() as db:
+            found = db.execute(
+                "SELECT id FROM items WHERE dataset = ? AND image_hash IS ? AND question = ? AND reference IS ?",
+                [dataset, image_hash, question, reference],
+            ).fetchone()
+            if found:
+                return found[0]
+            return insert(db, "items", row)
+
+    def add_prediction(self, run_id: int, item_id: int, answer: str, latency_s: float | None = None,
+                       tokens: int | None = None) -> int:
+        """The prediction's id; a second answer for the same run and item keeps the first (resumed runs)."""
+        with self.write() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO predictions (run_id, item_id, answer, latency_s, tokens, created) VALUES (?, ?, ?, ?, ?, ?)",
+                [run_id, item_id, answer, latency_s, tokens, now()],
+            )
+            return db.execute("SELECT id FROM predictions WHERE run_id = ? AND item_id = ?", [run_id, item_id]).fetchone()[0]
+
+    def predicted_items(self, run_id: int) -> set[int]:
+        return {row[0] for row in self.query("SELECT item_id FROM predictions WHERE run_id = ?", [run_id])}
+
+    # --- reviewers and verdicts ----------------------------------------------------------------------------------------
+
+    def add_reviewer(self, name: str, password_hash: str) -> int:
+        with self.write() as db:
+            if db.execute("SELECT 1 FROM reviewers WHERE name = ?", [name]).fetchone():
+                raise UserFacingError(f"A reviewer named {name!r} already exists.")
+            return insert(db, "reviewers", {"name": name, "password_hash": password_hash, "created": now()})
+
+    def reviewer(self, name: str) -> dict | None:
+        with self.lock:
+            rows = list(self.db["reviewers"].rows_where("name = ?", [name]))
+        return rows[0] if rows else None
+
+    def record_verdict(self, prediction_id: int, reviewer_id: int, verdict: str | None, note: str | None = None,
+                       request_id: str | None = None) -> int:
+        """Store a verdict (None withdraws the current one) as a new history row; the same request_id is stored once."""
+        if verdict is not None and verdict not in VERDICTS:
+            raise UserFacingError(f"A verdict is one of {', '.join(VERDICTS)}, not {verdict!r}.")
+        with self.write() as db:
+            if request_id:
+                done = db.execute("SELECT id FROM verdicts WHERE request_id = ?", [request_id]).fetchone()
+                if done:
+                    return done[0]
+            return insert(db, "verdicts", {"prediction_id": prediction_id, "reviewer_id": reviewer_id, "verdict": verdict,
+                                           "note": (note or "").strip() or None, "created": now(), "request_id": request_id})
+
+    def current_verdict(self, prediction_id: int, reviewer_id: int) -> str | None:
+        rows = self.query(
+            "SELECT verdict FROM verdicts WHERE prediction_id = ? AND reviewer_id = ? ORDER BY id DESC LIMIT 1",
+            [prediction_id, reviewer_id],
+        )
+        return rows[0][0] if rows else None
+
+    def history(self, prediction_id: int, reviewer_id: int) -> list[str | None]:
+        return [row[0] for row in self.query(
+            "SELECT verdict FROM verdicts WHERE prediction_id = ? AND reviewer_id = ? ORDER BY id", [prediction_id, reviewer_id])]
+
+    def current_verdicts(self) -> list[dict]:
+        """Every reviewer's current (not withdrawn) verdict on every prediction."""
+        sql = """
+            SELECT v.prediction_id, v.reviewer_id, v.verdict, v.note FROM verdicts v
+            JOIN (SELECT prediction_id, reviewer_id, MAX(id) AS id FROM verdicts GROUP BY prediction_id, reviewer_id) latest
+              ON latest.id = v.id
+            WHERE v.verdict IS NOT NULL
+        """
+        names = ("prediction_id", "reviewer_id", "verdict", "note")
+        return [dict(zip(names, row)) for row in self.query(sql)]
+
+    def close(self) -> None:
+        self.db.conn.close()
+

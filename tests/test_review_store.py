@@ -1,0 +1,189 @@
+"""The review store on real SQLite files: schema and migrations, verdict history, duplicates, concurrent writers
+(threads and processes), a writer killed mid-transaction, and read-only or locked files."""
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import REPO
+from medvlm.errors import UserFacingError
+from review.store import SCHEMA_VERSION, Store
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "medvlm.db")
+    yield s
+    s.close()
+
+
+def seeded(store: Store, predictions: int = 3) -> tuple[int, list[int]]:
+    """A reviewer and `predictions` predictions of one run."""
+    run = store.add_run("medvlm-tiny", "vqa-rad", "test", settings={"max_new_tokens": 16})
+    ids = []
+    for k in range(predictions):
+        item = store.add_item("vqa-rad", f"Question {k}?", "yes", "closed", image_ref=f"img{k}.jpg", image_hash=f"h{k}")
+        ids.append(store.add_prediction(run, item, "Yes", latency_s=0.1, tokens=2))
+    reviewer = store.add_reviewer("ada", "hash")
+    return reviewer, ids
+
+
+def test_schema_wal_foreign_keys_and_version(store):
+    assert store.version == SCHEMA_VERSION
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert {"runs", "items", "predictions", "reviewers", "verdicts"} <= set(store.db.table_names())
+    with pytest.raises(sqlite3.IntegrityError):
+        store.add_prediction(run_id=999, item_id=999, answer="x")  # foreign keys are enforced
+
+
+def test_reopening_migrates_nothing_and_a_newer_file_is_refused(tmp_path):
+    path = tmp_path / "m.db"
+    Store(path).close()
+    assert Store(path).version == SCHEMA_VERSION
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(UserFacingError, match="Upgrade medvlm"):
+        Store(path)
+
+
+def test_items_and_predictions_are_not_duplicated(store):
+    run = store.add_run("m", "d")
+    a = store.add_item("d", "Is it?", "yes", "CLOSED", image_hash="h")
+    assert store.add_item("d", "Is it?", "yes", "CLOSED", image_hash="h") == a
+    first = store.add_prediction(run, a, "yes")
+    assert store.add_prediction(run, a, "no") == first  # a resumed run keeps its first answer
+    assert store.predicted_items(run) == {a}
+
+
+def test_changing_a_verdict_keeps_history_and_one_current(store):
+    reviewer, (p, *_) = seeded(store)
+    store.record_verdict(p, reviewer, "wrong")
+    store.record_verdict(p, reviewer, "rephrased", note="same meaning")
+    assert store.current_verdict(p, reviewer) == "rephrased"
+    assert store.history(p, reviewer) == ["wrong", "rephrased"]
+    store.record_verdict(p, reviewer, None)  # withdrawn (undo)
+    assert store.current_verdict(p, reviewer) is None
+    assert store.current_verdicts() == []
+    with pytest.raises(UserFacingError, match="correct, rephrased, wrong"):
+        store.record_verdict(p, reviewer, "maybe")
+
+
+def test_resubmitted_request_is_stored_once(store):
+    reviewer, (p, *_) = seeded(store)
+    first = store.record_verdict(p, reviewer, "correct", request_id="click-1")
+    assert store.record_verdict(p, reviewer, "correct", request_id="click-1") == first
+    assert store.db["verdicts"].count == 1
+
+
+def test_eight_threads_lose_no_verdict(store):
+    reviewers = [store.add_reviewer(f"r{k}", "h") for k in range(8)]
+    _, predictions = seeded(store, predictions=25)
+    errors = []
+
+    def grade(reviewer):
+        try:
+            for p in predictions:
+                store.record_verdict(p, reviewer, "correct", request_id=f"{reviewer}-{p}")
+        except Exception as e:  # noqa: BLE001 - collected and asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=grade, args=(r,)) for r in reviewers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert store.db["verdicts"].count == 8 * 25
+
+
+WRITER = """
+import sys
+from review.store import Store
+store = Store(sys.argv[1])
+reviewer = store.reviewer(sys.argv[2])["id"]
+for p in range(1, int(sys.argv[3]) + 1):
+    store.record_verdict(p, reviewer, "wrong", request_id=f"{sys.argv[2]}-{p}")
+    print(p, flush=True)
+"""
+
+
+def test_eight_processes_lose_no_verdict(tmp_path):
+    path = tmp_path / "shared.db"
+    store = Store(path)
+    _, predictions = seeded(store, predictions=40)
+    for k in range(8):
+        store.add_reviewer(f"p{k}", "h")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), f"p{k}", "40"], env=env, stdout=subprocess.PIPE)
+               for k in range(8)]
+    for w in writers:
+        assert w.wait(timeout=120) == 0
+    assert store.db.execute("SELECT COUNT(*) FROM verdicts WHERE verdict = 'wrong'").fetchone()[0] == 8 * 40
+
+
+def test_a_writer_killed_mid_write_leaves_a_consistent_file(tmp_path):
+    path = tmp_path / "killed.db"
+    store = Store(path)
+    seeded(store, predictions=5000)
+    store.add_reviewer("victim", "h")
+    store.close()
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path), "victim", "5000"],
+                              env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE, text=True)
+    committed = 0
+    while committed < 200:  # let it get going, then kill it without warning
+        committed = int(writer.stdout.readline())
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    acknowledged = [int(line) for line in writer.stdout.read().split()]  # printed before the kill, still in the pipe
+    committed = max([committed] + acknowledged)
+    assert committed < 5000, "the writer finished before it was killed"
+    reopened = Store(path)
+    assert reopened.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    stored = reopened.db.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0]
+    assert committed <= stored <= committed + 1  # every acknowledged write is there; at most the one in flight more
+    assert reopened.record_verdict(1, reopened.reviewer("ada")["id"], "correct")  # and it takes new writes
+
+
+def test_read_only_and_locked_files_say_so_and_lose_nothing(tmp_path, monkeypatch):
+    path = tmp_path / "ro.db"
+    store = Store(path)
+    reviewer, (p, *_) = seeded(store)
+    store.record_verdict(p, reviewer, "correct")
+    store.close()
+
+    readonly = Store(path, readonly=True)
+    with pytest.raises(UserFacingError, match="read-only: nothing was saved"):
+        readonly.record_verdict(p, reviewer, "wrong")
+    assert readonly.current_verdict(p, reviewer) == "correct"
+
+    import review.store
+
+    monkeypatch.setattr(review.store, "BUSY_TIMEOUT_S", 0.2)
+    waiting = Store(path)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    try:
+        start = time.monotonic()
+        with pytest.raises(UserFacingError, match="locked by another writer"):
+            waiting.record_verdict(p, reviewer, "wrong")
+        assert time.monotonic() - start < 5
+    finally:
+        blocker.execute("ROLLBACK")
+    assert Store(path).current_verdict(p, reviewer) == "correct"
+
+
+def test_the_plain_sqlite_utils_cli_reads_it(store):
+    seeded(store)
+    import json
+    from pathlib import Path
+
+    cli = Path(sys.executable).parent / "sqlite-utils"
+    out = subprocess.run([str(cli), "tables", str(store.path), "--counts"], capture_output=True, text=True, check=True).stdout
+    counts = {row["table"]: row["count"] for row in json.loads(out)}
+    assert counts["predictions"] == 3 and counts["reviewers"] == 1

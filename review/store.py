@@ -141,6 +141,14 @@ class Store:
             return insert(db, "runs", {"model": model, "adapter": adapter, "dataset": dataset, "split": split,
                                        "settings": json.dumps(settings or {}, sort_keys=True), "created": now()})
 
+    def find_run(self, model: str, dataset: str, split: str | None, adapter: str | None, settings: dict) -> int | None:
+        """The newest run with exactly these model, data and prompt settings (what a rerun resumes), if any."""
+        rows = self.query(
+            "SELECT id FROM runs WHERE model = ? AND dataset = ? AND split IS ? AND adapter IS ? AND settings = ? ORDER BY id DESC LIMIT 1",
+            [model, dataset, split, adapter, json.dumps(settings, sort_keys=True)],
+        )
+        return rows[0][0] if rows else None
+
     def add_item(self, dataset: str, question: str, reference: str | None, answer_type: str,
                  image_ref: str | None = None, image_hash: str | None = None) -> int:
         """The item's id, adding it unless the same (dataset, image, question, reference) is already stored."""

@@ -1,0 +1,36 @@
+"""python -m medvlm.evaluate over shared VQA-RAD items with the default tiny model: answers stored for review,
+scored on the spot, and a rerun resumes the same run instead of answering again."""
+import pytest
+
+from conftest import VQA_RAD
+from medvlm.evaluate import main
+from review.store import Store
+
+
+def test_evaluation_stores_scores_and_resumes(tmp_path, capsys):
+    db = tmp_path / "eval.db"
+    args = ["--model", "medvlm-tiny", "--data", str(VQA_RAD / "vqa_rad.jsonl"), "--split", "test", "--db", str(db),
+            "--batch_size", "4", "--max_new_tokens", "8", "--device", "cpu"]
+    assert main(args + ["--limit", "3"]) == 0
+    first = capsys.readouterr()
+    assert "0 already answered" in first.err and "closed_accuracy" in first.out
+
+    assert main(args + ["--limit", "6"]) == 0  # resumed halfway: only the 3 new questions are answered
+    second = capsys.readouterr()
+    assert "3 already answered" in second.err and "questions           6" in second.out
+
+    store = Store(db)
+    assert store.query("SELECT COUNT(*) FROM runs")[0][0] == 1
+    rows = store.query("SELECT answer, latency_s, tokens FROM predictions ORDER BY item_id")
+    assert len(rows) == 6 and all(answer and latency > 0 and tokens >= 1 for answer, latency, tokens in rows)
+    assert store.query("SELECT COUNT(DISTINCT image_hash) FROM items")[0][0] >= 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "medvlm-tiny", "--data", "missing.jsonl"], "No data file"),
+    (["--model", "no-such-model", "--data", str(VQA_RAD / "vqa_rad.jsonl")], "no-such-model"),
+])
+def test_bad_inputs_are_one_line_errors(argv, message, tmp_path, capsys):
+    assert main(argv + ["--db", str(tmp_path / "x.db"), "--limit", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]

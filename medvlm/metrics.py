@@ -86,3 +86,62 @@ def majority_baseline(train_records, eval_records) -> dict:
         most_common[answer_type] = answers.most_common(1)[0][0] if answers else ""
     predicted = [dict(r, prediction=most_common[r["answer_type"].upper()]) for r in eval_records]
     return score(predicted) | {"answers": most_common}
+
+
+# --- published, more lenient scorers: reproduced so reported numbers can be compared, and their optimism seen ------
+
+
+def llava_med_score(records) -> dict:
+    """LLaVA-Med's run_eval.py rules (labelled "LLaVA-Med-compatible" wherever shown), lower-cased:
+    closed: if the prediction contains the substring "yes" or "no", it is a hit when it contains the reference as a
+    substring, and otherwise it is *left out of the denominator* (as that script does); with neither substring it is
+    a miss. Open: a hit when the reference is a substring of the prediction. Percentages."""
+    closed, opened = [], []
+    for r in records:
+        prediction, reference = (r["prediction"] or "").lower().strip(), (r["answer"] or "").lower().strip()
+        if r["answer_type"].upper() == "CLOSED":
+            if "yes" in prediction or "no" in prediction:
+                if reference in prediction:
+                    closed.append(1)
+            else:
+                closed.append(0)
+        else:
+            opened.append(int(bool(reference) and reference in prediction))
+    return {"closed_counted": len(closed), "closed_accuracy": _percent(closed), "open_accuracy": _percent(opened)}
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+    """ROUGE-L F-measure over normalised tokens (longest common subsequence)."""
+    a, b = normalize_tokens(prediction), normalize_tokens(reference)
+    if not a or not b:
+        return 0.0
+    previous = [0] * (len(b) + 1)
+    for x in a:
+        current = [0]
+        for j, y in enumerate(b):
+            current.append(previous[j] + 1 if x == y else max(previous[j + 1], current[j]))
+        previous = current
+    lcs = previous[-1]
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(a), lcs / len(b)
+    return 2 * precision * recall / (precision + recall)
+
+
+def lenient_correct(prediction: str, reference: str) -> bool:
+    """The original notebook's rule: ROUGE-L >= 0.3, or the reference's yes/no word found in the prediction
+    (as a substring, so "normal" contains a "no")."""
+    word = (reference or "").lower().strip()
+    if word in ("yes", "no") and word in (prediction or "").lower():
+        return True
+    return rouge_l(prediction, reference) >= 0.3
+
+
+def lenient_score(records) -> dict:
+    closed = [lenient_correct(r["prediction"], r["answer"]) for r in records if r["answer_type"].upper() == "CLOSED"]
+    opened = [lenient_correct(r["prediction"], r["answer"]) for r in records if r["answer_type"].upper() == "OPEN"]
+    return {"closed_accuracy": _percent(closed), "open_accuracy": _percent(opened)}
+
+
+def _percent(values) -> float | None:
+    return round(100 * sum(values) / len(values), 2) if values else None

@@ -63,3 +63,30 @@ def test_majority_baseline():
     result = majority_baseline(train, test)
     assert result["answers"] == {"CLOSED": "no", "OPEN": "axial"}
     assert result["closed_accuracy"] == 50.0 and result["open_exact_match"] == 50.0
+
+
+def test_llava_med_compatible_rules_and_their_optimism():
+    from medvlm.metrics import llava_med_score
+
+    records = [
+        {"prediction": "Yes, there is.", "answer": "yes", "answer_type": "CLOSED"},      # hit
+        {"prediction": "The scan is normal", "answer": "no", "answer_type": "CLOSED"},   # "no" inside "normal": hit
+        {"prediction": "yes", "answer": "no", "answer_type": "CLOSED"},                  # wrong: dropped, not counted
+        {"prediction": "a fracture", "answer": "yes", "answer_type": "CLOSED"},          # neither word: a miss
+        {"prediction": "the left lung base", "answer": "left lung", "answer_type": "OPEN"},
+        {"prediction": "liver", "answer": "spleen", "answer_type": "OPEN"},
+    ]
+    result = llava_med_score(records)
+    assert result == {"closed_counted": 3, "closed_accuracy": 66.67, "open_accuracy": 50.0}
+    strict = score(records)
+    assert strict["closed_accuracy"] == 25.0  # only the first: "normal" is not a no, and every question counts
+
+
+def test_lenient_notebook_rule():
+    from medvlm.metrics import lenient_correct, rouge_l
+
+    assert rouge_l("the mass is in the left lung", "left lung") == pytest.approx(2 * (2 / 5) * 1 / (2 / 5 + 1))
+    assert lenient_correct("It looks normal", "no")  # the substring "no"
+    assert lenient_correct("left upper lobe", "left lobe")  # ROUGE-L 0.8
+    assert not lenient_correct("a large effusion on the right side of the chest", "pneumothorax")
+    assert not lenient_correct("yes", "no")

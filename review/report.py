@@ -1,0 +1,157 @@
+"""Every evaluation run side by side: strict automatic scores, the LLaVA-Med-compatible and the notebook's lenient
+scorers, physician-adjudicated accuracy with its 95 % interval, where automatic scores and physicians disagree,
+and inter-rater agreement. The app's Evaluation tab shows the same tables.
+
+    python -m review.report --db medvlm.db
+    python -m review.report --db medvlm.db --export exports/     # verdicts and predictions as CSV and JSONL
+
+A prediction counts as right for physicians when most of its reviewers' current verdicts are correct or rephrased
+(a tie counts as wrong). Agreement: Cohen's kappa when a run has two reviewers (items both graded), Fleiss' kappa for
+more (items every one of them graded).
+"""
+import argparse
+import csv
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from medvlm import metrics
+from medvlm.errors import UserFacingError
+from review.stats import cohen_kappa, fleiss_kappa, wilson_interval
+from review.store import DEFAULT_DB, Store
+
+PREDICTIONS_SQL = """
+    SELECT p.id, p.run_id, r.model, r.adapter, r.dataset, r.split, i.question, i.reference, i.answer_type, i.image_ref,
+           p.answer, p.latency_s, p.tokens
+    FROM predictions p JOIN items i ON i.id = p.item_id JOIN runs r ON r.id = p.run_id ORDER BY p.run_id, p.id
+"""
+PREDICTION_FIELDS = ("prediction_id", "run_id", "model", "adapter", "dataset", "split", "question", "reference",
+                     "answer_type", "image_ref", "answer", "latency_s", "tokens")
+
+
+def predictions(store: Store) -> list[dict]:
+    return [dict(zip(PREDICTION_FIELDS, row)) for row in store.query(PREDICTIONS_SQL)]
+
+
+def run_rows(store: Store, answer_type: str | None = None) -> list[dict]:
+    """One row per run (optionally only CLOSED or OPEN questions) with every score the report shows."""
+    verdicts = defaultdict(dict)  # prediction id -> reviewer id -> verdict
+    for v in store.current_verdicts():
+        verdicts[v["prediction_id"]][v["reviewer_id"]] = v["verdict"]
+    by_run = defaultdict(list)
+    for p in predictions(store):
+        if answer_type is None or p["answer_type"] == answer_type:
+            by_run[p["run_id"]].append(p)
+    rows = []
+    for run_id, preds in by_run.items():
+        records = [{"prediction": p["answer"], "answer": p["reference"] or "", "answer_type": p["answer_type"]} for p in preds]
+        strict, llava_med, lenient = metrics.score(records), metrics.llava_med_score(records), metrics.lenient_score(records)
+        reviewed = [(p, verdicts[p["prediction_id"]]) for p in preds if verdicts[p["prediction_id"]]]
+        right = [sum(v in ("correct", "rephrased") for v in given.values()) * 2 > len(given) for _, given in reviewed]
+        low, high = wilson_interval(sum(right), len(right))
+        strict_right = [strict_correct(p) for p, _ in reviewed]
+        mix = defaultdict(int)
+        for _, given in reviewed:
+            for v in given.values():
+                mix[v] += 1
+        rows.append({
+            "run": run_id, "model": preds[0]["model"] + (f" + {Path(preds[0]['adapter']).name}" if preds[0]["adapter"] else ""),
+            "dataset": preds[0]["dataset"], "questions": len(preds),
+            "strict_closed": strict["closed_accuracy"], "strict_open_recall": strict["open_recall"],
+            "strict_open_f1": strict["open_f1"], "strict_exact": strict["open_exact_match"],
+            "llava_med_closed": llava_med["closed_accuracy"], "llava_med_open": llava_med["open_accuracy"],
+            "lenient_closed": lenient["closed_accuracy"], "lenient_open": lenient["open_accuracy"],
+            "reviewed": len(reviewed),
+            "physician_accuracy": round(100 * sum(right) / len(right), 1) if right else None,
+            "physician_ci95": (round(100 * low, 1), round(100 * high, 1)) if right else None,
+            "auto_wrong_physician_right": sum(r and not s for r, s in zip(right, strict_right)),
+            "auto_right_physician_wrong": sum(s and not r for r, s in zip(right, strict_right)),
+            "verdict_mix": dict(mix),
+            **agreement([given for _, given in reviewed]),
+        })
+    return rows
+
+
+def strict_correct(p: dict) -> bool:
+    if p["answer_type"] == "CLOSED":
+        return metrics.closed_correct(p["answer"], p["reference"] or "")
+    return metrics.open_score(p["answer"], p["reference"] or "").exact == 1.0
+
+
+def agreement(graded: list[dict]) -> dict:
+    """Kappa over the items the run's reviewers share: Cohen for two, Fleiss for more."""
+    reviewers = sorted({r for given in graded for r in given})
+    if len(reviewers) < 2:
+        return {"kappa": None, "kappa_kind": None, "kappa_items": 0}
+    shared = [given for given in graded if all(r in given for r in reviewers)]
+    if not shared:
+        return {"kappa": None, "kappa_kind": None, "kappa_items": 0}
+    if len(reviewers) == 2:
+        kappa, kind = cohen_kappa([g[reviewers[0]] for g in shared], [g[reviewers[1]] for g in shared]), "Cohen"
+    else:
+        kappa, kind = fleiss_kappa([[g[r] for r in reviewers] for g in shared]), "Fleiss"
+    return {"kappa": round(kappa, 3), "kappa_kind": kind, "kappa_items": len(shared)}
+
+
+def export(store: Store, folder: Path) -> list[Path]:
+    """predictions.{csv,jsonl} and verdicts.{csv,jsonl} (full history, reviewer names) into folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    verdict_rows = [dict(zip(("verdict_id", "prediction_id", "reviewer", "verdict", "note", "created"), row)) for row in store.query(
+        "SELECT v.id, v.prediction_id, u.name, v.verdict, v.note, v.created FROM verdicts v JOIN reviewers u ON u.id = v.reviewer_id ORDER BY v.id")]
+    written = []
+    for name, rows, fields in (("predictions", predictions(store), PREDICTION_FIELDS),
+                               ("verdicts", verdict_rows, ("verdict_id", "prediction_id", "reviewer", "verdict", "note", "created"))):
+        with open(folder / f"{name}.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+        with open(folder / f"{name}.jsonl", "w") as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+        written += [folder / f"{name}.csv", folder / f"{name}.jsonl"]
+    return written
+
+
+def format_table(rows: list[dict]) -> str:
+    def show(value):
+        if value is None:
+            return "-"
+        if isinstance(value, tuple):
+            return f"{value[0]}-{value[1]}"
+        return str(value)
+
+    columns = [("run", "run"), ("model", "model"), ("questions", "n"), ("strict_closed", "closed"),
+               ("strict_open_recall", "open rec"), ("strict_exact", "EM"), ("llava_med_closed", "LLaVA-Med closed*"),
+               ("llava_med_open", "LLaVA-Med open*"), ("lenient_closed", "lenient closed"), ("lenient_open", "lenient open"),
+               ("reviewed", "reviewed"), ("physician_accuracy", "physician acc"), ("physician_ci95", "95% CI"),
+               ("auto_wrong_physician_right", "auto wrong/MD right"), ("kappa", "kappa")]
+    table = [[title for _, title in columns]] + [[show(row[key]) for key, _ in columns] for row in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in table]
+    lines.append("* LLaVA-Med-compatible substring rules: a wrong closed answer containing yes/no is left out of its denominator.")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m review.report", description=__doc__.splitlines()[0])
+    parser.add_argument("--db", default=DEFAULT_DB, help=f"review database (default: {DEFAULT_DB})")
+    parser.add_argument("--export", metavar="FOLDER", help="also write predictions and verdicts as CSV and JSONL")
+    args = parser.parse_args(argv)
+    try:
+        store = Store(args.db, readonly=True)
+        rows = run_rows(store)
+        if not rows:
+            raise UserFacingError(f"{args.db} holds no predictions yet: run python -m medvlm.evaluate first.")
+        for answer_type, title in ((None, "All questions"), ("CLOSED", "Closed questions"), ("OPEN", "Open questions")):
+            print(f"\n{title}\n{format_table(run_rows(store, answer_type) if answer_type else rows)}")
+        if args.export:
+            for path in export(store, Path(args.export)):
+                print(f"wrote {path}")
+    except UserFacingError as e:
+        print(f"review.report: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""The report over a hand-built store: the three automatic scorers, physician accuracy with its interval, the
+auto-versus-physician disagreements, kappa, and the CSV/JSONL export."""
+import csv
+import json
+
+import pytest
+
+from review import report
+from review.store import Store
+
+
+@pytest.fixture
+def graded(tmp_path):
+    """One run, 4 predictions, two reviewers who agree on 3 of 4."""
+    store = Store(tmp_path / "r.db")
+    run = store.add_run("medvlm-tiny", "vqa-rad", "test")
+    answers = [("Is it normal?", "no", "CLOSED", "The scan looks normal"),  # strict wrong, LLaVA-Med hit ("no" in normal)
+               ("Is there a mass?", "yes", "CLOSED", "yes"),
+               ("Which organ?", "liver", "OPEN", "the liver"),
+               ("Which plane?", "axial", "OPEN", "an axial slice")]  # strict EM wrong, rephrased
+    ids = []
+    for k, (q, ref, kind, answer) in enumerate(answers):
+        item = store.add_item("vqa-rad", q, ref, kind, image_hash=f"h{k}")
+        ids.append(store.add_prediction(run, item, answer))
+    ada, bob = store.add_reviewer("ada", "h"), store.add_reviewer("bob", "h")
+    for p, a, b in zip(ids, ["wrong", "correct", "correct", "rephrased"], ["wrong", "correct", "correct", "correct"]):
+        store.record_verdict(p, ada, a)
+        store.record_verdict(p, bob, b)
+    return store
+
+
+def test_run_row_has_every_score(graded):
+    (row,) = report.run_rows(graded)
+    assert row["questions"] == 4 and row["reviewed"] == 4
+    assert row["strict_closed"] == 50.0 and row["strict_exact"] == 50.0
+    assert row["llava_med_closed"] == 100.0  # "no" inside "normal" counts for LLaVA-Med
+    assert row["lenient_closed"] == 100.0
+    assert row["physician_accuracy"] == 75.0 and row["physician_ci95"] == (30.1, 95.4)
+    assert row["auto_wrong_physician_right"] == 1  # "an axial slice": EM wrong, physicians say right
+    assert row["auto_right_physician_wrong"] == 0
+    assert row["verdict_mix"] == {"wrong": 2, "correct": 5, "rephrased": 1}
+    # kappa over (wrong,wrong) (correct,correct) (correct,correct) (rephrased,correct): po 0.75,
+    # pe = (1*1 + 2*3 + 1*0) / 16 = 7/16 -> (0.75 - 0.4375) / 0.5625
+    assert row["kappa_kind"] == "Cohen" and row["kappa"] == pytest.approx(0.556, abs=1e-3)
+
+
+def test_withdrawn_verdicts_and_question_type_filter(graded):
+    ada = graded.reviewer("ada")["id"]
+    graded.record_verdict(1, ada, None)
+    (closed,) = report.run_rows(graded, "CLOSED")
+    assert closed["questions"] == 2 and closed["reviewed"] == 2
+    assert closed["kappa_items"] == 1  # ada withdrew her verdict on the first
+
+
+def test_cli_prints_and_exports(graded, tmp_path, capsys):
+    assert report.main(["--db", str(graded.path), "--export", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "physician acc" in out and "75.0" in out and "LLaVA-Med-compatible" in out
+    rows = list(csv.DictReader(open(tmp_path / "out" / "verdicts.csv")))
+    assert len(rows) == 8 and {r["reviewer"] for r in rows} == {"ada", "bob"}
+    assert len((tmp_path / "out" / "predictions.jsonl").read_text().splitlines()) == 4
+    assert json.loads((tmp_path / "out" / "predictions.jsonl").read_text().splitlines()[0])["answer"]
+
+
+def test_cli_on_an_empty_or_missing_db(tmp_path, capsys):
+    assert report.main(["--db", str(tmp_path / "none.db")]) == 2
+    Store(tmp_path / "empty.db").close()
+    assert report.main(["--db", str(tmp_path / "empty.db")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "No review database" in err[0] and "no predictions yet" in err[1]

@@ -12,6 +12,7 @@ import logging
 import sys
 
 from medvlm.settings import DEFAULT_MODEL, DETECTOR_WEIGHTS, HOST, PORT, apply_offline_env
+from review.store import DEFAULT_DB
 
 
 def port_number(text: str) -> int:
@@ -43,6 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--detector", default=str(DETECTOR_WEIGHTS),
         help="YOLO weights for the Compare tab (default: the shipped brain-tumour YOLOv8n)",
     )
+    parser.add_argument("--db", default=DEFAULT_DB, help=f"review database (default: {DEFAULT_DB})")
     parser.add_argument("--host", default=HOST, help=f"address to listen on (default: {HOST})")
     parser.add_argument("--port", type=port_number, default=PORT, help=f"default: {PORT}")
     parser.add_argument("--share", action="store_true", help="open a public Gradio share link (off by default)")
@@ -54,8 +56,16 @@ def main(argv=None) -> int:
     apply_offline_env()  # before gradio / transformers are imported
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
+    from medvlm.errors import UserFacingError
     from medvlm.host import ModelHost
     from medvlm.ui.app import build_app, launch
+    from review.store import Store
+
+    try:
+        store = Store(args.db)
+    except UserFacingError as e:
+        print(f"medvlm: error: {e}", file=sys.stderr)
+        return 1
 
     model_host = ModelHost(
         device=None if args.device == "auto" else args.device, quantize=args.quantize, detector_weights=args.detector
@@ -63,7 +73,7 @@ def main(argv=None) -> int:
     print(f"medvlm: loading {args.model} on {model_host.device}...", flush=True)
     model_host.start(args.model, adapter=args.adapter)  # logs why, if it falls back to the default model
     try:
-        launch(build_app(model_host), args.host, args.port, args.share)
+        launch(build_app(model_host, store), args.host, args.port, args.share)
     except OSError as e:
         print(f"medvlm: error: cannot serve on {args.host}:{args.port}: {e}", file=sys.stderr)
         return 1

@@ -43,7 +43,8 @@ CREATE TABLE verdicts (
     id INTEGER PRIMARY KEY, prediction_id INTEGER NOT NULL REFERENCES predictions(id),
     reviewer_id INTEGER NOT NULL REFERENCES reviewers(id),
     verdict TEXT CHECK (verdict IS NULL OR verdict IN ('correct', 'rephrased', 'wrong')),
-    note TEXT, created TEXT NOT NULL, request_id TEXT UNIQUE
+    note TEXT, created TEXT NOT NULL, request_id TEXT UNIQUE,
+    undoes INTEGER REFERENCES verdicts(id)  -- set on a row that undoes an earlier one
 );
 CREATE INDEX verdicts_by_reviewer ON verdicts (reviewer_id, prediction_id, id);
 CREATE INDEX predictions_by_run ON predictions (run_id);
@@ -201,6 +202,27 @@ class Store:
                     return done[0]
             return insert(db, "verdicts", {"prediction_id": prediction_id, "reviewer_id": reviewer_id, "verdict": verdict,
                                            "note": (note or "").strip() or None, "created": now(), "request_id": request_id})
+
+    def undo_last(self, reviewer_id: int) -> int | None:
+        """Undo the reviewer's latest verdict that is not undone yet (repeatable): a new row restores what that
+        prediction's verdict was before it. -> the prediction id, or None when there is nothing to undo."""
+        with self.write() as db:
+            action = db.execute(
+                """SELECT id, prediction_id FROM verdicts WHERE reviewer_id = ? AND undoes IS NULL
+                   AND id NOT IN (SELECT undoes FROM verdicts WHERE undoes IS NOT NULL) ORDER BY id DESC LIMIT 1""",
+                [reviewer_id],
+            ).fetchone()
+            if action is None:
+                return None
+            action_id, prediction_id = action
+            before = db.execute(
+                "SELECT verdict, note FROM verdicts WHERE prediction_id = ? AND reviewer_id = ? AND id < ? ORDER BY id DESC LIMIT 1",
+                [prediction_id, reviewer_id, action_id],
+            ).fetchone()
+            insert(db, "verdicts", {"prediction_id": prediction_id, "reviewer_id": reviewer_id,
+                                    "verdict": before[0] if before else None, "note": before[1] if before else None,
+                                    "created": now(), "undoes": action_id})
+            return prediction_id
 
     def current_verdict(self, prediction_id: int, reviewer_id: int) -> str | None:
         rows = self.query(

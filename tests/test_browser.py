@@ -61,8 +61,30 @@ def trap():
     proxy.server.close()
 
 
+REVIEWER, PASSWORD = "dr.ada", "correct horse"
+
+
 @pytest.fixture(scope="module")
-def app_url(trap, tmp_path_factory):
+def review_db(tmp_path_factory, vqa_rad_image):
+    """A review database with one run of three answers about VQA-RAD images, and one reviewer account."""
+    from review import users
+    from review.store import Store
+
+    path = tmp_path_factory.mktemp("review") / "medvlm.db"
+    store = Store(path)
+    run = store.add_run("medvlm-tiny", "vqa-rad", "test")
+    for k, (question, reference, kind, answer) in enumerate([
+        ("Is there an infarct?", "yes", "CLOSED", "yes"), ("Which plane?", "axial", "OPEN", "an axial slice"),
+        ("Is the brain normal?", "no", "CLOSED", "yes")]):
+        item = store.add_item("vqa-rad", question, reference, kind, image_ref=str(vqa_rad_image), image_hash=str(k))
+        store.add_prediction(run, item, answer)
+    users.add(store, REVIEWER, PASSWORD)
+    store.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def app_url(trap, tmp_path_factory, review_db):
     port = free_port()
     proxy = f"http://127.0.0.1:{trap.port}"
     env = dict(os.environ, HTTP_PROXY=proxy, HTTPS_PROXY=proxy, http_proxy=proxy, https_proxy=proxy,
@@ -70,7 +92,7 @@ def app_url(trap, tmp_path_factory):
                GRADIO_TEMP_DIR=str(tmp_path_factory.mktemp("gradio-uploads")))
     log = tmp_path_factory.mktemp("app") / "app.log"
     with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--db", str(review_db)], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 240
     while time.time() < deadline:
@@ -225,3 +247,47 @@ def test_compare_tab_detector_beside_vlm_and_grounding(page, trap):
     page.locator("#compare-question textarea").fill("")
     page.locator("#compare-run").click()
     page.wait_for_function("document.querySelector('#compare-status').innerText.includes('Type a question first')")
+
+
+def wait_text(page, selector: str, text: str, timeout=60_000):
+    """Wait until the element exists and its text contains `text` (hidden Gradio columns are not in the page)."""
+    page.wait_for_function("([s, t]) => (document.querySelector(s)?.innerText || '').includes(t)", arg=[selector, text], timeout=timeout)
+
+
+def test_review_sign_in_grade_with_keys_undo_and_evaluation(page, review_db):
+    from review.store import Store
+
+    def review_status():
+        return page.locator("#review-status").inner_text()
+
+    page.get_by_role("tab", name="Review").click()
+    assert not page.locator("#review-correct").is_visible()  # closed without an account
+    page.locator("#review-name textarea").fill(REVIEWER)
+    page.locator("#review-password input").fill("wrong password")
+    page.locator("#review-signin-button").click()
+    wait_text(page, "#review-status", "wrong password")
+    page.locator("#review-password input").fill(PASSWORD)
+    page.locator("#review-signin-button").click()
+    wait_text(page, "#review-progress", "0 / 3 graded")
+    assert "medvlm-tiny" not in page.locator("#review-panel").inner_text()  # blinded
+
+    page.locator("body").click(position={"x": 5, "y": 5})  # focus outside the text fields
+    page.keyboard.press("1")
+    wait_text(page, "#review-progress", "1 / 3 graded")
+    assert "medvlm-tiny" in review_status()  # revealed after the verdict
+    page.keyboard.press("3")
+    wait_text(page, "#review-progress", "2 / 3 graded")
+    page.keyboard.press("u")
+    wait_text(page, "#review-progress", "1 / 3 graded")
+    page.locator("#review-correct").dblclick()  # a double click stores one verdict
+    wait_text(page, "#review-progress", "2 / 3 graded")
+
+    store = Store(review_db, readonly=True)
+    current = store.current_verdicts()
+    assert sorted(v["verdict"] for v in current) == ["correct", "correct"]
+    assert store.query("SELECT COUNT(*) FROM verdicts")[0][0] == 4  # correct, wrong, its undo, correct
+
+    page.get_by_role("tab", name="Evaluation").click()
+    wait_text(page, "#eval-table", "medvlm-tiny")
+    table = page.locator("#eval-table").inner_text()
+    assert "100" in table and "2" in table  # two reviewed, physicians say both right

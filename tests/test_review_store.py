@@ -187,3 +187,15 @@ def test_the_plain_sqlite_utils_cli_reads_it(store):
     out = subprocess.run([str(cli), "tables", str(store.path), "--counts"], capture_output=True, text=True, check=True).stdout
     counts = {row["table"]: row["count"] for row in json.loads(out)}
     assert counts["predictions"] == 3 and counts["reviewers"] == 1
+
+
+def test_undo_is_repeatable_and_restores_the_previous_verdict(store):
+    reviewer, (p1, p2, _) = seeded(store)
+    store.record_verdict(p1, reviewer, "wrong")
+    store.record_verdict(p2, reviewer, "correct")
+    store.record_verdict(p1, reviewer, "rephrased")
+    assert store.undo_last(reviewer) == p1 and store.current_verdict(p1, reviewer) == "wrong"
+    assert store.undo_last(reviewer) == p2 and store.current_verdict(p2, reviewer) is None
+    assert store.undo_last(reviewer) == p1 and store.current_verdict(p1, reviewer) is None
+    assert store.undo_last(reviewer) is None
+    assert store.history(p1, reviewer) == ["wrong", "rephrased", "wrong", None]  # nothing erased

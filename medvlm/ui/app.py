@@ -5,6 +5,9 @@ from medvlm.host import ModelHost
 from medvlm.settings import MAX_UPLOAD_BYTES
 from medvlm.ui.chat_tab import build_chat_tab
 from medvlm.ui.compare_tab import build_compare_tab
+from medvlm.ui.evaluation_tab import build_evaluation_tab
+from medvlm.ui.review_tab import KEYBOARD_JS, build_review_tab
+from review.store import Store
 
 # System fonts only: the default theme would fetch Google Fonts, and the app makes no network call.
 THEME = gr.themes.Soft(
@@ -17,7 +20,7 @@ HEADER = (
 )
 
 
-def build_app(host: ModelHost) -> gr.Blocks:
+def build_app(host: ModelHost, store: Store) -> gr.Blocks:
     # Uploads and previews live only in Gradio's temporary folder, and are deleted after an hour.
     with gr.Blocks(title="medvlm", delete_cache=(600, 3600)) as demo:
         gr.Markdown(HEADER)
@@ -25,6 +28,10 @@ def build_app(host: ModelHost) -> gr.Blocks:
             build_chat_tab(host)
         with gr.Tab("Compare"):
             build_compare_tab(host)
+        with gr.Tab("Review"):
+            build_review_tab(store)
+        with gr.Tab("Evaluation") as evaluation:
+            build_evaluation_tab(store, evaluation)
     return demo
 
 
@@ -35,6 +42,7 @@ def launch(demo: gr.Blocks, host: str, port: int, share: bool = False) -> None:
         server_port=port,
         share=share,
         theme=THEME,
+        js=KEYBOARD_JS,
         ssr_mode=False,  # server-side rendering needs Node and a second server
         max_file_size=MAX_UPLOAD_BYTES,
         show_error=False,

@@ -183,6 +183,8 @@ def test_upload_ask_stream_follow_up(page, vqa_rad_image, trap, tmp_path):
     follow_up = ask_and_watch(page, "Is it normal?")[-1]
     assert follow_up and page.locator('[data-testid="user"]').count() == 2
     assert "vqa-rad" in page.locator("#model-info").inner_text().lower()  # what the default model was trained on
+    page.locator("#send-review").click()
+    wait_for_status(page, "Sent to the Review tab")
 
     page.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
     outside = [url for url in page.requests if not url.startswith(page.url.split("?")[0]) and not url.startswith(("data:", "blob:"))]
@@ -260,6 +262,7 @@ def test_review_sign_in_grade_with_keys_undo_and_evaluation(page, review_db):
     def review_status():
         return page.locator("#review-status").inner_text()
 
+    total = Store(review_db, readonly=True).query("SELECT COUNT(*) FROM predictions")[0][0]  # 3, + chat answers sent
     page.get_by_role("tab", name="Review").click()
     assert not page.locator("#review-correct").is_visible()  # closed without an account
     page.locator("#review-name textarea").fill(REVIEWER)
@@ -268,19 +271,19 @@ def test_review_sign_in_grade_with_keys_undo_and_evaluation(page, review_db):
     wait_text(page, "#review-status", "wrong password")
     page.locator("#review-password input").fill(PASSWORD)
     page.locator("#review-signin-button").click()
-    wait_text(page, "#review-progress", "0 / 3 graded")
+    wait_text(page, "#review-progress", f"0 / {total} graded")
     assert "medvlm-tiny" not in page.locator("#review-panel").inner_text()  # blinded
 
     page.locator("body").click(position={"x": 5, "y": 5})  # focus outside the text fields
     page.keyboard.press("1")
-    wait_text(page, "#review-progress", "1 / 3 graded")
+    wait_text(page, "#review-progress", f"1 / {total} graded")
     assert "medvlm-tiny" in review_status()  # revealed after the verdict
     page.keyboard.press("3")
-    wait_text(page, "#review-progress", "2 / 3 graded")
+    wait_text(page, "#review-progress", f"2 / {total} graded")
     page.keyboard.press("u")
-    wait_text(page, "#review-progress", "1 / 3 graded")
+    wait_text(page, "#review-progress", f"1 / {total} graded")
     page.locator("#review-correct").dblclick()  # a double click stores one verdict
-    wait_text(page, "#review-progress", "2 / 3 graded")
+    wait_text(page, "#review-progress", f"2 / {total} graded")
 
     store = Store(review_db, readonly=True)
     current = store.current_verdicts()

@@ -199,3 +199,17 @@ def test_undo_is_repeatable_and_restores_the_previous_verdict(store):
     assert store.undo_last(reviewer) == p1 and store.current_verdict(p1, reviewer) is None
     assert store.undo_last(reviewer) is None
     assert store.history(p1, reviewer) == ["wrong", "rephrased", "wrong", None]  # nothing erased
+
+
+def test_chat_answers_keep_their_image_and_are_stored_once(store, vqa_rad_image):
+    from medvlm.images import load_image
+    from review import chat_answers
+
+    image = load_image(vqa_rad_image)
+    first = chat_answers.submit(store, "medvlm-tiny", None, image, "Is this a CT?", "yes")
+    assert chat_answers.submit(store, "medvlm-tiny", None, image.copy(), "Is this a CT?", "yes") == first
+    chat_answers.submit(store, "medvlm-tiny", None, None, "What is a pneumothorax?", "Air in the pleural space.")
+    rows = store.query("SELECT i.image_ref, i.answer_type, i.reference FROM items i ORDER BY i.id")
+    assert rows[0][1] == "CLOSED" and rows[1] == (None, "OPEN", None)
+    assert load_image(rows[0][0]).size == image.size  # the kept copy opens
+    assert store.query("SELECT COUNT(*) FROM runs WHERE dataset = 'chat'")[0][0] == 1

@@ -25,7 +25,7 @@ def build_app(host: ModelHost, store: Store) -> gr.Blocks:
     with gr.Blocks(title="medvlm", delete_cache=(600, 3600)) as demo:
         gr.Markdown(HEADER)
         with gr.Tab("Chat"):
-            build_chat_tab(host)
+            build_chat_tab(host, store)
         with gr.Tab("Compare"):
             build_compare_tab(host)
         with gr.Tab("Review"):

@@ -10,6 +10,8 @@ from medvlm.errors import UserFacingError
 from medvlm.host import ModelHost
 from medvlm.images import load_image
 from medvlm.settings import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE, MAX_NEW_TOKENS_LIMIT
+from review import chat_answers
+from review.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ def on_remove_image():
     return None, [], Conversation(), "Image removed: new conversation; questions are now text-only."
 
 
-def build_chat_tab(host: ModelHost) -> None:
+def build_chat_tab(host: ModelHost, store: Store) -> None:
     conversation = gr.State(Conversation())
     with gr.Row():
         with gr.Column(scale=1):
@@ -65,6 +67,7 @@ def build_chat_tab(host: ModelHost) -> None:
             with gr.Row():
                 ask = gr.Button("Ask", variant="primary", elem_id="ask")
                 clear = gr.Button("Clear", elem_id="clear")
+                send = gr.Button("Send last answer to review", elem_id="send-review")
             status = gr.Markdown(host.startup_notice and warning(host.startup_notice), elem_id="status")
 
     def respond(text, conv: Conversation, messages, temp, max_tokens):
@@ -110,6 +113,17 @@ def build_chat_tab(host: ModelHost) -> None:
     def clear_all():
         return None, None, [], Conversation(), "", ""
 
+    def send_to_review(conv: Conversation):
+        if not conv.turns:
+            return warning("Ask a question first: there is no answer to send.")
+        question, answer = conv.turns[-1]
+        spec = host.current.spec
+        try:
+            chat_answers.submit(store, spec.name, spec.adapter, conv.image, question, answer)
+        except UserFacingError as e:
+            return warning(str(e))
+        return "Sent to the Review tab: physicians will grade it."
+
     upload.upload(on_upload, [upload, conversation], [preview, chatbot, conversation, status])
     upload.clear(on_remove_image, None, [preview, chatbot, conversation, status])
     ask_inputs = [question, conversation, chatbot, temperature, max_new_tokens]
@@ -117,4 +131,5 @@ def build_chat_tab(host: ModelHost) -> None:
     ask.click(respond, ask_inputs, ask_outputs, concurrency_id="model")
     question.submit(respond, ask_inputs, ask_outputs, concurrency_id="model")
     picker.change(switch_model, [picker], [picker, model_info, status], concurrency_id="model")
+    send.click(send_to_review, [conversation], [status])
     clear.click(clear_all, None, [upload, preview, chatbot, conversation, question, status])

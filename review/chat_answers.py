@@ -1,0 +1,33 @@
+"""Chat answers sent to review: each becomes a prediction of a per-model "chat" run, its image kept beside the
+database (Gradio's upload folder is emptied after an hour) so reviewers see what the model saw."""
+import hashlib
+import io
+from pathlib import Path
+
+from medvlm.metrics import yes_no
+from review.store import Store
+
+CHAT_DATASET = "chat"
+
+
+def image_folder(store: Store) -> Path:
+    return store.path.parent / f"{store.path.stem}-images"
+
+
+def submit(store: Store, model: str, adapter: str | None, image, question: str, answer: str) -> int:
+    """Store one chat turn for review -> prediction id. A resubmitted turn is stored once."""
+    image_ref = image_hash = None
+    if image is not None:
+        png = io.BytesIO()
+        image.save(png, format="PNG")
+        image_hash = hashlib.blake2b(png.getvalue(), digest_size=16).hexdigest()
+        folder = image_folder(store)
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{image_hash}.png"
+        if not target.exists():
+            target.write_bytes(png.getvalue())
+        image_ref = str(target)
+    run = store.find_run(model, CHAT_DATASET, None, adapter, {}) or store.add_run(model, CHAT_DATASET, None, adapter, {})
+    kind = "CLOSED" if yes_no(answer) is not None else "OPEN"
+    item = store.add_item(CHAT_DATASET, question, None, kind, image_ref=image_ref, image_hash=image_hash)
+    return store.add_prediction(run, item, answer)

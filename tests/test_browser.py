@@ -263,6 +263,9 @@ def test_review_sign_in_grade_with_keys_undo_and_evaluation(page, review_db):
         return page.locator("#review-status").inner_text()
 
     total = Store(review_db, readonly=True).query("SELECT COUNT(*) FROM predictions")[0][0]  # 3, + chat answers sent
+    page.get_by_role("tab", name="Evaluation").click()
+    wait_text(page, "#eval-table", "medvlm-tiny")
+    before = page.locator("#eval-table").inner_text()
     page.get_by_role("tab", name="Review").click()
     assert not page.locator("#review-correct").is_visible()  # closed without an account
     page.locator("#review-name textarea").fill(REVIEWER)
@@ -291,6 +294,5 @@ def test_review_sign_in_grade_with_keys_undo_and_evaluation(page, review_db):
     assert store.query("SELECT COUNT(*) FROM verdicts")[0][0] == 4  # correct, wrong, its undo, correct
 
     page.get_by_role("tab", name="Evaluation").click()
-    wait_text(page, "#eval-table", "medvlm-tiny")
-    table = page.locator("#eval-table").inner_text()
-    assert "100" in table and "2" in table  # two reviewed, physicians say both right
+    wait_text(page, "#eval-table", "-100.0")  # a physician accuracy interval appears: both graded answers right
+    assert "-100.0" not in before

@@ -102,7 +102,7 @@ def build_compare_tab(host: ModelHost) -> None:
                     threading.Thread(target=ask, args=(text,), daemon=True).start()
             else:
                 problems.append(f"VLM: {value}")
-        line = agreement(detections, final_answer) if detections is not None and final_answer is not None else ""
+        line = f"**Agreement:** {agreement(detections, final_answer)}" if detections is not None and final_answer is not None else ""
         grounding = " The VLM was given the detector's findings." if use_findings and detections is not None else ""
         yield gr.skip(), gr.skip(), gr.skip(), line, ("⚠️ " + " ".join(problems)) if problems else f"Done.{grounding}"
 

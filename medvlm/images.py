@@ -12,6 +12,9 @@ from medvlm.errors import UserFacingError
 from medvlm.settings import MAX_IMAGE_PIXELS, MAX_UPLOAD_BYTES
 
 RASTER_FORMATS = ("PNG", "JPEG")
+# Pillow's own opener, taken before anything can replace it: importing ultralytics swaps PIL.Image.open for a wrapper
+# that, on a file Pillow cannot identify, tries to install and import a HEIF plugin (an ImportError offline).
+_pil_open = Image.open
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
 
@@ -44,7 +47,7 @@ def _check_pixels(name: str, width: int, height: int) -> None:
 def _decode_raster(path: Path) -> Image.Image:
     name = path.name
     try:
-        with Image.open(path) as im:
+        with _pil_open(path) as im:
             if im.format not in RASTER_FORMATS:
                 raise UserFacingError(f"{name} is a {im.format} image; upload a PNG, JPEG or DICOM image.")
             _check_pixels(name, *im.size)
@@ -55,7 +58,7 @@ def _decode_raster(path: Path) -> Image.Image:
         raise
     except Image.DecompressionBombError:
         raise UserFacingError(f"{name} is too large to decode safely; the limit is {MAX_IMAGE_PIXELS / 1e6:.0f} MP.") from None
-    except UnidentifiedImageError:
+    except (UnidentifiedImageError, ImportError):  # ImportError: a replaced opener's plugin hunt, see _pil_open
         raise UserFacingError(f"{name} is not a PNG, JPEG or DICOM image.") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise UserFacingError(f"{name} could not be decoded (truncated or corrupt image: {e}).") from None

@@ -187,3 +187,13 @@ def test_findings_go_into_the_prompt_as_text():
     text = grounded_question("Is there a tumour?", [BOX], (512, 512))
     assert text.endswith("\nIs there a tumour?") and "glioma (confidence 0.87) at x 100-180, y 120-200" in text
     assert "no tumour" in findings_text([], (512, 512))
+
+
+def test_bad_uploads_keep_their_one_line_errors_once_the_detector_is_loaded(detector, tmp_path):
+    """Importing ultralytics replaces PIL.Image.open with a wrapper that hunts for a HEIF plugin on unknown files."""
+    from medvlm.images import load_image
+
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    with pytest.raises(UserFacingError, match="not a PNG, JPEG or DICOM image"):
+        load_image(text)

@@ -228,7 +228,7 @@ def test_dicom_upload_and_text_only_question(page, tmp_path):
 
 
 def test_compare_tab_detector_beside_vlm_and_grounding(page, trap):
-    mri = REPO.parent / "shared" / "data" / "brain-tumor" / "images" / "val" / "c2_1878.jpg"
+    mri = REPO.parent / "shared" / "data" / "brain-tumor" / "images" / "val" / "c2_2309.jpg"
     page.get_by_role("tab", name="Compare").click()
     page.locator("#compare-upload input[type=file]").set_input_files(str(mri))
     page.locator("#compare-run").click()

@@ -15,7 +15,7 @@ from medvlm.settings import DETECTOR_WEIGHTS
 
 BRAIN = SHARED_DATA / "brain-tumor"
 # Val images (one or more per class) whose labelled tumour the committed weights must find.
-FOUND_IMAGES = ("c0_1002", "c0_1028", "c1_119", "c2_1878")
+FOUND_IMAGES = ("c0_1002", "c0_1173", "c1_170", "c1_189", "c2_2309", "c2_1931")
 
 
 def iou(a, b) -> float:
@@ -80,7 +80,7 @@ def test_val_reports_every_class_of_the_committed_weights(tmp_path, capsys):
                  "--workers", "0", "--output_dir", str(tmp_path)]) == 0
     rows = {row["class"]: row for row in json.loads((tmp_path / "results.json").read_text())["classes"]}
     assert set(rows) == {"pituitary", "meningioma", "glioma", "all"}
-    assert rows["all"]["mAP50"] > 0.5
+    assert rows["all"]["mAP50"] > 0.6  # 0.663 when committed
     assert "glioma" in capsys.readouterr().out
 
 

@@ -3,6 +3,7 @@ RGBA, 16-bit, DICOM-derived: all normalised by medvlm.images.to_rgb8), return bo
 
 The app's default detector is medvlm/weights/yolov8n-brain-tumor.pt (trained by `python -m train.yolo`, see README).
 """
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ def provide_ultralytics_font() -> None:
     import matplotlib
 
     apply_offline_env()
-    config = Path(__import__("os").environ["YOLO_CONFIG_DIR"])
+    config = Path(os.environ["YOLO_CONFIG_DIR"])
     config.mkdir(parents=True, exist_ok=True)
     source = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
     for name in ("Arial.ttf", "Arial.Unicode.ttf"):

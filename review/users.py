@@ -57,13 +57,16 @@ def sign_in(store: Store, name: str, password: str) -> dict:
 
 
 def main(argv=None) -> int:
+    # --db is accepted before or after the command; SUPPRESS keeps a command's parser from resetting it to the default.
+    database = argparse.ArgumentParser(add_help=False)
+    database.add_argument("--db", default=argparse.SUPPRESS, help=f"review database (default: {DEFAULT_DB})")
     parser = argparse.ArgumentParser(prog="python -m review.users", description="Reviewer accounts.")
     parser.add_argument("--db", default=DEFAULT_DB, help=f"review database (default: {DEFAULT_DB})")
     commands = parser.add_subparsers(dest="command", required=True)
-    adding = commands.add_parser("add", help="create a reviewer account")
+    adding = commands.add_parser("add", help="create a reviewer account", parents=[database])
     adding.add_argument("name")
     adding.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    commands.add_parser("list", help="list reviewer names")
+    commands.add_parser("list", help="list reviewer names", parents=[database])
     args = parser.parse_args(argv)
     try:
         store = Store(args.db)

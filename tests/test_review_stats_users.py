@@ -60,11 +60,13 @@ def test_passwords_are_hashed_and_checked(tmp_path):
 
 
 def test_users_cli(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # a misplaced --db would create medvlm.db here
     db = str(tmp_path / "cli.db")
     monkeypatch.setattr("sys.stdin", io.StringIO("s3cret-pass\n"))
     assert users.main(["--db", db, "add", "carol", "--password-stdin"]) == 0
-    assert users.main(["--db", db, "list"]) == 0
+    assert users.main(["list", "--db", db]) == 0  # --db after the command, as the README writes it
     assert "carol" in capsys.readouterr().out
+    assert not (tmp_path / "medvlm.db").exists()
     monkeypatch.setattr("sys.stdin", io.StringIO("s3cret-pass\n"))
     assert users.main(["--db", db, "add", "carol", "--password-stdin"]) == 2
     assert "already exists" in capsys.readouterr().err

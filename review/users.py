@@ -81,6 +81,9 @@ def main(argv=None) -> int:
             if password != getpass.getpass("Again: "):
                 raise UserFacingError("The two passwords differ.")
         add(store, args.name, password)
+    except (EOFError, KeyboardInterrupt):
+        print("\nreview.users: error: no password given (pipe one in with --password-stdin).", file=sys.stderr)
+        return 2
     except UserFacingError as e:
         print(f"review.users: error: {e}", file=sys.stderr)
         return 2

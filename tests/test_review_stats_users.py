@@ -73,3 +73,10 @@ def test_users_cli(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as bad:
         users.main(["--db", db, "remove", "carol"])
     assert bad.value.code == 2
+
+
+def test_users_cli_without_a_terminal_says_how(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": input(prompt))  # no terminal: input() meets EOF
+    assert users.main(["add", "dave", "--db", str(tmp_path / "u.db")]) == 2
+    assert "--password-stdin" in capsys.readouterr().err

@@ -150,21 +150,52 @@ def upload(page, path):
     page.locator("#upload input[type=file]").set_input_files(str(path))
 
 
+# Records, in the page, every text the status bar and the newest bot message take. Polling from Python could miss
+# a short "answering" state, and Gradio may paint the chat before the status bar, so both are watched by DOM events.
+WATCH_JS = """before => {
+  const watch = {status: [], bot: []};
+  const record = () => {
+    watch.status.push(document.querySelector('#status').innerText);
+    const bots = document.querySelectorAll('[data-testid="bot"]');
+    const text = bots.length > before ? bots[bots.length - 1].innerText.trim() : '';
+    if (text && watch.bot[watch.bot.length - 1] !== text) watch.bot.push(text);
+  };
+  const observer = new MutationObserver(record);
+  for (const id of ['#status', '#chatbot'])
+    observer.observe(document.querySelector(id), {subtree: true, childList: true, characterData: true});
+  watch.stop = () => { record(); observer.disconnect(); };
+  window.__watch = watch;
+}"""
+
+
+def settle(page, quiet=0.5, limit=10.0):
+    """Wait until the watched texts have stopped changing for `quiet` seconds (not a timing check)."""
+    count, since, start = -1, time.time(), time.time()
+    while time.time() - start < limit:
+        now = page.evaluate("window.__watch.status.length + window.__watch.bot.length")
+        if now != count:
+            count, since = now, time.time()
+        elif time.time() - since >= quiet:
+            return
+        time.sleep(0.05)
+
+
 def ask_and_watch(page, question: str, timeout=120) -> list[str]:
-    """Ask, and record every distinct text of the newest bot message until the status bar clears."""
-    bots = page.locator('[data-testid="bot"]')
-    before = bots.count()
+    """Ask; return every distinct text the new bot message showed, in order, once the status bar has said
+    "answering" and then stopped saying it."""
+    page.evaluate(WATCH_JS, page.locator('[data-testid="bot"]').count())
     page.locator("#question textarea").fill(question)
     page.locator("#question textarea").press("Enter")
-    seen: list[str] = []
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if bots.count() > before:
-            text = bots.last.inner_text().strip()
-            if text and (not seen or seen[-1] != text):
-                seen.append(text)
-        if seen and "answering" not in status(page):
-            return seen
+        statuses = page.evaluate("window.__watch.status")
+        if any("answering" in text for text in statuses) and "answering" not in status(page):
+            settle(page)  # the chat may paint its last update after the status bar
+            page.evaluate("window.__watch.stop()")
+            seen = page.evaluate("window.__watch.bot")
+            if seen:
+                return seen
+            pytest.fail(f"the answer finished but no bot message appeared; status: {status(page)!r}")
         time.sleep(0.05)
     pytest.fail(f"no complete answer within {timeout}s; status: {status(page)!r}")
 

@@ -141,6 +141,11 @@ def wait_for_status(page, text: str, timeout=30_000):
     )
 
 
+def wait_text(page, selector: str, text: str, timeout=60_000):
+    """Wait until the element exists and its text contains `text` (hidden Gradio columns are not in the page)."""
+    page.wait_for_function("([s, t]) => (document.querySelector(s)?.innerText || '').includes(t)", arg=[selector, text], timeout=timeout)
+
+
 def upload(page, path):
     """As a user does it: remove the file shown, if any (its x button), then choose the new one."""
     remove = page.locator('#upload button[aria-label="Clear"]')
@@ -264,9 +269,9 @@ def test_compare_tab_detector_beside_vlm_and_grounding(page, trap):
     page.locator("#compare-upload input[type=file]").set_input_files(str(mri))
     page.locator("#compare-run").click()
     page.wait_for_function("document.querySelector('#compare-status').innerText.includes('Done')", timeout=120_000)
-    assert page.locator("#compare-boxes img").count() == 1
-    table = page.locator("#compare-table").inner_text()
-    assert "glioma" in table  # the labelled tumour of this val image
+    # Waits, not reads: a component may paint its last update after the status line does.
+    page.wait_for_function("document.querySelectorAll('#compare-boxes img').length === 1")
+    wait_text(page, "#compare-table", "glioma")  # the labelled tumour of this val image
     plain_answer = page.locator("#compare-answer").inner_text().strip()
     assert plain_answer and plain_answer != "…"
     assert page.locator("#agreement").inner_text().strip()
@@ -280,11 +285,6 @@ def test_compare_tab_detector_beside_vlm_and_grounding(page, trap):
     page.locator("#compare-question textarea").fill("")
     page.locator("#compare-run").click()
     page.wait_for_function("document.querySelector('#compare-status').innerText.includes('Type a question first')")
-
-
-def wait_text(page, selector: str, text: str, timeout=60_000):
-    """Wait until the element exists and its text contains `text` (hidden Gradio columns are not in the page)."""
-    page.wait_for_function("([s, t]) => (document.querySelector(s)?.innerText || '').includes(t)", arg=[selector, text], timeout=timeout)
 
 
 def test_review_sign_in_grade_with_keys_undo_and_evaluation(page, review_db):

@@ -80,7 +80,7 @@ def test_val_reports_every_class_of_the_committed_weights(tmp_path, capsys):
                  "--workers", "0", "--output_dir", str(tmp_path)]) == 0
     rows = {row["class"]: row for row in json.loads((tmp_path / "results.json").read_text())["classes"]}
     assert set(rows) == {"pituitary", "meningioma", "glioma", "all"}
-    assert rows["all"]["mAP50"] > 0.6  # 0.663 when committed
+    assert rows["all"]["mAP50"] >= 0.80  # 0.809 when committed: the target on this split
     assert "glioma" in capsys.readouterr().out
 
 

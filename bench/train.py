@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=TrainArguments.batch_size)
     parser.add_argument("--questions", type=int, default=48)
     parser.add_argument("--eval-batch", type=int, default=16)
+    parser.add_argument("--augment", action="store_true", help="train with train.vlm --augment (a new view of each image per draw)")
     parser.add_argument("--adapter", help="evaluate with this adapter (default: the registry's medvlm-tiny)")
     args = parser.parse_args()
 
@@ -46,7 +47,7 @@ def main() -> None:
     base = dataclasses.replace(models.REGISTRY["medvlm-tiny"], adapter=None)  # a fresh LoRA on the bare base
     loaded = models.load(base, device="cpu")
     examples = load_examples(args.data, "train").examples
-    dataset = ImagePackedDataset(loaded, examples, short_answer=True, max_branches=TrainArguments.pack_size)
+    dataset = ImagePackedDataset(loaded, examples, short_answer=True, max_branches=TrainArguments.pack_size, augment=args.augment)
     loaded.tokenizer.padding_side = "right"
     model = add_lora(loaded, LoraArguments(), quantized=False, checkpointing=False)
     optimizer = make_optimizer(model, TrainArguments(), paged_8bit=False)
@@ -54,10 +55,12 @@ def main() -> None:
     freeze_batchnorm(model)
     pad = loaded.tokenizer.pad_token_id
     rows = args.steps * args.batch_size
-    batches = [collate(pad)([dataset[i] for i in range(s, s + args.batch_size)]) for s in range(0, rows, args.batch_size)]
-    samples = sum(int(batch["examples"]) for batch in batches)
-    start = time.perf_counter()
-    for batch in batches:
+    for i in range(rows):
+        dataset[i]  # tokenised once per run, as in train.vlm: not part of the per-step cost (an augmented view is)
+    samples, start = 0, time.perf_counter()
+    for s in range(0, rows, args.batch_size):
+        batch = collate(pad)([dataset[i] for i in range(s, s + args.batch_size)])
+        samples += int(batch["examples"])
         loss = answer_loss(model, batch)
         loss.backward()
         optimizer.step()
@@ -83,7 +86,7 @@ def main() -> None:
     same = sum(a == b for a, b in zip(one_at_a_time, batched))
 
     print(f"model                       {spec.name}{' + ' + spec.adapter if spec.adapter else ''}, cpu, {torch.get_num_threads()} threads")
-    print(f"training                    {samples} samples in {train_seconds:.1f} s = {samples / train_seconds:.2f} samples/s ({args.steps} steps of {args.batch_size} rows)")
+    print(f"training                    {samples} samples in {train_seconds:.1f} s = {samples / train_seconds:.2f} samples/s ({args.steps} steps of {args.batch_size} rows{', augmented' if args.augment else ''})")
     print(f"peak resident memory        {peak_gb:.2f} GB")
     print(f"evaluation, one at a time   {len(items) / single_seconds:.2f} questions/s")
     print(f"evaluation, batched ({args.eval_batch:>3})   {len(items) / batched_seconds:.2f} questions/s")

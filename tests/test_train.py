@@ -115,6 +115,19 @@ def test_packed_row_gives_each_answer_the_logits_it_gets_alone(model, llava_dir,
         torch.testing.assert_close(answer_loss(loaded.model, alone_batch), full)  # loss on answer positions only
 
 
+def test_augment_changes_the_pixels_only(medvlm_tiny_base, vqa_rad_image):
+    """--augment: each draw of a row gets a new view of its image; the tokens and the answer mask stay the same."""
+    examples = same_image_examples(vqa_rad_image)
+    plain = ImagePackedDataset(medvlm_tiny_base, examples, short_answer=True, max_branches=8)[0]
+    augmented = ImagePackedDataset(medvlm_tiny_base, examples, short_answer=True, max_branches=8, augment=True)
+    first, second = augmented[0], augmented[0]
+    for key in ("input_ids", "labels", "attention_mask", "branch"):
+        assert torch.equal(first[key], plain[key]) and torch.equal(second[key], plain[key])
+    assert first["pixel_values"].shape == plain["pixel_values"].shape
+    assert not torch.equal(first["pixel_values"], plain["pixel_values"])
+    assert not torch.equal(first["pixel_values"], second["pixel_values"])
+
+
 def test_idefics_rows_hold_one_example(idefics_dir, vqa_rad_image):
     """IDEFICS' per-token image attention can't be cut into branches: its rows stay one example each."""
     loaded = models.load(models.resolve(str(idefics_dir)), device="cpu")

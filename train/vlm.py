@@ -46,6 +46,7 @@ class DataArguments:
     skip_bad: bool = False  # skip and count bad records instead of stopping
     limit: int | None = None  # use only the first N training records
     eval_limit: int | None = None
+    augment: bool = False  # a new random shift, zoom, tilt and contrast of each training image every time it is drawn
 
 
 @dataclass
@@ -81,8 +82,9 @@ class ImagePackedDataset(torch.utils.data.Dataset):
     once and kept, not redone every epoch.
     """
 
-    def __init__(self, loaded: models.LoadedModel, examples: list[Example], short_answer: bool, max_branches: int):
-        self.loaded, self.short_answer = loaded, short_answer
+    def __init__(self, loaded: models.LoadedModel, examples: list[Example], short_answer: bool, max_branches: int,
+                 augment: bool = False):
+        self.loaded, self.short_answer, self.augment = loaded, short_answer, augment
         if not loaded.family.packable:
             max_branches = 1
         by_image: dict = {}
@@ -101,7 +103,22 @@ class ImagePackedDataset(torch.utils.data.Dataset):
             image = group[0].image()
             items = [encode_with_labels(self.loaded, [(with_instruction(q, self.short_answer), a) for q, a in e.turns], image) for e in group]
             self.encoded[index] = packing.pack(items)
-        return self.encoded[index]
+        if not self.augment:
+            return self.encoded[index]
+        group = self.packs[index]
+        pixels = self.loaded.family.encode(self.loaded.processor, group[0].turns[:1], augment_image(group[0].image()))["pixel_values"]
+        return self.encoded[index] | {"pixel_values": pixels[0]}
+
+
+def augment_image(image):
+    """A mild random view of a medical image. No flips: left and right are answers in radiology ("which lung?")."""
+    from torchvision.transforms import v2
+
+    transform = v2.Compose([
+        v2.RandomAffine(degrees=8, translate=(0.06, 0.06), scale=(0.9, 1.12)),
+        v2.ColorJitter(brightness=0.2, contrast=0.2),
+    ])
+    return transform(image.convert("RGB"))
 
 
 def encode_with_labels(loaded: models.LoadedModel, turns: list[tuple[str, str]], image) -> dict:
@@ -275,7 +292,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraA
     loaded.processor.tokenizer.padding_side = "right"  # training pads on the right; generation switches back
     pad_id = loaded.family.generate_kwargs(loaded.processor)["pad_token_id"]
 
-    dataset = ImagePackedDataset(loaded, train_report.examples, data_args.short_answer, train_args.pack_size)
+    dataset = ImagePackedDataset(loaded, train_report.examples, data_args.short_answer, train_args.pack_size, data_args.augment)
     generator = torch.Generator().manual_seed(train_args.seed)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=train_args.batch_size, shuffle=True, generator=generator, collate_fn=collate(pad_id)

@@ -79,12 +79,13 @@ class ImagePackedDataset(torch.utils.data.Dataset):
     """Training rows that each pack up to max_branches examples about one image (medvlm.packing): VQA-RAD's ~6
     questions per image train ~2.5x faster than one per row, with the same logits. Families whose processor output
     can't be cut into branches (IDEFICS' per-token image attention) get rows of one example. Encodings are computed
-    once and kept, not redone every epoch.
+    once and kept, not redone every epoch; with augment only the image's pixel_values are made anew per draw.
     """
 
     def __init__(self, loaded: models.LoadedModel, examples: list[Example], short_answer: bool, max_branches: int,
                  augment: bool = False):
-        self.loaded, self.short_answer, self.augment = loaded, short_answer, augment
+        self.loaded, self.short_answer = loaded, short_answer
+        self.augment = image_augmentation() if augment else None
         if not loaded.family.packable:
             max_branches = 1
         by_image: dict = {}
@@ -103,22 +104,23 @@ class ImagePackedDataset(torch.utils.data.Dataset):
             image = group[0].image()
             items = [encode_with_labels(self.loaded, [(with_instruction(q, self.short_answer), a) for q, a in e.turns], image) for e in group]
             self.encoded[index] = packing.pack(items)
-        if not self.augment:
+        if self.augment is None:
             return self.encoded[index]
-        group = self.packs[index]
-        pixels = self.loaded.family.encode(self.loaded.processor, group[0].turns[:1], augment_image(group[0].image()))["pixel_values"]
+        # A new view of the image per draw; the family's own encoder gives its pixel_values layout (tokens unused).
+        first = self.packs[index][0]
+        view = self.augment(first.image().convert("RGB"))
+        pixels = self.loaded.family.encode(self.loaded.processor, first.turns[:1], view)["pixel_values"]
         return self.encoded[index] | {"pixel_values": pixels[0]}
 
 
-def augment_image(image):
+def image_augmentation():
     """A mild random view of a medical image. No flips: left and right are answers in radiology ("which lung?")."""
     from torchvision.transforms import v2
 
-    transform = v2.Compose([
+    return v2.Compose([
         v2.RandomAffine(degrees=8, translate=(0.06, 0.06), scale=(0.9, 1.12)),
         v2.ColorJitter(brightness=0.2, contrast=0.2),
     ])
-    return transform(image.convert("RGB"))
 
 
 def encode_with_labels(loaded: models.LoadedModel, turns: list[tuple[str, str]], image) -> dict:

@@ -60,6 +60,8 @@ def _answer_packed(loaded: LoadedModel, items: list[tuple], max_new_tokens: int,
     for index, (image, _) in enumerate(items):
         by_image.setdefault(_image_key(image), []).append(index)
     rows = [group[i : i + MAX_BRANCHES] for group in by_image.values() for i in range(0, len(group), MAX_BRANCHES)]
+    # Rows of a batch are padded to its widest (branches) and longest (tokens) row: rows of alike width batch together.
+    rows.sort(key=len, reverse=True)
     answers: list[str | None] = [None] * len(items)
     batch: list[list[int]] = []
     for k, row in enumerate(rows):
@@ -120,17 +122,25 @@ def _greedy_rows(loaded: LoadedModel, rows: list[list[tuple]], max_new_tokens: i
 
     cache, next_position = out.past_key_values, positions.gather(1, ends) + 1
     alive, generated = exists.clone(), [[[] for _ in row] for row in rows]
-    self_only = torch.eye(width, dtype=torch.bool).expand(n_rows, -1, -1)
+    self_only = torch.eye(width, dtype=torch.bool)
+    live_rows = torch.arange(n_rows)  # which of `rows` each batch row of the decode still is
     for step in range(max_new_tokens):
         tokens = logits.argmax(-1)
         for r, k in alive.nonzero().tolist():
             if tokens[r, k] in eos:
                 alive[r, k] = False
             else:
-                generated[r][k].append(int(tokens[r, k]))
+                generated[live_rows[r]][k].append(int(tokens[r, k]))
         if step == max_new_tokens - 1 or not alive.any():
             break
-        visible = torch.cat([visible, self_only], dim=-1)
+        # A row whose questions are all answered leaves the batch (and its cache): one long answer elsewhere should
+        # not keep decoding it.
+        still = alive.any(1)
+        if not still.all():
+            kept = still.nonzero()[:, 0]
+            cache.batch_select_indices(kept.to(loaded.device))
+            alive, tokens, visible, next_position, live_rows = alive[kept], tokens[kept], visible[kept], next_position[kept], live_rows[kept]
+        visible = torch.cat([visible, self_only.expand(len(live_rows), -1, -1)], dim=-1)
         out = model(input_ids=tokens.masked_fill(~alive, pad_id).to(loaded.device), attention_mask=visible[:, None].to(loaded.device),
                     position_ids=next_position.to(loaded.device), past_key_values=cache, use_cache=True)
         cache, logits, next_position = out.past_key_values, out.logits.float().cpu(), next_position + 1

@@ -30,6 +30,11 @@ def test_shared_prefix_answers_equal_one_generate_per_question(medvlm_tiny, ques
     assert shared == one_at_a_time
     assert sum(counted) == len(questions)
     assert shared[0] == shared[4]  # the same question about the same image
+    # All three images in one decode batch: rows whose answers are done leave it while the long answer goes on.
+    assert answer_batch(medvlm_tiny, questions, GREEDY, batch_size=8) == one_at_a_time
+    lengths = [len(medvlm_tiny.tokenizer(a, add_special_tokens=False).input_ids) for a in one_at_a_time]
+    longest_per_image = {max(lengths[i] for i in row) for row in ((0, 2, 4, 5), (1, 3), (6,))}
+    assert len(longest_per_image) > 1  # so some row did finish while another still decoded
     assert all(answer and "<|im_end|>" not in answer for answer in shared)
 
 

@@ -1,6 +1,6 @@
 """MedVLM-Tiny training throughput and peak memory, and batched evaluation against one question at a time.
 
-    python bench/train.py                    # 8 training steps (rows packed as train.vlm packs them); 48 test questions
+    python bench/train.py                    # 8 training steps (rows packed and augmented as train.vlm does); 48 test questions
     python bench/train.py --questions 96 --eval-batch 16
 
 Prints training samples/s and peak resident memory on this machine, then the ratio of a one-question-at-a-time
@@ -27,7 +27,7 @@ from medvlm import models  # noqa: E402
 from medvlm.chat import GenerationSettings  # noqa: E402
 from medvlm.data import load_examples  # noqa: E402
 from medvlm.predict import answer_batch, with_instruction  # noqa: E402
-from train.vlm import ImagePackedDataset, LoraArguments, TrainArguments, add_lora, answer_loss, collate, freeze_batchnorm, make_optimizer  # noqa: E402
+from train.vlm import DataArguments, ImagePackedDataset, LoraArguments, TrainArguments, add_lora, answer_loss, collate, freeze_batchnorm, make_optimizer  # noqa: E402
 
 VQA_RAD = Path(__file__).resolve().parents[2] / "shared/data/vqa-rad/vqa_rad.jsonl"
 
@@ -39,7 +39,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=TrainArguments.batch_size)
     parser.add_argument("--questions", type=int, default=48)
     parser.add_argument("--eval-batch", type=int, default=16)
-    parser.add_argument("--augment", action="store_true", help="train with train.vlm --augment (a new view of each image per draw)")
+    parser.add_argument("--no-augment", dest="augment", action="store_false", default=DataArguments.augment,
+                        help="train without train.vlm's augmentation (a new view of each image per draw)")
     parser.add_argument("--adapter", help="evaluate with this adapter (default: the registry's medvlm-tiny)")
     args = parser.parse_args()
 
@@ -50,7 +51,7 @@ def main() -> None:
     dataset = ImagePackedDataset(loaded, examples, short_answer=True, max_branches=TrainArguments.pack_size, augment=args.augment)
     loaded.tokenizer.padding_side = "right"
     model = add_lora(loaded, LoraArguments(), quantized=False, checkpointing=False)
-    optimizer = make_optimizer(model, TrainArguments(), paged_8bit=False)
+    optimizer = make_optimizer(model, loaded.family.lora_lr, TrainArguments.projector_lr, paged_8bit=False)
     model.train()
     freeze_batchnorm(model)
     pad = loaded.tokenizer.pad_token_id
@@ -86,7 +87,7 @@ def main() -> None:
     same = sum(a == b for a, b in zip(one_at_a_time, batched))
 
     print(f"model                       {spec.name}{' + ' + spec.adapter if spec.adapter else ''}, cpu, {torch.get_num_threads()} threads")
-    print(f"training                    {samples} samples in {train_seconds:.1f} s = {samples / train_seconds:.2f} samples/s ({args.steps} steps of {args.batch_size} rows{', augmented' if args.augment else ''})")
+    print(f"training                    {samples} samples in {train_seconds:.1f} s = {samples / train_seconds:.2f} samples/s ({args.steps} steps of {args.batch_size} rows{', augmented' if args.augment else ', not augmented'})")
     print(f"peak resident memory        {peak_gb:.2f} GB")
     print(f"evaluation, one at a time   {len(items) / single_seconds:.2f} questions/s")
     print(f"evaluation, batched ({args.eval_batch:>3})   {len(items) / batched_seconds:.2f} questions/s")

@@ -116,7 +116,8 @@ def test_packed_row_gives_each_answer_the_logits_it_gets_alone(model, llava_dir,
 
 
 def test_augment_changes_the_pixels_only(medvlm_tiny_base, vqa_rad_image):
-    """--augment: each draw of a row gets a new view of its image; the tokens and the answer mask stay the same."""
+    """Augmentation (on by default): each draw of a row gets a new view of its image; the tokens and the answer
+    mask stay the same."""
     examples = same_image_examples(vqa_rad_image)
     plain = ImagePackedDataset(medvlm_tiny_base, examples, short_answer=True, max_branches=8)[0]
     augmented = ImagePackedDataset(medvlm_tiny_base, examples, short_answer=True, max_branches=8, augment=True)
@@ -142,7 +143,7 @@ def loss_after_steps(loaded, batch, quantized=False, steps=1):
     model = add_lora(loaded, LoraArguments(), quantized=quantized, checkpointing=quantized)
     model.train()
     freeze_batchnorm(model)  # as train.vlm does: BatchNorm statistics are not part of the adapter
-    optimizer = make_optimizer(model, TrainArguments(lr=1e-2, projector_lr=1e-2), paged_8bit=False)
+    optimizer = make_optimizer(model, lora_lr=1e-2, projector_lr=1e-2, paged_8bit=False)
     losses = []
     for _ in range(steps + 1):
         loss = answer_loss(model, batch)
@@ -163,7 +164,11 @@ def test_one_step_lowers_the_loss_on_a_repeated_batch(family, llava_dir, idefics
     assert losses[1] < losses[0]
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in name for name in trainable)
-    assert not any("vision" in name for name in trainable)  # LoRA never touches the vision tower
+    # LoRA on the attention projections of the language model's decoder layers, and nowhere else: not the vision
+    # tower, IDEFICS' perceiver or its gated cross-attention.
+    wrapped = {name.split(".lora_")[0].rsplit(".", 1)[1] for name in trainable}
+    assert wrapped == {"q_proj", "k_proj", "v_proj", "o_proj"}
+    assert not any(part in name for name in trainable for part in ("vision", "perceiver", "cross_attn"))
 
 
 def test_qlora_step_on_cpu(llava_dir, images):
@@ -205,6 +210,7 @@ def test_cli_trains_evaluates_and_resumes(llava_dir, vqa_jsonl, tmp_path, capsys
     assert main(args + ["--max_steps", "2"]) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["resolved"]["family"] == "llava" and config["resolved"]["train_records"] == 2
+    assert config["resolved"]["lora_lr"] == 2e-4 and config["data"]["augment"]  # the family's defaults
     assert json.loads((run / "checkpoint" / "progress.json").read_text())["step"] == 2
     assert (run / "adapter" / "adapter_config.json").is_file()
     result = json.loads((run / "eval.json").read_text())

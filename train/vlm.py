@@ -46,7 +46,7 @@ class DataArguments:
     skip_bad: bool = False  # skip and count bad records instead of stopping
     limit: int | None = None  # use only the first N training records
     eval_limit: int | None = None
-    augment: bool = False  # a new random shift, zoom, tilt and contrast of each training image every time it is drawn
+    augment: bool = True  # a new random shift, zoom, tilt and contrast of each training image every time it is drawn
 
 
 @dataclass
@@ -59,12 +59,12 @@ class LoraArguments:
 @dataclass
 class TrainArguments:
     output_dir: str = "runs/vlm"
-    epochs: float = 4.5
+    epochs: float = 4.0
     max_steps: int = -1  # > 0 overrides epochs
     batch_size: int = 2  # rows per step; a row packs up to pack_size examples about one image
     pack_size: int = 8
     grad_accum: int = 1
-    lr: float = 3e-4  # LoRA
+    lr: float | None = None  # LoRA; default: the family's (1e-3 for MedVLM-Tiny, 2e-4 for the 7B/9B models)
     projector_lr: float = 1e-3  # modules trained in full (MedVLM-Tiny's fresh projector)
     warmup_ratio: float = 0.03
     seed: int = 0
@@ -207,13 +207,13 @@ def freeze_batchnorm(model) -> None:
             module.eval()
 
 
-def make_optimizer(model, train: TrainArguments, paged_8bit: bool):
+def make_optimizer(model, lora_lr: float, projector_lr: float, paged_8bit: bool):
     """AdamW; paged 8-bit AdamW (bitsandbytes) for QLoRA on CUDA, where optimizer state is what runs out."""
     full, lora = [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
             (full if "modules_to_save" in name else lora).append(param)
-    groups = [{"params": lora, "lr": train.lr}] + ([{"params": full, "lr": train.projector_lr}] if full else [])
+    groups = [{"params": lora, "lr": lora_lr}] + ([{"params": full, "lr": projector_lr}] if full else [])
     if paged_8bit:
         import bitsandbytes as bnb
 
@@ -301,7 +301,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraA
     )
     steps_per_epoch = math.ceil(len(loader) / train_args.grad_accum)
     total_steps = train_args.max_steps if train_args.max_steps > 0 else math.ceil(steps_per_epoch * train_args.epochs)
-    optimizer = make_optimizer(model, train_args, paged_8bit=quantize == "nf4" and device.startswith("cuda"))
+    lora_lr = train_args.lr if train_args.lr is not None else loaded.family.lora_lr
+    optimizer = make_optimizer(model, lora_lr, train_args.projector_lr, paged_8bit=quantize == "nf4" and device.startswith("cuda"))
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(train_args.warmup_ratio * total_steps), total_steps)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
 
@@ -309,7 +310,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraA
     resolved = {
         "model_source": spec.source, "family": spec.family, "device": device, "quantize": quantize,
         "compute_dtype": str(dtype or ("float16" if device.startswith("cuda") else "float32")).replace("torch.", ""),
-        "gradient_checkpointing": checkpointing, "lora_target": loaded.family.lora_target,
+        "gradient_checkpointing": checkpointing, "lora_target": loaded.family.lora_target, "lora_lr": lora_lr,
         "modules_to_save": list(loaded.family.modules_to_save), "train_records": len(train_report.examples),
         "train_rows": len(dataset), "eval_records": len(eval_examples), "skipped_records": len(train_report.skipped), "total_steps": total_steps,
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),

@@ -91,8 +91,8 @@ def test_packed_row_gives_each_answer_the_logits_it_gets_alone(model, llava_dir,
     loaded = models.load(models.resolve(str(llava_dir)), device="cpu") if model == "llava" else medvlm_tiny_base
     loaded.tokenizer.padding_side = "right"
     examples = same_image_examples(vqa_rad_image)
-    packed = ImagePackedDataset(loaded, examples, short_answer=True, max_branches=8)
-    alone = ImagePackedDataset(loaded, examples, short_answer=True, max_branches=1)
+    packed = ImagePackedDataset(loaded, examples, short_answer=True, max_branches=8, augment=False)
+    alone = ImagePackedDataset(loaded, examples, short_answer=True, max_branches=1, augment=False)
     assert len(packed) == 1 and len(alone) == 3
     pad = loaded.tokenizer.pad_token_id
     packed_batch = collate(pad)([packed[0], alone[0]])  # a pack beside a plain row: padding and both mask kinds
@@ -119,7 +119,7 @@ def test_augment_changes_the_pixels_only(medvlm_tiny_base, vqa_rad_image):
     """Augmentation (on by default): each draw of a row gets a new view of its image; the tokens and the answer
     mask stay the same."""
     examples = same_image_examples(vqa_rad_image)
-    plain = ImagePackedDataset(medvlm_tiny_base, examples, short_answer=True, max_branches=8)[0]
+    plain = ImagePackedDataset(medvlm_tiny_base, examples, short_answer=True, max_branches=8, augment=False)[0]
     augmented = ImagePackedDataset(medvlm_tiny_base, examples, short_answer=True, max_branches=8, augment=True)
     first, second = augmented[0], augmented[0]
     for key in ("input_ids", "labels", "attention_mask", "branch"):
@@ -132,7 +132,7 @@ def test_augment_changes_the_pixels_only(medvlm_tiny_base, vqa_rad_image):
 def test_idefics_rows_hold_one_example(idefics_dir, vqa_rad_image):
     """IDEFICS' per-token image attention can't be cut into branches: its rows stay one example each."""
     loaded = models.load(models.resolve(str(idefics_dir)), device="cpu")
-    dataset = ImagePackedDataset(loaded, same_image_examples(vqa_rad_image), short_answer=True, max_branches=8)
+    dataset = ImagePackedDataset(loaded, same_image_examples(vqa_rad_image), short_answer=True, max_branches=8, augment=False)
     assert len(dataset) == 3 and "branch" not in dataset[0]
 
 

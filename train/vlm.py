@@ -83,7 +83,7 @@ class ImagePackedDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, loaded: models.LoadedModel, examples: list[Example], short_answer: bool, max_branches: int,
-                 augment: bool = False):
+                 augment: bool):  # no default of its own: DataArguments.augment is the one
         self.loaded, self.short_answer = loaded, short_answer
         self.augment = image_augmentation() if augment else None
         if not loaded.family.packable:

@@ -27,7 +27,10 @@ from medvlm import models  # noqa: E402
 from medvlm.chat import GenerationSettings  # noqa: E402
 from medvlm.data import load_examples  # noqa: E402
 from medvlm.predict import answer_batch, with_instruction  # noqa: E402
-from train.vlm import DataArguments, ImagePackedDataset, LoraArguments, TrainArguments, add_lora, answer_loss, collate, freeze_batchnorm, make_optimizer  # noqa: E402
+from train.vlm import (  # noqa: E402
+    DataArguments, ImagePackedDataset, LoraArguments, TrainArguments,
+    add_lora, answer_loss, collate, freeze_batchnorm, make_optimizer,
+)
 
 VQA_RAD = Path(__file__).resolve().parents[2] / "shared/data/vqa-rad/vqa_rad.jsonl"
 

@@ -51,7 +51,7 @@ def main() -> None:
     base = dataclasses.replace(models.REGISTRY["medvlm-tiny"], adapter=None)  # a fresh LoRA on the bare base
     loaded = models.load(base, device="cpu")
     examples = load_examples(args.data, "train").examples
-    dataset = ImagePackedDataset(loaded, examples, short_answer=True, max_branches=TrainArguments.pack_size, augment=args.augment)
+    dataset = ImagePackedDataset(loaded, [(examples, 1.0)], short_answer=True, max_branches=TrainArguments.pack_size, augment=args.augment)
     loaded.tokenizer.padding_side = "right"
     model = add_lora(loaded, LoraArguments(), quantized=False, checkpointing=False)
     optimizer = make_optimizer(model, loaded.family.lora_lr, TrainArguments.projector_lr, paged_8bit=False)

@@ -5,7 +5,9 @@ Sources (`load_examples`):
   "id"), image paths relative to the file, as in ../shared/data/vqa-rad/vqa_rad.jsonl;
 - a local JSONL of conversations: {"image", "messages": [{"role": "user"|"assistant", "content"}, ...], "split"};
 - a local image folder holding a metadata.jsonl of either kind (Hugging Face imagefolder layout, "file_name" or "image");
-- a hub dataset id with image/question/answer columns (flaviagiammarino/path-vqa, flaviagiammarino/vqa-rad).
+- a hub dataset id with image/question/answer columns (flaviagiammarino/path-vqa, flaviagiammarino/vqa-rad);
+- `labels:PATH`: questions built from image labels (medvlm.labels), e.g. labels:../shared/data/brain-tumor/data.yaml.
+A mixture (`parse_mixture`) names several sources with weights: "a.jsonl,labels:data.yaml@2".
 Every record is checked before training starts: a missing or unreadable image, an empty answer or an unknown field
 is reported with its line number; skip_bad=True skips and counts them instead.
 """
@@ -15,12 +17,13 @@ from pathlib import Path
 
 from PIL import Image
 
+from medvlm import labels
 from medvlm.errors import UserFacingError
 from medvlm.images import load_image
 
 VQA_FIELDS = {"image", "question", "answer"}
 CONVERSATION_FIELDS = {"image", "messages"}
-OPTIONAL_FIELDS = {"answer_type", "split", "id", "question_type", "image_organ", "phrase_type", "file_name", "source"}
+OPTIONAL_FIELDS = {"answer_type", "split", "id", "question_type", "image_organ", "phrase_type", "file_name", "source", "task"}
 METADATA_FILE = "metadata.jsonl"
 
 
@@ -34,6 +37,7 @@ class Example:
     split: str = "train"
     id: str = ""
     inline_image: Image.Image | None = None
+    task: str = ""  # what a label question asks (medvlm.labels: "tumor_presence", "organ", ...); "" for plain VQA
 
     def image(self) -> Image.Image:
         return self.inline_image if self.inline_image is not None else load_image(self.image_path)
@@ -53,9 +57,46 @@ class LoadReport:
     skipped: list[str]  # "line N: why", one per skipped record
 
 
+@dataclass(frozen=True)
+class MixturePart:
+    source: str
+    weight: float = 1.0  # rows drawn per epoch, as a multiple of the source's own rows (0.5: half of them)
+
+
+def parse_mixture(text: str) -> list[MixturePart]:
+    """ "SOURCE[@WEIGHT],SOURCE[@WEIGHT],..." -> parts. The first source is the main one (its held-out split is
+    the evaluation's headline score)."""
+    parts = []
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry:
+            continue
+        source, at, weight = entry.rpartition("@") if "@" in entry else (entry, "", "1")
+        try:
+            value = float(weight)
+        except ValueError:
+            value = -1.0
+        if not source or not value > 0 or value > 1000:
+            raise UserFacingError(f"Bad data entry {entry!r}: write SOURCE or SOURCE@WEIGHT with a weight in (0, 1000].")
+        parts.append(MixturePart(source, value))
+    if not parts:
+        raise UserFacingError("No data source given.")
+    return parts
+
+
 def load_examples(source: str, split: str | None = None, skip_bad: bool = False, limit: int | None = None) -> LoadReport:
     path = Path(source).expanduser()
-    if path.is_dir():
+    if labels.is_label_source(source):
+        records = labels.load_records(source, split)
+        readable: dict[Path, str | None] = {}
+        report = LoadReport([], [])
+        for number, record in enumerate(records, start=1):
+            try:
+                report.examples.append(_example(record, Path("/"), readable))
+            except ValueError as e:
+                report.skipped.append(f"question {number}: {e}")
+        if report.skipped and not skip_bad:
+            raise UserFacingError(f"{len(report.skipped)} bad label question(s) from {source}: {report.skipped[0]}.")
+    elif path.is_dir():
         metadata = path / METADATA_FILE
         if not metadata.is_file():
             raise UserFacingError(f"{source} is a folder without {METADATA_FILE} (one JSON record per image).")
@@ -98,6 +139,10 @@ def _parse_record(line: str, folder: Path, readable: dict) -> Example:
         record = json.loads(line)
     except json.JSONDecodeError as e:
         raise ValueError(f"not valid JSON ({e.msg})") from None
+    return _example(record, folder, readable)
+
+
+def _example(record, folder: Path, readable: dict) -> Example:
     if not isinstance(record, dict):
         raise ValueError("not a JSON object")
     if "file_name" in record and "image" not in record:
@@ -120,7 +165,8 @@ def _parse_record(line: str, folder: Path, readable: dict) -> Example:
         raise ValueError(f"image {record['image']}: {readable[image_path]}")
     turns = _conversation_turns(record["messages"]) if kind is CONVERSATION_FIELDS else ((_text(record, "question"), _text(record, "answer")),)
     answer_type = str(record.get("answer_type") or ("CLOSED" if turns[-1][1].lower() in ("yes", "no") else "OPEN")).upper()
-    return Example(str(image_path), turns, answer_type, str(record.get("split", "train")), str(record.get("id", "")))
+    return Example(str(image_path), turns, answer_type, str(record.get("split", "train")), str(record.get("id", "")),
+                   task=str(record.get("task", "")))
 
 
 def _text(record: dict, field: str) -> str:

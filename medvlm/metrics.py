@@ -67,9 +67,16 @@ def score(records) -> dict:
     def mean(values):
         return round(100 * sum(values) / len(values), 2) if values else None
 
+    # Yes/no questions, each answer class weighted alike: always "yes" (or always "no") scores 50 on any mix.
+    per_class = []
+    for word in ("yes", "no"):
+        hits = [closed_correct(r["prediction"], r["answer"]) for r in records
+                if r["answer_type"].upper() == "CLOSED" and normalize_tokens(r["answer"]) == [word]]
+        per_class.append(mean(hits))
     return {
         "closed_n": len(closed),
         "closed_accuracy": mean(closed),
+        "yes_no_balanced_accuracy": round(sum(per_class) / 2, 2) if None not in per_class else None,
         "open_n": len(opened),
         "open_recall": mean([s.recall for s in opened]),
         "open_precision": mean([s.precision for s in opened]),

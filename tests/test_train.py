@@ -91,8 +91,8 @@ def test_packed_row_gives_each_answer_the_logits_it_gets_alone(model, llava_dir,
     loaded = models.load(models.resolve(str(llava_dir)), device="cpu") if model == "llava" else medvlm_tiny_base
     loaded.tokenizer.padding_side = "right"
     examples = same_image_examples(vqa_rad_image)
-    packed = ImagePackedDataset(loaded, examples, short_answer=True, max_branches=8, augment=False)
-    alone = ImagePackedDataset(loaded, examples, short_answer=True, max_branches=1, augment=False)
+    packed = ImagePackedDataset(loaded, [(examples, 1.0)], short_answer=True, max_branches=8, augment=False)
+    alone = ImagePackedDataset(loaded, [(examples, 1.0)], short_answer=True, max_branches=1, augment=False)
     assert len(packed) == 1 and len(alone) == 3
     pad = loaded.tokenizer.pad_token_id
     packed_batch = collate(pad)([packed[0], alone[0]])  # a pack beside a plain row: padding and both mask kinds
@@ -119,8 +119,8 @@ def test_augment_changes_the_pixels_only(medvlm_tiny_base, vqa_rad_image):
     """Augmentation (on by default): each draw of a row gets a new view of its image; the tokens and the answer
     mask stay the same."""
     examples = same_image_examples(vqa_rad_image)
-    plain = ImagePackedDataset(medvlm_tiny_base, examples, short_answer=True, max_branches=8, augment=False)[0]
-    augmented = ImagePackedDataset(medvlm_tiny_base, examples, short_answer=True, max_branches=8, augment=True)
+    plain = ImagePackedDataset(medvlm_tiny_base, [(examples, 1.0)], short_answer=True, max_branches=8, augment=False)[0]
+    augmented = ImagePackedDataset(medvlm_tiny_base, [(examples, 1.0)], short_answer=True, max_branches=8, augment=True)
     first, second = augmented[0], augmented[0]
     for key in ("input_ids", "labels", "attention_mask", "branch"):
         assert torch.equal(first[key], plain[key]) and torch.equal(second[key], plain[key])
@@ -132,7 +132,7 @@ def test_augment_changes_the_pixels_only(medvlm_tiny_base, vqa_rad_image):
 def test_idefics_rows_hold_one_example(idefics_dir, vqa_rad_image):
     """IDEFICS' per-token image attention can't be cut into branches: its rows stay one example each."""
     loaded = models.load(models.resolve(str(idefics_dir)), device="cpu")
-    dataset = ImagePackedDataset(loaded, same_image_examples(vqa_rad_image), short_answer=True, max_branches=8, augment=False)
+    dataset = ImagePackedDataset(loaded, [(same_image_examples(vqa_rad_image), 1.0)], short_answer=True, max_branches=8, augment=False)
     assert len(dataset) == 3 and "branch" not in dataset[0]
 
 
@@ -209,7 +209,7 @@ def test_cli_trains_evaluates_and_resumes(llava_dir, vqa_jsonl, tmp_path, capsys
             "--save_steps", "1", "--eval_batch_size", "2", "--max_new_tokens", "4"]
     assert main(args + ["--max_steps", "2"]) == 0
     config = json.loads((run / "config.json").read_text())
-    assert config["resolved"]["family"] == "llava" and config["resolved"]["train_records"] == 2
+    assert config["resolved"]["family"] == "llava" and config["resolved"]["train_records"] == {str(vqa_jsonl): 2}
     assert config["resolved"]["lora_lr"] == 2e-4 and config["data"]["augment"]  # the family's defaults
     assert json.loads((run / "checkpoint" / "progress.json").read_text())["step"] == 2
     assert (run / "adapter" / "adapter_config.json").is_file()

@@ -1,6 +1,6 @@
 """Fine-tune any registered VLM family with LoRA (CPU, fp32) or QLoRA (CUDA, 4-bit nf4), then evaluate it.
 
-    python -m train.vlm --model medvlm-tiny --data ../shared/data/vqa-rad/vqa_rad.jsonl
+    python -m train.vlm --model medvlm-tiny      # the shipped MedVLM-Tiny: VQA-RAD + label questions (DataArguments.data)
     python -m train.vlm --model llava-1.5-7b --data flaviagiammarino/path-vqa --eval_split test   # QLoRA on a GPU
     accelerate launch -m train.vlm --model midefics --data conversations.jsonl --eval_split none  # several GPUs
 
@@ -24,11 +24,12 @@ apply_offline_env()
 import torch  # noqa: E402
 from transformers import HfArgumentParser, get_cosine_schedule_with_warmup, set_seed  # noqa: E402
 
-from medvlm import metrics, models, packing  # noqa: E402
+from medvlm import grounding, labels, metrics, models, packing  # noqa: E402
 from medvlm.chat import GenerationSettings  # noqa: E402
-from medvlm.data import Example, load_examples  # noqa: E402
+from medvlm.data import Example, load_examples, parse_mixture  # noqa: E402
 from medvlm.errors import UserFacingError  # noqa: E402
-from medvlm.predict import answer_batch, with_instruction  # noqa: E402
+from medvlm.images import load_image  # noqa: E402
+from medvlm.predict import with_instruction  # noqa: E402
 
 
 @dataclass
@@ -39,7 +40,13 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
-    data: str = "../shared/data/vqa-rad/vqa_rad.jsonl"  # JSONL, image folder with metadata.jsonl, or hub dataset id
+    # A mixture "SOURCE[@WEIGHT],...": JSONL, image folder with metadata.jsonl, hub dataset id, or labels:PATH
+    # (questions from image labels, medvlm.labels). The first source's eval_split gives the headline scores; every
+    # labels: source is also scored on its held-out images (per task), and closed questions again with swapped images.
+    data: str = (
+        "../shared/data/vqa-rad/vqa_rad.jsonl,labels:../shared/data/brain-tumor/data.yaml,"
+        "labels:../shared/data/vqa-rad/vqa_rad.jsonl@2,labels:../shared/data/isic/isic_ham10000_sample.jsonl@2"
+    )
     train_split: str = "train"
     eval_split: str = "test"  # "none" to skip the final evaluation
     short_answer: bool = True  # append "Answer with a single word or phrase." in train and eval prompts
@@ -59,13 +66,16 @@ class LoraArguments:
 @dataclass
 class TrainArguments:
     output_dir: str = "runs/vlm"
-    epochs: float = 4.0
+    epochs: float = 3.0
     max_steps: int = -1  # > 0 overrides epochs
     batch_size: int = 2  # rows per step; a row packs up to pack_size examples about one image
     pack_size: int = 8
     grad_accum: int = 1
     lr: float | None = None  # LoRA; default: the family's (1e-3 for MedVLM-Tiny, 2e-4 for the 7B/9B models)
     projector_lr: float = 1e-3  # modules trained in full (MedVLM-Tiny's fresh projector)
+    # A fresh projector starts as if its inputs were standardised (per vision channel, over the training images):
+    # the ImageNet features of grey medical scans share a large common part that would drown what tells them apart.
+    standardize_projector: bool = True
     warmup_ratio: float = 0.03
     seed: int = 0
     save_steps: int = 100
@@ -82,23 +92,33 @@ class ImagePackedDataset(torch.utils.data.Dataset):
     once and kept, not redone every epoch; with augment only the image's pixel_values are made anew per draw.
     """
 
-    def __init__(self, loaded: models.LoadedModel, examples: list[Example], short_answer: bool, max_branches: int,
-                 augment: bool):  # no default of its own: DataArguments.augment is the one
+    def __init__(self, loaded: models.LoadedModel, sources: list[tuple[list[Example], float]], short_answer: bool,
+                 max_branches: int, augment: bool):  # no default of its own: DataArguments.augment is the one
+        """sources: (examples, weight) per mixture part. A source's rows are drawn weight times per epoch: whole
+        repeats, then a fixed hash-chosen share of its rows for the fraction."""
         self.loaded, self.short_answer = loaded, short_answer
         self.augment = image_augmentation() if augment else None
         if not loaded.family.packable:
             max_branches = 1
-        by_image: dict = {}
-        for example in examples:
-            key = example.image_path if example.inline_image is None else id(example.inline_image)
-            by_image.setdefault(key, []).append(example)
-        self.packs = [group[i : i + max_branches] for group in by_image.values() for i in range(0, len(group), max_branches)]
+        self.packs, self.order = [], []  # order: the pack drawn at each dataset index
+        for number, (examples, weight) in enumerate(sources):
+            by_image: dict = {}
+            for example in examples:
+                key = example.image_path if example.inline_image is None else id(example.inline_image)
+                by_image.setdefault(key, []).append(example)
+            first = len(self.packs)
+            self.packs += [group[i : i + max_branches] for group in by_image.values() for i in range(0, len(group), max_branches)]
+            indices = range(first, len(self.packs))
+            whole, fraction = divmod(weight, 1)
+            self.order += [i for _ in range(int(whole)) for i in indices]
+            self.order += [i for i in indices if labels.stable_fraction(str(number), str(i)) < fraction]
         self.encoded: dict[int, dict] = {}
 
     def __len__(self):
-        return len(self.packs)
+        return len(self.order)
 
-    def __getitem__(self, index):
+    def __getitem__(self, position):
+        index = self.order[position]
         if index not in self.encoded:
             group = self.packs[index]
             image = group[0].image()
@@ -200,6 +220,25 @@ def add_lora(loaded: models.LoadedModel, lora: LoraArguments, quantized: bool, c
     return get_peft_model(model, config)
 
 
+@torch.no_grad()
+def standardize_projector(model, pixel_batches) -> None:
+    """Fold per-channel standardisation of the vision features into the fresh projector's first layer:
+    W x + b == (W / s)(x - m) * ... i.e. W' = W / s, b' = b - W' m, with m, s the channels' mean and spread over the
+    given images. Only an initialisation: the model keeps its class and saves as usual."""
+    inner = model.model
+    features = []
+    for pixels in pixel_batches:
+        hidden = inner.vision_tower(pixels).last_hidden_state  # (batch, channels, h, w)
+        features.append(hidden.flatten(2).transpose(1, 2).reshape(-1, hidden.shape[1]))
+    features = torch.cat(features)
+    mean, std = features.mean(0), features.std(0)
+    std = std.clamp_min(std.median() * 0.1)  # near-constant channels are not blown up into noise
+    linear = inner.multi_modal_projector.linear_1
+    linear.weight.div_(std)
+    if linear.bias is not None:
+        linear.bias.sub_(linear.weight @ mean)
+
+
 def freeze_batchnorm(model) -> None:
     """Frozen vision towers keep their running statistics: BatchNorm must stay in eval mode while training."""
     for name, module in model.named_modules():
@@ -225,30 +264,29 @@ def as_records(examples: list[Example]) -> list[dict]:
     return [{"id": e.id, "question": e.question, "answer": e.answer, "answer_type": e.answer_type} for e in examples]
 
 
-def evaluate(loaded: models.LoadedModel, examples: list[Example], data: DataArguments, train: TrainArguments, run: Path,
-             train_examples: list[Example] = ()) -> dict:
-    """Batched greedy answers on the held-out split, strict metrics (and the majority baseline's), written to
-    predictions.jsonl and eval.json."""
+def evaluate(loaded: models.LoadedModel, eval_sets: dict[str, list[Example]], data: DataArguments, train: TrainArguments,
+             run: Path, train_examples: list[Example] = ()) -> dict:
+    """Batched greedy answers on each source's held-out split (medvlm.grounding: per task, and the closed questions
+    again with swapped images), the main source's majority baseline; predictions.jsonl and eval.json."""
     from tqdm import tqdm
 
-    images: dict = {}  # each file decoded once: test sets ask several questions per image
-    items = []
-    for example in examples:
-        if example.image_path not in images or example.image_path is None:
-            images[example.image_path] = example.image()
-        items.append((images[example.image_path], with_instruction(example.question, data.short_answer)))
     settings = GenerationSettings(max_new_tokens=train.max_new_tokens, temperature=0.0)
-    start = time.perf_counter()
-    with tqdm(total=len(items), desc="evaluate", unit="q") as bar:
-        answers = answer_batch(loaded, items, settings, batch_size=train.eval_batch_size, on_batch=bar.update)
-    seconds = time.perf_counter() - start
-    records = [dict(record, prediction=answer) for record, answer in zip(as_records(examples), answers)]
+    result, all_records = {}, []
+    for number, (source, examples) in enumerate(eval_sets.items()):
+        start = time.perf_counter()
+        with tqdm(desc=f"evaluate {source}", unit="q") as bar:
+            scores, records = grounding.evaluate(loaded, examples, data.short_answer, settings, train.eval_batch_size, bar.update)
+        scores |= {"questions": len(examples), "seconds": round(time.perf_counter() - start, 1)}
+        all_records += [dict(r, source=source) for r in records]
+        if number == 0:  # the headline: the main source's scores at the top level, as before mixtures
+            result |= scores
+            if train_examples:
+                result["majority_baseline"] = metrics.majority_baseline(as_records(train_examples), records)
+        else:
+            result.setdefault("labels", {})[source] = scores
     with open(run / "predictions.jsonl", "w") as f:
-        for record in records:
+        for record in all_records:
             f.write(json.dumps(record) + "\n")
-    result = metrics.score(records) | {"questions": len(records), "seconds": round(seconds, 1)}
-    if train_examples:
-        result["majority_baseline"] = metrics.majority_baseline(as_records(train_examples), records)
     (run / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -274,12 +312,16 @@ def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraA
     if checkpoint.exists() and not train_args.resume:
         raise UserFacingError(f"{run} already holds a checkpoint: pass --resume to continue it, or another --output_dir.")
 
-    train_report = load_examples(data_args.data, data_args.train_split, data_args.skip_bad, data_args.limit)
-    eval_examples = []
+    mixture = parse_mixture(data_args.data)
+    reports = [load_examples(part.source, data_args.train_split, data_args.skip_bad, data_args.limit) for part in mixture]
+    main_examples, skipped = reports[0].examples, [why for report in reports for why in report.skipped]
+    eval_sets = {}  # source -> held-out examples: the main source's eval_split, every label source's held-out images
     if data_args.eval_split != "none":
-        eval_examples = load_examples(data_args.data, data_args.eval_split, data_args.skip_bad, data_args.eval_limit).examples
-    if train_report.skipped:
-        print(f"skipped {len(train_report.skipped)} bad record(s): {'; '.join(train_report.skipped[:3])}", file=sys.stderr)
+        for part in mixture:
+            if part is mixture[0] or labels.is_label_source(part.source):
+                eval_sets[part.source] = load_examples(part.source, data_args.eval_split, data_args.skip_bad, data_args.eval_limit).examples
+    if skipped:
+        print(f"skipped {len(skipped)} bad record(s): {'; '.join(skipped[:3])}", file=sys.stderr)
 
     # A fresh LoRA on the bare base: a registry entry's own adapter (the shipped MedVLM-Tiny or MIDEFICS weights)
     # is what this trainer produces, not where it starts.
@@ -290,11 +332,17 @@ def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraA
     dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else None
     loaded = models.load(spec, device=device, quantize=model_args.quantize, dtype=dtype)
     checkpointing = train_args.gradient_checkpointing if train_args.gradient_checkpointing is not None else quantize == "nf4"
+    if train_args.standardize_projector and "multi_modal_projector" in loaded.family.modules_to_save:
+        images = sorted({e.image_path for report in reports for e in report.examples if e.image_path})
+        picked = [images[int(i * len(images) / 256)] for i in range(min(256, len(images)))]  # evenly spread, fixed
+        standardize_projector(loaded.model, [
+            loaded.family.encode(loaded.processor, [("", None)], load_image(path))["pixel_values"] for path in picked])
     model = add_lora(loaded, lora_args, quantize == "nf4", checkpointing)
     loaded.processor.tokenizer.padding_side = "right"  # training pads on the right; generation switches back
     pad_id = loaded.family.generate_kwargs(loaded.processor)["pad_token_id"]
 
-    dataset = ImagePackedDataset(loaded, train_report.examples, data_args.short_answer, train_args.pack_size, data_args.augment)
+    sources = [(report.examples, part.weight) for part, report in zip(mixture, reports)]
+    dataset = ImagePackedDataset(loaded, sources, data_args.short_answer, train_args.pack_size, data_args.augment)
     generator = torch.Generator().manual_seed(train_args.seed)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=train_args.batch_size, shuffle=True, generator=generator, collate_fn=collate(pad_id)
@@ -311,8 +359,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraA
         "model_source": spec.source, "family": spec.family, "device": device, "quantize": quantize,
         "compute_dtype": str(dtype or ("float16" if device.startswith("cuda") else "float32")).replace("torch.", ""),
         "gradient_checkpointing": checkpointing, "lora_target": loaded.family.lora_target, "lora_lr": lora_lr,
-        "modules_to_save": list(loaded.family.modules_to_save), "train_records": len(train_report.examples),
-        "train_rows": len(dataset), "eval_records": len(eval_examples), "skipped_records": len(train_report.skipped), "total_steps": total_steps,
+        "modules_to_save": list(loaded.family.modules_to_save), "train_records": {p.source: len(r.examples) for p, r in zip(mixture, reports)},
+        "train_rows": len(dataset), "eval_records": {source: len(e) for source, e in eval_sets.items()},
+        "skipped_records": len(skipped), "total_steps": total_steps,
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
     config = {"model": asdict(model_args), "data": asdict(data_args), "lora": asdict(lora_args), "train": asdict(train_args), "resolved": resolved}
@@ -360,11 +409,11 @@ def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraA
     model = accelerator.unwrap_model(model)
     model.save_pretrained(run / "adapter")
     print(f"adapter saved to {run / 'adapter'}")
-    if eval_examples:
+    if eval_sets:
         model.eval()
         loaded.model = model
         loaded.processor.tokenizer.padding_side = "left"
-        result = evaluate(loaded, eval_examples, data_args, train_args, run, train_report.examples)
+        result = evaluate(loaded, eval_sets, data_args, train_args, run, main_examples)
         print(json.dumps(result, indent=2))
     return 0
 

@@ -1,0 +1,213 @@
+"""Grounding: questions built from image labels (split safety, balance, each image's own facts), the data mixture,
+scores with swapped images, the projector's standardised start, and the linear probe."""
+import copy
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import SHARED_DATA, VQA_RAD
+from medvlm import grounding, labels
+from medvlm.data import Example, MixturePart, load_examples, parse_mixture
+from medvlm.errors import UserFacingError
+
+BRAIN = SHARED_DATA / "brain-tumor"
+ISIC = SHARED_DATA / "isic" / "isic_ham10000_sample.jsonl"
+SOURCES = {"brain": f"labels:{BRAIN / 'data.yaml'}", "organ": f"labels:{VQA_RAD / 'vqa_rad.jsonl'}", "isic": f"labels:{ISIC}"}
+
+
+@pytest.fixture(scope="module")
+def label_records():
+    return {name: labels.load_records(source, None) for name, source in SOURCES.items()}
+
+
+def brain_truth(image: str) -> tuple[str, list[str]]:
+    """(split, box lines) from the image's own YOLO label file."""
+    path = Path(image)
+    label = BRAIN / "labels" / path.parent.name / (path.stem + ".txt")
+    return path.parent.name, label.read_text().split("\n") if label.is_file() and label.read_text().strip() else []
+
+
+def test_brain_questions_hold_each_slice_own_facts_and_val_never_trains(label_records):
+    names = yaml.safe_load((BRAIN / "data.yaml").read_text())["names"]
+    for r in label_records["brain"]:
+        folder, boxes = brain_truth(r["image"])
+        assert r["split"] == (labels.TRAIN if folder == "train" else labels.HELDOUT)  # a val slice never trains
+        if r["task"] == "tumor_presence":
+            assert r["answer"] == ("yes" if boxes else "no")
+        elif r["task"] == "tumor_type":
+            assert r["answer"] == labels.TUMOR_NAMES[names[int(boxes[0].split()[0])]]
+        elif r["task"] == "tumor_side":
+            assert r["answer"] == ("left" if float(boxes[0].split()[1]) < 0.5 else "right")
+        elif r["task"] == "tumor_type_yes_no":
+            asked = next(n for n in labels.TUMOR_NAMES.values() if n in r["question"])
+            truth = labels.TUMOR_NAMES[names[int(boxes[0].split()[0])]] if boxes else None
+            assert r["answer"] == ("yes" if asked == truth else "no")
+
+
+def test_label_yes_no_questions_are_balanced(label_records):
+    for name, records in label_records.items():
+        train = [r for r in records if r["split"] == labels.TRAIN]
+        for task in {r["task"] for r in train if r["task"].endswith(("yes_no", "presence"))}:
+            answers = Counter(r["answer"] for r in train if r["task"] == task)
+            assert set(answers) == {"yes", "no"}, (name, task)
+            assert 0.4 <= answers["yes"] / (answers["yes"] + answers["no"]) <= 0.6, (name, task, answers)
+
+
+def test_vqa_rad_organ_questions_train_only_on_images_no_test_question_uses(label_records):
+    rows = [json.loads(line) for line in (VQA_RAD / "vqa_rad.jsonl").read_text().splitlines()]
+    test_images = {str((VQA_RAD / r["image"]).resolve()) for r in rows if r["split"] == "test"}
+    organ = {str((VQA_RAD / r["image"]).resolve()): labels.ORGAN_NAMES[r["image_organ"]] for r in rows}
+    train = [r for r in label_records["organ"] if r["split"] == labels.TRAIN]
+    heldout = [r for r in label_records["organ"] if r["split"] == labels.HELDOUT]
+    assert len({r["image"] for r in train}) == 111 and not {r["image"] for r in train} & test_images
+    assert {r["image"] for r in heldout} == test_images
+    for r in train + heldout:
+        if r["task"] == "organ":
+            assert r["answer"] == organ[r["image"]]
+        else:
+            assert r["answer"] == ("yes" if organ[r["image"]] in r["question"] else "no")
+
+
+def test_isic_lesions_never_straddle_the_split(label_records):
+    meta = {str((ISIC.parent / r["image"]).resolve()): r for r in map(json.loads, ISIC.read_text().splitlines())}
+    split_of_lesion = {}
+    for r in label_records["isic"]:
+        lesion = meta[r["image"]]["lesion_id"]
+        assert split_of_lesion.setdefault(lesion, r["split"]) == r["split"]
+        if r["task"] == "lesion_diagnosis":
+            assert r["answer"] == meta[r["image"]]["dx_name"]
+
+
+def test_label_questions_are_deterministic_and_held_out_ones_use_one_phrasing(label_records):
+    assert labels.load_records(SOURCES["brain"], None) == label_records["brain"]
+    heldout = [r for r in label_records["brain"] if r["split"] == labels.HELDOUT and r["task"] == "tumor_presence"]
+    assert {r["question"] for r in heldout} == {labels.PRESENCE[0]}
+    trained = [r for r in label_records["brain"] if r["split"] == labels.TRAIN and r["task"] == "tumor_presence"]
+    assert len({r["question"] for r in trained}) == len(labels.PRESENCE)  # phrasing varies in training
+
+
+def test_label_sources_load_as_examples_with_their_task():
+    test = load_examples(SOURCES["brain"], "val").examples
+    assert {e.split for e in test} == {labels.HELDOUT} and len({e.image_path for e in test}) == 195
+    assert Counter(e.task for e in test)["tumor_presence"] == 195
+
+
+@pytest.mark.parametrize("source, message", [
+    ("labels:/no/such/file.yaml", "No label file"),
+    (f"labels:{VQA_RAD / 'images' / 'synpic54610.jpg'}", "first record is not valid JSON"),
+])
+def test_bad_label_sources_say_so(source, message):
+    with pytest.raises(UserFacingError, match=message):
+        load_examples(source, "train")
+
+
+# --- the mixture -----------------------------------------------------------------------------------------------------
+
+
+def test_mixture_grammar():
+    assert parse_mixture("a.jsonl, labels:b.yaml@2,c@0.5") == [
+        MixturePart("a.jsonl", 1.0), MixturePart("labels:b.yaml", 2.0), MixturePart("c", 0.5)]
+    for bad in ("", "a@", "a@zero", "a@-1", "a@0", "@2", "a@1e9"):
+        with pytest.raises(UserFacingError):
+            parse_mixture(bad)
+
+
+def test_mixture_weights_repeat_rows(medvlm_tiny_base):
+    from train.vlm import ImagePackedDataset
+
+    brain = load_examples(SOURCES["brain"], "train").examples
+    one_image = [e for e in brain if e.image_path == brain[0].image_path]
+    others = [e for e in brain if e.image_path != brain[0].image_path][:60]  # 10+ images
+    n_images = len({e.image_path for e in others})
+    dataset = ImagePackedDataset(medvlm_tiny_base, [(one_image, 3.0), (others, 0.5)], short_answer=True, max_branches=8,
+                                 augment=False)
+    drawn = Counter(dataset.order)
+    assert drawn[0] == 3  # the first source's single row, three times an epoch
+    assert 0 < len(dataset) - 3 < n_images and set(drawn.values()) == {3, 1}
+    again = ImagePackedDataset(medvlm_tiny_base, [(one_image, 3.0), (others, 0.5)], short_answer=True, max_branches=8,
+                               augment=False)
+    assert again.order == dataset.order  # the fraction is a fixed choice, not a random one
+
+
+# --- swapped images --------------------------------------------------------------------------------------------------
+
+
+def examples_about(images: list[str]) -> list[Example]:
+    return [Example(image, ((f"Is this image {k}?", "yes"),), "CLOSED", task="t") for k, image in enumerate(images)] + [
+        Example(images[0], (("What is it?", "a scan"),), "OPEN")]
+
+
+def test_swap_gives_every_closed_question_another_image_of_the_set():
+    images = [f"/img/{k}.png" for k in range(7)]
+    swapped = grounding.swap_images(examples_about(images))
+    assert len(swapped) == 7 and all(e.answer_type == "CLOSED" for e in swapped)
+    for original, moved in zip(examples_about(images), swapped):
+        assert moved.question == original.question and moved.image_path != original.image_path
+    assert sorted(e.image_path for e in swapped) == images  # a derangement: each image used once
+    assert grounding.swap_images(examples_about(images[:1])) == []
+
+
+def test_image_reliance_is_the_drop_with_swapped_images():
+    """Hand-made: a reader is right on its own images and wrong on swapped ones; a blind model says "yes" to all."""
+    def records(prediction_own, prediction_swapped):
+        own = [{"prediction": prediction_own(k), "answer": "yes" if k % 2 else "no", "answer_type": "CLOSED", "task": "t"} for k in range(10)]
+        swapped = [dict(r, prediction=prediction_swapped(k), swapped_image=True) for k, r in enumerate(own)]
+        return own + swapped
+
+    reader = grounding.score(records(lambda k: "yes" if k % 2 else "no", lambda k: "no" if k % 2 else "yes"))
+    assert reader["closed_accuracy"] == 100.0 and reader["swapped_closed_accuracy"] == 0.0 and reader["image_reliance"] == 100.0
+    assert reader["tasks"]["t"]["yes_no_balanced_accuracy"] == 100.0
+    blind = grounding.score(records(lambda k: "yes", lambda k: "yes"))
+    assert blind["closed_accuracy"] == 50.0 and blind["image_reliance"] == 0.0
+    assert blind["yes_no_balanced_accuracy"] == 50.0  # always "yes" is a coin, whatever the mix
+
+
+# --- the projector's start -------------------------------------------------------------------------------------------
+
+
+def test_standardised_projector_sees_centred_features(medvlm_tiny_base, vqa_rad_image):
+    from medvlm.images import load_image
+    from train.vlm import standardize_projector
+
+    model = copy.deepcopy(medvlm_tiny_base.model)
+    loaded = medvlm_tiny_base
+    pixels = [loaded.family.encode(loaded.processor, [("", None)], load_image(p))["pixel_values"]
+              for p in sorted((VQA_RAD / "images").glob("*.jpg"))[:6]]
+    before = copy.deepcopy(model.model.multi_modal_projector.linear_1)
+    standardize_projector(model, pixels)
+    with torch.no_grad():
+        hidden = model.model.vision_tower(torch.cat(pixels)).last_hidden_state
+        features = hidden.flatten(2).transpose(1, 2).reshape(-1, hidden.shape[1])
+        mean, std = features.mean(0), features.std(0)
+        std = std.clamp_min(std.median() * 0.1)
+        torch.testing.assert_close(model.model.multi_modal_projector.linear_1(features), before((features - mean) / std),
+                                   atol=1e-3, rtol=1e-3)
+
+
+# --- the linear probe ------------------------------------------------------------------------------------------------
+
+
+def test_probe_fits_a_separable_task_and_reads_image_labels():
+    from train import probe
+
+    torch.manual_seed(0)
+    x = torch.randn(60, 8)
+    y = ["a" if v > 0 else "b" for v in x[:, 3].tolist()]
+    assert probe.accuracy(probe.fit_predict(x[:40], y[:40], x[40:]), y[40:]) >= 90
+    rows = probe.image_labels(SOURCES["brain"])
+    assert len(rows) == 1005
+    for image, split, found in rows[:40] + rows[-40:]:
+        folder, boxes = brain_truth(image)
+        assert found["tumor_presence"] == ("yes" if boxes else "no")
+
+
+def test_probe_cli_rejects_plain_sources(capsys):
+    from train import probe
+
+    with pytest.raises(SystemExit) as exit_info:
+        probe.main(["--data", str(VQA_RAD / "vqa_rad.jsonl")])
+    assert exit_info.value.code == 2 and "labels:PATH" in capsys.readouterr().err

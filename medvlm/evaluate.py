@@ -1,11 +1,15 @@
 """Answer a dataset's questions with a model and store the answers for review, scored automatically on the spot.
 
     python -m medvlm.evaluate --model medvlm-tiny --data ../shared/data/vqa-rad/vqa_rad.jsonl --split test --db medvlm.db
+    python -m medvlm.evaluate --model medvlm-tiny --data labels:../shared/data/brain-tumor/data.yaml --split val --db medvlm.db
     python -m medvlm.evaluate --model llava-1.5-7b --adapter runs/pathvqa/adapter --data flaviagiammarino/path-vqa --limit 500
 
 Generation is batched (medvlm.predict) and resumable: a rerun with the same model, adapter, data, split and prompt
-settings continues the same run and skips the questions it already answered. The strict scores of the whole run
-(medvlm.metrics) are printed at the end; physicians grade the answers in the app's Review tab.
+settings continues the same run and skips the questions it already answered. Every closed question is also asked
+about another image of the same set (medvlm.grounding); those answers are stored apart, never queued for review.
+The strict scores of the whole run (medvlm.metrics), the closed accuracy with swapped images and its drop ("image
+reliance"), and per-task scores of label questions are printed at the end; physicians grade the answers in the
+app's Review tab.
 """
 import argparse
 import hashlib
@@ -17,7 +21,7 @@ from medvlm.settings import apply_offline_env
 
 apply_offline_env()
 
-from medvlm import metrics, models  # noqa: E402
+from medvlm import grounding, models  # noqa: E402
 from medvlm.chat import GenerationSettings  # noqa: E402
 from medvlm.data import load_examples  # noqa: E402
 from medvlm.errors import UserFacingError  # noqa: E402
@@ -29,7 +33,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m medvlm.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="registered name, local folder or hub id")
     parser.add_argument("--adapter", help="PEFT adapter folder or hub id")
-    parser.add_argument("--data", required=True, help="VQA JSONL, image folder with metadata.jsonl, or hub dataset id")
+    parser.add_argument("--data", required=True, help="VQA JSONL, image folder with metadata.jsonl, hub dataset id, or "
+                        "labels:PATH (questions from image labels)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--limit", type=int, help="only the first N questions")
     parser.add_argument("--db", default=DEFAULT_DB, help=f"review database (default: {DEFAULT_DB})")
@@ -63,11 +68,15 @@ def run_evaluation(args: argparse.Namespace) -> dict:
     if run is None:
         run = store.add_run(spec.name, args.data, args.split, spec.adapter, settings)
     items = [store.add_item(args.data, e.question, e.answer, e.answer_type, image_ref=e.image_path or e.id,
-                            image_hash=image_hash(e)) for e in examples]
+                            image_hash=image_hash(e), task=e.task) for e in examples]
     done = store.predicted_items(run)
     todo = [(item, e) for item, e in zip(items, examples) if item not in done]
+    closed_items = [item for item, e in zip(items, examples) if e.answer_type.upper() == "CLOSED"]
+    swapped_done = store.swapped_items(run)
+    swapped_todo = [(item, e) for item, e in zip(closed_items, grounding.swap_images(examples)) if item not in swapped_done]
     print(f"run {run}: {len(examples)} questions, {len(examples) - len(todo)} already answered", file=sys.stderr)
-    if todo:
+    loaded = None
+    if todo or swapped_todo:
         device = None if args.device == "auto" else args.device
         loaded = models.load(spec, device or models.default_device())
         generation = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=0.0)
@@ -90,11 +99,29 @@ def run_evaluation(args: argparse.Namespace) -> dict:
                     tokens = len(loaded.tokenizer(answer, add_special_tokens=False).input_ids)
                     store.add_prediction(run, item, answer, latency_s=round(per_question, 4), tokens=tokens)
                 bar.update(len(chunk))
-    rows = store.query(
-        "SELECT p.answer, i.reference, i.answer_type FROM predictions p JOIN items i ON i.id = p.item_id WHERE p.run_id = ?", [run])
-    result = metrics.score([{"prediction": a, "answer": r, "answer_type": t} for a, r, t in rows]) | {"run": run, "questions": len(rows)}
+    if swapped_todo:
+        generation = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=0.0)
+        with tqdm(total=len(swapped_todo), desc="swapped images", unit="q") as bar:
+            for start in range(0, len(swapped_todo), args.batch_size):
+                chunk = swapped_todo[start : start + args.batch_size]
+                answers = grounding.answer_examples(loaded, [e for _, e in chunk], short_answer, generation, args.batch_size)
+                for (item, example), answer in zip(chunk, answers):
+                    store.add_swapped_prediction(run, item, example.image_path or example.id, answer)
+                bar.update(len(chunk))
+    records = run_records(store, run)
+    result = grounding.score(records) | {"run": run, "questions": sum(not r["swapped_image"] for r in records)}
     store.close()
     return result
+
+
+def run_records(store: Store, run: int) -> list[dict]:
+    """The run's answers as medvlm.grounding records: own image, then swapped images."""
+    own = store.query("""SELECT p.answer, i.reference, i.answer_type, i.task FROM predictions p JOIN items i ON i.id = p.item_id
+                         WHERE p.run_id = ?""", [run])
+    swapped = store.query("""SELECT s.answer, i.reference, i.answer_type, i.task FROM swapped_predictions s
+                             JOIN items i ON i.id = s.item_id WHERE s.run_id = ?""", [run])
+    return [{"prediction": a, "answer": r or "", "answer_type": t, "task": task or "", "swapped_image": flag}
+            for flag, rows in ((False, own), (True, swapped)) for a, r, t, task in rows]
 
 
 def main(argv=None) -> int:
@@ -104,8 +131,14 @@ def main(argv=None) -> int:
     except UserFacingError as e:
         print(f"medvlm.evaluate: error: {e}", file=sys.stderr)
         return 2
+    tasks = result.pop("tasks", {})
     for key, value in result.items():
-        print(f"{key:<20}{value}")
+        print(f"{key:<26}{value}")
+    for task, scores in tasks.items():
+        shown = scores["closed_accuracy"] if scores["closed_n"] else scores["open_recall"]
+        kind = "closed accuracy" if scores["closed_n"] else "open recall"
+        balanced = f", yes/no balanced {scores['yes_no_balanced_accuracy']}" if scores["yes_no_balanced_accuracy"] is not None else ""
+        print(f"task {task:<21}{shown} ({kind}, n={scores['closed_n'] or scores['open_n']}{balanced})")
     return 0
 
 

@@ -5,6 +5,10 @@ and inter-rater agreement. The app's Evaluation tab shows the same tables.
     python -m review.report --db medvlm.db
     python -m review.report --db medvlm.db --export exports/     # verdicts and predictions as CSV and JSONL
 
+Image reliance: each run's closed questions are also answered about another image (medvlm.grounding); the drop in
+strict closed accuracy on those same questions, in points, is what reading the image adds (a blind model has none).
+Label questions (medvlm.labels) are also scored per task.
+
 A prediction counts as right for physicians when most of its reviewers' current verdicts are correct or rephrased
 (a tie counts as wrong). Agreement: Cohen's kappa when a run has two reviewers (items both graded), Fleiss' kappa for
 more (items every one of them graded).
@@ -34,6 +38,40 @@ def predictions(store: Store) -> list[dict]:
     return [dict(zip(PREDICTION_FIELDS, row)) for row in store.query(PREDICTIONS_SQL)]
 
 
+def image_reliance(store: Store) -> dict[int, dict]:
+    """Per run: strict closed accuracy on its questions that were also asked about a swapped image, both ways."""
+    paired = defaultdict(list)
+    for run, reference, own, swapped in store.query(
+            """SELECT s.run_id, i.reference, p.answer, s.answer FROM swapped_predictions s JOIN items i ON i.id = s.item_id
+               JOIN predictions p ON p.run_id = s.run_id AND p.item_id = s.item_id"""):
+        paired[run].append((metrics.closed_correct(own, reference or ""), metrics.closed_correct(swapped, reference or "")))
+    result = {}
+    for run, pairs in paired.items():
+        own, swapped = (round(100 * sum(x) / len(pairs), 2) for x in zip(*pairs))
+        result[run] = {"swapped_closed": swapped, "image_reliance": round(own - swapped, 2), "swapped_n": len(pairs)}
+    return result
+
+
+def task_rows(store: Store) -> list[dict]:
+    """One row per run and label task: strict accuracy (closed) or recall (open), and the balanced yes/no accuracy."""
+    rows = store.query("""SELECT p.run_id, r.model, r.adapter, i.task, p.answer, i.reference, i.answer_type FROM predictions p
+                          JOIN items i ON i.id = p.item_id JOIN runs r ON r.id = p.run_id WHERE i.task IS NOT NULL
+                          ORDER BY p.run_id, i.task""")
+    groups = defaultdict(list)
+    for run, model, adapter, task, answer, reference, answer_type in rows:
+        groups[(run, model + (f" + {Path(adapter).name}" if adapter else ""), task)].append(
+            {"prediction": answer, "answer": reference or "", "answer_type": answer_type})
+    out = []
+    for (run, model, task), records in groups.items():
+        s = metrics.score(records)
+        closed = bool(s["closed_n"])
+        out.append({"run": run, "model": model, "task": task, "questions": s["closed_n"] + s["open_n"],
+                    "score": s["closed_accuracy"] if closed else s["open_recall"],
+                    "measure": "closed accuracy" if closed else "open recall",
+                    "yes_no_balanced": s["yes_no_balanced_accuracy"]})
+    return out
+
+
 def run_rows(store: Store, answer_type: str | None = None) -> list[dict]:
     """One row per run (optionally only CLOSED or OPEN questions) with every score the report shows."""
     verdicts = defaultdict(dict)  # prediction id -> reviewer id -> verdict
@@ -43,6 +81,7 @@ def run_rows(store: Store, answer_type: str | None = None) -> list[dict]:
     for p in predictions(store):
         if answer_type is None or p["answer_type"] == answer_type:
             by_run[p["run_id"]].append(p)
+    reliance = image_reliance(store) if answer_type in (None, "CLOSED") else {}
     rows = []
     for run_id, preds in by_run.items():
         records = [{"prediction": p["answer"], "answer": p["reference"] or "", "answer_type": p["answer_type"]} for p in preds]
@@ -62,6 +101,8 @@ def run_rows(store: Store, answer_type: str | None = None) -> list[dict]:
             "strict_open_f1": strict["open_f1"], "strict_exact": strict["open_exact_match"],
             "llava_med_closed": llava_med["closed_accuracy"], "llava_med_open": llava_med["open_accuracy"],
             "lenient_closed": lenient["closed_accuracy"], "lenient_open": lenient["open_accuracy"],
+            "swapped_closed": reliance.get(run_id, {}).get("swapped_closed"),
+            "image_reliance": reliance.get(run_id, {}).get("image_reliance"),
             "reviewed": len(reviewed),
             "physician_accuracy": round(100 * sum(right) / len(right), 1) if right else None,
             "physician_ci95": (round(100 * low, 1), round(100 * high, 1)) if right else None,
@@ -123,13 +164,22 @@ def format_table(rows: list[dict]) -> str:
     columns = [("run", "run"), ("model", "model"), ("questions", "n"), ("strict_closed", "closed"),
                ("strict_open_recall", "open rec"), ("strict_exact", "EM"), ("llava_med_closed", "LLaVA-Med closed*"),
                ("llava_med_open", "LLaVA-Med open*"), ("lenient_closed", "lenient closed"), ("lenient_open", "lenient open"),
-               ("reviewed", "reviewed"), ("physician_accuracy", "physician acc"), ("physician_ci95", "95% CI"),
+               ("swapped_closed", "swapped closed"), ("image_reliance", "image reliance"), ("reviewed", "reviewed"), ("physician_accuracy", "physician acc"), ("physician_ci95", "95% CI"),
                ("auto_wrong_physician_right", "auto wrong/MD right"), ("kappa", "kappa")]
     table = [[title for _, title in columns]] + [[show(row[key]) for key, _ in columns] for row in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in table]
     lines.append("* LLaVA-Med-compatible substring rules: a wrong closed answer containing yes/no is left out of its denominator.")
+    lines.append("swapped closed: the same closed questions about another image; image reliance: the drop, in points.")
     return "\n".join(lines)
+
+
+def format_tasks(rows: list[dict]) -> str:
+    table = [["run", "model", "task", "n", "score", "measure", "yes/no balanced"]] + [
+        [str(r["run"]), r["model"], r["task"], str(r["questions"]), str(r["score"]), r["measure"], str(r["yes_no_balanced"] or "-")]
+        for r in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in table)
 
 
 def main(argv=None) -> int:
@@ -144,6 +194,9 @@ def main(argv=None) -> int:
             raise UserFacingError(f"{args.db} holds no predictions yet: run python -m medvlm.evaluate first.")
         for answer_type, title in ((None, "All questions"), ("CLOSED", "Closed questions"), ("OPEN", "Open questions")):
             print(f"\n{title}\n{format_table(run_rows(store, answer_type) if answer_type else rows)}")
+        tasks = task_rows(store)
+        if tasks:
+            print(f"\nLabel questions, per task\n{format_tasks(tasks)}")
         if args.export:
             for path in export(store, Path(args.export)):
                 print(f"wrote {path}")

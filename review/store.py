@@ -49,7 +49,16 @@ CREATE TABLE verdicts (
 CREATE INDEX verdicts_by_reviewer ON verdicts (reviewer_id, prediction_id, id);
 CREATE INDEX predictions_by_run ON predictions (run_id);
 """
-MIGRATIONS = [_SCHEMA_1]  # append, never edit: MIGRATIONS[k] takes version k to k + 1
+# 2: what a label question asks (medvlm.labels), and each run's closed questions asked again about another image
+# (medvlm.grounding): kept apart from predictions, so they never enter a reviewer's queue.
+_SCHEMA_2 = """
+ALTER TABLE items ADD COLUMN task TEXT;
+CREATE TABLE swapped_predictions (
+    id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id), item_id INTEGER NOT NULL REFERENCES items(id),
+    image_ref TEXT, answer TEXT NOT NULL, created TEXT NOT NULL, UNIQUE (run_id, item_id)
+);
+"""
+MIGRATIONS = [_SCHEMA_1, _SCHEMA_2]  # append, never edit: MIGRATIONS[k] takes version k to k + 1
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -151,10 +160,10 @@ class Store:
         return rows[0][0] if rows else None
 
     def add_item(self, dataset: str, question: str, reference: str | None, answer_type: str,
-                 image_ref: str | None = None, image_hash: str | None = None) -> int:
+                 image_ref: str | None = None, image_hash: str | None = None, task: str | None = None) -> int:
         """The item's id, adding it unless the same (dataset, image, question, reference) is already stored."""
         row = {"dataset": dataset, "image_ref": image_ref, "image_hash": image_hash, "question": question,
-               "reference": reference, "answer_type": answer_type.upper()}
+               "reference": reference, "answer_type": answer_type.upper(), "task": task or None}
         with self.write() as db:
             found = db.execute(
                 "SELECT id FROM items WHERE dataset = ? AND image_hash IS ? AND question = ? AND reference IS ?",
@@ -176,6 +185,15 @@ class Store:
 
     def predicted_items(self, run_id: int) -> set[int]:
         return {row[0] for row in self.query("SELECT item_id FROM predictions WHERE run_id = ?", [run_id])}
+
+    def add_swapped_prediction(self, run_id: int, item_id: int, image_ref: str | None, answer: str) -> None:
+        """The run's answer to a closed item's question asked about another image (image_ref); the first one stays."""
+        with self.write() as db:
+            db.execute("INSERT OR IGNORE INTO swapped_predictions (run_id, item_id, image_ref, answer, created) VALUES (?, ?, ?, ?, ?)",
+                       [run_id, item_id, image_ref, answer, now()])
+
+    def swapped_items(self, run_id: int) -> set[int]:
+        return {row[0] for row in self.query("SELECT item_id FROM swapped_predictions WHERE run_id = ?", [run_id])}
 
     # --- reviewers and verdicts ----------------------------------------------------------------------------------------
 

@@ -1,10 +1,15 @@
 """python -m medvlm.evaluate over shared VQA-RAD items with the default tiny model: answers stored for review,
-scored on the spot, and a rerun resumes the same run instead of answering again."""
+scored on the spot, closed questions asked again about swapped images (stored apart, never queued for review),
+and a rerun resumes the same run instead of answering again."""
+import re
+
 import pytest
 
-from conftest import VQA_RAD
+from conftest import SHARED_DATA, VQA_RAD
 from medvlm.evaluate import main
 from review.store import Store
+
+BRAIN = SHARED_DATA / "brain-tumor"
 
 
 def test_evaluation_stores_scores_and_resumes(tmp_path, capsys):
@@ -17,13 +22,32 @@ def test_evaluation_stores_scores_and_resumes(tmp_path, capsys):
 
     assert main(args + ["--limit", "6"]) == 0  # resumed halfway: only the 3 new questions are answered
     second = capsys.readouterr()
-    assert "3 already answered" in second.err and "questions           6" in second.out
+    assert "3 already answered" in second.err and re.search(r"^questions\s+6$", second.out, re.M)
+    assert re.search(r"^swapped_closed_accuracy\s+[\d.]+$", second.out, re.M) and "image_reliance" in second.out
 
     store = Store(db)
     assert store.query("SELECT COUNT(*) FROM runs")[0][0] == 1
     rows = store.query("SELECT answer, latency_s, tokens FROM predictions ORDER BY item_id")
     assert len(rows) == 6 and all(answer and latency > 0 and tokens >= 1 for answer, latency, tokens in rows)
     assert store.query("SELECT COUNT(DISTINCT image_hash) FROM items")[0][0] >= 2
+    closed = store.query("SELECT id, image_ref FROM items WHERE answer_type = 'CLOSED'")
+    swapped = dict(store.query("SELECT item_id, image_ref FROM swapped_predictions"))
+    assert closed and set(swapped) == {item for item, _ in closed}
+    assert all(swapped[item] != image for item, image in closed)  # each asked about another image
+    from review.queue import queue
+
+    reviewer = store.add_reviewer("dr.x", "hash")
+    assert len(queue(store, reviewer)[0]) == 6  # the swapped answers are not for review
+
+
+def test_label_questions_are_scored_per_task(tmp_path, capsys):
+    db = tmp_path / "labels.db"
+    args = ["--model", "medvlm-tiny", "--data", f"labels:{BRAIN / 'data.yaml'}", "--split", "val", "--db", str(db),
+            "--batch_size", "8", "--max_new_tokens", "6", "--device", "cpu", "--limit", "8"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^task tumor_presence\s+[\d.]+ \(closed accuracy, n=\d+\)$", out, re.M)
+    assert Store(db).query("SELECT COUNT(*) FROM items WHERE task = 'tumor_presence'")[0][0] >= 1
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -68,3 +68,28 @@ def test_cli_on_an_empty_or_missing_db(tmp_path, capsys):
     assert report.main(["--db", str(tmp_path / "empty.db")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "No review database" in err[0] and "no predictions yet" in err[1]
+
+
+def test_image_reliance_and_label_tasks(tmp_path, capsys):
+    """Hand-built: 4 closed label questions right about their own images; about swapped images 1 of them stays
+    right (a 75-point drop). Tasks are scored apart, with the balanced yes/no accuracy."""
+    store = Store(tmp_path / "g.db")
+    run = store.add_run("medvlm-tiny", "labels:brain", "val")
+    cases = [("Is there a tumor?", "yes", "tumor_presence", "yes", "no"),
+             ("Is there a tumor?", "no", "tumor_presence", "no", "no"),
+             ("What type?", "glioma", "tumor_type", "glioma", "meningioma"),
+             ("What type?", "meningioma", "tumor_type", "meningioma", "glioma")]
+    for k, (q, ref, task, own, swapped) in enumerate(cases):
+        item = store.add_item("labels:brain", q, ref, "CLOSED", image_ref=f"{k}.jpg", image_hash=f"h{k}", task=task)
+        store.add_prediction(run, item, own)
+        store.add_swapped_prediction(run, item, f"{(k + 1) % 4}.jpg", swapped)
+    (row,) = report.run_rows(store)
+    assert row["strict_closed"] == 100.0 and row["swapped_closed"] == 25.0 and row["image_reliance"] == 75.0
+    assert report.run_rows(store, "OPEN") == []
+    tasks = {r["task"]: r for r in report.task_rows(store)}
+    assert tasks["tumor_presence"]["yes_no_balanced"] == 100.0 and tasks["tumor_type"]["score"] == 100.0
+    assert tasks["tumor_type"]["yes_no_balanced"] is None
+    store.close()
+    assert report.main(["--db", str(tmp_path / "g.db")]) == 0
+    out = capsys.readouterr().out
+    assert "image reliance" in out and "Label questions, per task" in out and "tumor_presence" in out

@@ -12,11 +12,14 @@ from review.store import Store
 COLUMNS = {
     "run": "run", "model": "model", "questions": "n", "strict_closed": "closed %", "strict_open_recall": "open recall %",
     "strict_exact": "exact match %", "llava_med_closed": "LLaVA-Med closed %*", "llava_med_open": "LLaVA-Med open %*",
-    "lenient_closed": "lenient closed %", "lenient_open": "lenient open %", "reviewed": "reviewed",
+    "lenient_closed": "lenient closed %", "lenient_open": "lenient open %", "swapped_closed": "swapped-image closed %",
+    "image_reliance": "image reliance (points)", "reviewed": "reviewed",
     "physician_accuracy": "physicians %", "physician_ci95": "95% CI", "auto_wrong_physician_right": "EM wrong, MD right",
     "auto_right_physician_wrong": "auto right, MD wrong", "kappa": "kappa", "kappa_kind": "kappa kind",
     "kappa_items": "shared",
 }
+TASK_COLUMNS = {"run": "run", "model": "model", "task": "task", "questions": "n", "score": "score %", "measure": "measure",
+                "yes_no_balanced": "yes/no balanced %"}
 TYPES = {"all": None, "closed": "CLOSED", "open": "OPEN"}
 
 
@@ -27,7 +30,11 @@ def build_evaluation_tab(store: Store, tab: gr.Tab) -> None:
         export = gr.Button("Export CSV + JSONL", elem_id="eval-export")
     table = gr.Dataframe(interactive=False, wrap=True, elem_id="eval-table")
     gr.Markdown("EM: exact match; MD: physicians. \\* LLaVA-Med's substring rules: a wrong closed answer that contains yes/no leaves its denominator; "
-                "\"normal\" counts as a \"no\". Shown so published numbers can be compared, not trusted.")
+                "\"normal\" counts as a \"no\". Shown so published numbers can be compared, not trusted. "
+                "Swapped-image closed: the same closed questions asked about another image of the set; image reliance is "
+                "the drop in points: what reading the image adds. A model that answers from the wording alone has none.")
+    tasks = gr.Dataframe(interactive=False, wrap=True, label="Label questions, per task (balanced: always yes or always no scores 50)",
+                         elem_id="eval-tasks")
     with gr.Row():
         # One bar per (run, scorer): BarPlot stacks bars that share an x value.
         accuracy_plot = gr.BarPlot(x="bar", y="accuracy", color="scorer", title="Accuracy by scorer (automatic: closed questions)",
@@ -46,13 +53,16 @@ def build_evaluation_tab(store: Store, tab: gr.Tab) -> None:
             columns=["bar", "scorer", "accuracy"])
         mix = pd.DataFrame([{"run": str(row["run"]), "verdict": v, "verdicts": n} for row in rows for v, n in row["verdict_mix"].items()],
                            columns=["run", "verdict", "verdicts"])
-        return frame, accuracy, mix
+        per_task = pd.DataFrame([{TASK_COLUMNS[k]: v for k, v in row.items()} for row in report.task_rows(store)],
+                                columns=list(TASK_COLUMNS.values()))
+        return frame, per_task, accuracy, mix
 
     def export_all():
         folder = Path(tempfile.mkdtemp(prefix="medvlm-export-"))
         return [str(p) for p in report.export(store, folder)]
 
-    refresh.click(load, [kind], [table, accuracy_plot, mix_plot])
-    kind.change(load, [kind], [table, accuracy_plot, mix_plot])
-    tab.select(load, [kind], [table, accuracy_plot, mix_plot])  # fresh numbers every time the tab is opened
+    outputs = [table, tasks, accuracy_plot, mix_plot]
+    refresh.click(load, [kind], outputs)
+    kind.change(load, [kind], outputs)
+    tab.select(load, [kind], outputs)  # fresh numbers every time the tab is opened
     export.click(export_all, None, [files])

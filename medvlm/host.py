@@ -6,7 +6,7 @@ from pathlib import Path
 
 from medvlm import models
 from medvlm.errors import UserFacingError
-from medvlm.models import LoadedModel, ModelSpec
+from medvlm.models import LoadedModel, ModelSpec, card
 from medvlm.settings import DEFAULT_MODEL, DETECTOR_WEIGHTS
 
 log = logging.getLogger(__name__)
@@ -88,11 +88,12 @@ class ModelHost:
         lines = [f"**{spec.name}** on {self.current.device} ({precision})", spec.description]
         if spec.adapter:
             lines.append(f"Adapter: `{Path(spec.adapter).name}`")
+            lines += card.summary(spec.adapter)
         if spec.source == models.registry.MEDVLM_TINY_SOURCE:
             if spec.adapter:
                 lines.append(
-                    "⚠️ **A 135M-parameter research model** trained on the 1,797 VQA-RAD training questions: it "
-                    "answers in a word or phrase and is often wrong. Use it to try the app, not to read scans."
+                    "⚠️ **A 135M-parameter research model:** it answers in a word or phrase and is often wrong. "
+                    "Use it to try the app, not to read scans."
                 )
             else:
                 lines.append(

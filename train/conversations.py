@@ -10,12 +10,13 @@ The split is chosen by a hash of the lesion (or image) id, so one lesion's image
 Output lines: {"image", "messages": [{"role": "user"|"assistant", "content"}...], "split"}, read by train.vlm.
 """
 import argparse
-import hashlib
 import json
 import os
 import sys
 import urllib.request
 from pathlib import Path
+
+from medvlm.labels import stable_fraction
 
 UNKNOWN = {"", "unknown", "none", "nan", "null", "n/a"}
 CONFIRMATION = {
@@ -39,10 +40,6 @@ TEMPLATES = [
 
 def known(value) -> bool:
     return value is not None and str(value).strip().lower() not in UNKNOWN
-
-
-def stable_fraction(text: str) -> float:
-    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
 
 
 def template_messages(record: dict) -> list[dict]:

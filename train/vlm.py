@@ -287,7 +287,8 @@ def evaluate(loaded: models.LoadedModel, eval_sets: dict[str, list[Example]], da
     with open(run / "predictions.jsonl", "w") as f:
         for record in all_records:
             f.write(json.dumps(record) + "\n")
-    (run / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    for folder in (run, run / "adapter"):
+        (folder / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -408,6 +409,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraA
         return 0
     model = accelerator.unwrap_model(model)
     model.save_pretrained(run / "adapter")
+    # The adapter folder carries its recipe and, after evaluation, its scores: the app's model panel shows both.
+    (run / "adapter" / "train_config.json").write_text((run / "config.json").read_text())
     print(f"adapter saved to {run / 'adapter'}")
     if eval_sets:
         model.eval()

@@ -1,0 +1,54 @@
+"""What an adapter was trained on and how it scored, from the files train.vlm writes beside it (train_config.json,
+eval.json), in a few lines for the app's model panel."""
+import json
+from pathlib import Path
+
+# Label tasks shown on the panel, with what their score is.
+SHOWN_TASKS = {
+    "tumor_presence": "tumour yes/no (balanced)",
+    "tumor_type": "tumour type",
+    "organ_yes_no": "body region yes/no (balanced)",
+}
+
+
+def source_name(source: str) -> str:
+    """'labels:../shared/data/brain-tumor/data.yaml' -> 'brain-tumor labels': the data set's folder, no server path."""
+    is_labels = source.startswith("labels:")
+    path = Path(source.removeprefix("labels:"))
+    name = path.parent.name if path.suffix else path.name
+    return f"{name or source} labels" if is_labels else (name or source)
+
+
+def summary(adapter: str | None) -> list[str]:
+    """Markdown lines (plain numbers and data set names only); none when the adapter folder has no such files."""
+    if not adapter or not Path(adapter).is_dir():
+        return []
+    folder = Path(adapter)
+    lines = []
+    try:
+        config = json.loads((folder / "train_config.json").read_text())
+        records = config["resolved"]["train_records"]
+        records = records if isinstance(records, dict) else {config["data"]["data"]: records}
+        parts = [f"{source_name(s)} ({n:,} questions)" for s, n in records.items()]
+        lines.append(f"Trained on: {', '.join(parts)}; {config['train']['epochs']:g} epochs.")
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        scores = json.loads((folder / "eval.json").read_text())
+        main = [f"closed {scores['closed_accuracy']} %"]
+        if scores.get("swapped_closed_accuracy") is not None:
+            main.append(f"with swapped images {scores['swapped_closed_accuracy']} %")
+        main.append(f"open recall {scores['open_recall']} %")
+        baseline = scores.get("majority_baseline", {}).get("closed_accuracy")
+        text = f"Held-out scores: main test split {', '.join(main)}" + (f" (always the commonest answer: closed {baseline} %)" if baseline else "")
+        label_scores = []
+        for source_scores in scores.get("labels", {}).values():
+            for task, title in SHOWN_TASKS.items():
+                task_scores = source_scores.get("tasks", {}).get(task)
+                if task_scores:
+                    value = task_scores["yes_no_balanced_accuracy"] if "balanced" in title else task_scores["closed_accuracy"]
+                    label_scores.append(f"{title} {value} %")
+        lines.append(text + (f"; {', '.join(label_scores)}." if label_scores else "."))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return lines

@@ -112,11 +112,14 @@ def brain_tumor_records(data_yaml: Path) -> list[dict]:
     except (yaml.YAMLError, KeyError, TypeError, AttributeError) as e:
         raise UserFacingError(f"{data_yaml} is not a YOLO data.yaml with names ({type(e).__name__}).") from None
     root = (data_yaml.parent / str(config.get("path") or ".")).resolve()
-    records = []
+    records, folders = [], []
     for key, split in (("train", TRAIN), ("val", HELDOUT)):
-        folder = root / str(config.get(key, f"images/{key}"))
+        folder = (root / str(config.get(key, f"images/{key}"))).resolve()
         if not folder.is_dir():
-            raise UserFacingError(f"{data_yaml}: no image folder {folder} for {key}.")
+            raise UserFacingError(f"{data_yaml}: no image folder {folder.name} for {key}.")
+        if folder in folders:  # one folder as both: every held-out question would be about a training image
+            raise UserFacingError(f"{data_yaml}: train and val name the same folder; label questions need a held-out split.")
+        folders.append(folder)
         for image in sorted(folder.iterdir()):
             if image.suffix.lower() not in (".jpg", ".jpeg", ".png"):
                 continue
@@ -161,6 +164,8 @@ def tumor_questions(image: Path, boxes: list, names: list[str], split: str) -> l
     if len(boxes) > 1:
         return out
     cls, xc, yc, w, h = boxes[0]
+    if not 0 <= cls < len(kinds):
+        raise UserFacingError(f"{image.name}: class {cls} is not in data.yaml's {len(kinds)} names.")
     kind = kinds[cls]
     ask(_pick(TYPE, heldout, key, "type"), kind, "tumor_type")
     phrasing = _pick(TYPE_YES_NO, heldout, key, "type")

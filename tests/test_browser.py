@@ -66,18 +66,22 @@ REVIEWER, PASSWORD = "dr.ada", "correct horse"
 
 @pytest.fixture(scope="module")
 def review_db(tmp_path_factory, vqa_rad_image):
-    """A review database with one run of three answers about VQA-RAD images, and one reviewer account."""
+    """A review database with one run of four answers about VQA-RAD images (three closed ones also asked about
+    another image, one a label question), and one reviewer account."""
     from review import users
     from review.store import Store
 
     path = tmp_path_factory.mktemp("review") / "medvlm.db"
     store = Store(path)
     run = store.add_run("medvlm-tiny", "vqa-rad", "test")
-    for k, (question, reference, kind, answer) in enumerate([
-        ("Is there an infarct?", "yes", "CLOSED", "yes"), ("Which plane?", "axial", "OPEN", "an axial slice"),
-        ("Is the brain normal?", "no", "CLOSED", "yes")]):
-        item = store.add_item("vqa-rad", question, reference, kind, image_ref=str(vqa_rad_image), image_hash=str(k))
+    for k, (question, reference, kind, answer, task, swapped) in enumerate([
+        ("Is there an infarct?", "yes", "CLOSED", "yes", None, "no"), ("Which plane?", "axial", "OPEN", "an axial slice", None, None),
+        ("Is the brain normal?", "no", "CLOSED", "yes", None, "yes"),
+        ("Does this image show the head?", "yes", "CLOSED", "yes", "organ_yes_no", "no")]):
+        item = store.add_item("vqa-rad", question, reference, kind, image_ref=str(vqa_rad_image), image_hash=str(k), task=task)
         store.add_prediction(run, item, answer)
+        if swapped:  # asked about another image: 2 of 3 closed right about their own image, 0 about another
+            store.add_swapped_prediction(run, item, "other.jpg", swapped)
     users.add(store, REVIEWER, PASSWORD)
     store.close()
     return path
@@ -297,6 +301,8 @@ def test_review_sign_in_grade_with_keys_undo_and_evaluation(page, review_db):
     page.get_by_role("tab", name="Evaluation").click()
     wait_text(page, "#eval-table", "medvlm-tiny")
     before = page.locator("#eval-table").inner_text()
+    assert "image reliance" in before and "66.67" in before  # closed 66.67 % about their own image, 0 about others
+    wait_text(page, "#eval-tasks", "organ_yes_no")
     page.get_by_role("tab", name="Review").click()
     assert not page.locator("#review-correct").is_visible()  # closed without an account
     page.locator("#review-name textarea").fill(REVIEWER)

@@ -105,6 +105,12 @@ def test_bad_label_sources_say_so(source, message):
         load_examples(source, "train")
 
 
+def test_a_yolo_set_whose_val_is_its_train_is_refused(tmp_path):
+    (tmp_path / "d.yaml").write_text(f"path: {BRAIN}\ntrain: images/train\nval: images/train\nnames: {{0: a, 1: b, 2: c}}\n")
+    with pytest.raises(UserFacingError, match="train and val name the same folder"):
+        load_examples(f"labels:{tmp_path / 'd.yaml'}", "train")
+
+
 # --- the mixture -----------------------------------------------------------------------------------------------------
 
 

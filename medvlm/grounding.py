@@ -15,6 +15,7 @@ from medvlm.chat import GenerationSettings
 from medvlm.data import Example
 from medvlm.labels import stable_fraction
 from medvlm.predict import answer_batch, with_instruction
+from review.stats import wilson_interval
 
 
 def _image_key(example: Example):
@@ -54,18 +55,30 @@ def as_record(example: Example, prediction: str, swapped: bool = False) -> dict:
             "answer_type": example.answer_type, "task": example.task, "swapped_image": swapped, "prediction": prediction}
 
 
+def closed_ci95(records: list[dict]) -> list[float] | None:
+    """95 % Wilson interval of the strict closed accuracy, in %: differences inside it are noise."""
+    hits = [metrics.closed_correct(r["prediction"], r["answer"]) for r in records if r["answer_type"].upper() == "CLOSED"]
+    if not hits:
+        return None
+    return [round(100 * bound, 1) for bound in wilson_interval(sum(hits), len(hits))]
+
+
 def score(records: list[dict]) -> dict:
-    """Strict scores of the records asked about their own image, per task where tasks are named, and the closed
-    accuracy again on the swapped-image records with the drop."""
+    """Strict scores of the records asked about their own image (with the closed accuracy's 95 % interval), per task
+    where tasks are named, and the closed accuracy again on the swapped-image records with the drop."""
     own = [r for r in records if not r.get("swapped_image")]
     swapped = [r for r in records if r.get("swapped_image")]
-    result = metrics.score(own)
+    result = metrics.score(own) | {"closed_ci95": closed_ci95(own)}
     tasks = sorted({r.get("task") or "" for r in own} - {""})
     if tasks:
-        result["tasks"] = {task: metrics.score([r for r in own if r.get("task") == task]) for task in tasks}
+        result["tasks"] = {}
+        for task in tasks:
+            subset = [r for r in own if r.get("task") == task]
+            result["tasks"][task] = metrics.score(subset) | {"closed_ci95": closed_ci95(subset)}
     if swapped:
         swapped_closed = metrics.score(swapped)["closed_accuracy"]
         result["swapped_closed_accuracy"] = swapped_closed
+        result["swapped_closed_ci95"] = closed_ci95(swapped)
         if result["closed_accuracy"] is not None and swapped_closed is not None:
             result["image_reliance"] = round(result["closed_accuracy"] - swapped_closed, 2)
     return result

@@ -167,6 +167,7 @@ def test_image_reliance_is_the_drop_with_swapped_images():
     reader = grounding.score(records(lambda k: "yes" if k % 2 else "no", lambda k: "no" if k % 2 else "yes"))
     assert reader["closed_accuracy"] == 100.0 and reader["swapped_closed_accuracy"] == 0.0 and reader["image_reliance"] == 100.0
     assert reader["tasks"]["t"]["yes_no_balanced_accuracy"] == 100.0
+    assert reader["closed_ci95"] == [72.2, 100.0] and reader["swapped_closed_ci95"] == [0.0, 27.8]  # 10 questions: wide
     blind = grounding.score(records(lambda k: "yes", lambda k: "yes"))
     assert blind["closed_accuracy"] == 50.0 and blind["image_reliance"] == 0.0
     assert blind["yes_no_balanced_accuracy"] == 50.0  # always "yes" is a coin, whatever the mix

@@ -93,7 +93,9 @@ class ModelHost:
             if spec.adapter:
                 lines.append(
                     "⚠️ **A 135M-parameter research model:** it answers in a word or phrase and is often wrong. "
-                    "Use it to try the app, not to read scans."
+                    "It reads the image for what its label questions taught (tumour or not, tumour type, body region), "
+                    "but its answers to other questions barely change when the image is swapped: they come mostly from "
+                    "the question's wording. Use it to try the app, not to read scans."
                 )
             else:
                 lines.append(

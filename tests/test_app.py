@@ -44,7 +44,9 @@ def test_unloadable_model_falls_back_to_the_default_with_a_reason():
     assert "Could not start with llava-1.5-7b" in host.startup_notice and "--model PATH" in host.startup_notice
     labels = dict((name, label) for label, name in host.choices())
     assert labels["medvlm-tiny"] == "medvlm-tiny (loaded)" and labels["midefics"] == "midefics (unavailable here)"
-    assert "Trained on: vqa-rad" in host.describe() and "Held-out scores: main test split closed" in host.describe()
+    described = host.describe()
+    assert "Trained on: vqa-rad" in described and "brain-tumor labels" in described
+    assert "Held-out scores: vqa-rad test closed" in described and "tumour type" in described
 
 
 def test_the_bare_base_is_labelled_not_image_grounded(medvlm_tiny_base):

@@ -24,13 +24,14 @@ def summary(adapter: str | None) -> list[str]:
     if not adapter or not Path(adapter).is_dir():
         return []
     folder = Path(adapter)
-    lines = []
+    lines, main_name = [], "main test split"
     try:
         config = json.loads((folder / "train_config.json").read_text())
         records = config["resolved"]["train_records"]
         records = records if isinstance(records, dict) else {config["data"]["data"]: records}
         parts = [f"{source_name(s)} ({n:,} questions)" for s, n in records.items()]
         lines.append(f"Trained on: {', '.join(parts)}; {config['train']['epochs']:g} epochs.")
+        main_name = f"{source_name(next(iter(records)))} {config['data']['eval_split']}"
     except (OSError, ValueError, KeyError, TypeError):
         pass
     try:
@@ -40,7 +41,7 @@ def summary(adapter: str | None) -> list[str]:
             main.append(f"with swapped images {scores['swapped_closed_accuracy']} %")
         main.append(f"open recall {scores['open_recall']} %")
         baseline = scores.get("majority_baseline", {}).get("closed_accuracy")
-        text = f"Held-out scores: main test split {', '.join(main)}" + (f" (always the commonest answer: closed {baseline} %)" if baseline else "")
+        text = f"Held-out scores: {main_name} {', '.join(main)}" + (f" (always the commonest answer: closed {baseline} %)" if baseline else "")
         label_scores = []
         for source_scores in scores.get("labels", {}).values():
             for task, title in SHOWN_TASKS.items():

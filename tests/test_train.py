@@ -42,7 +42,7 @@ def vqa_jsonl(tmp_path, vqa_rad_image):
         {"image": str(vqa_rad_image), "question": "Is there an infarct?", "answer": "yes", "answer_type": "CLOSED", "split": "train"},
         {"image": str(vqa_rad_image.parent / "synpic29265.jpg"), "question": "What organ?", "answer": "lungs", "answer_type": "OPEN", "split": "train"},
         {"image": str(vqa_rad_image), "question": "Is it normal?", "answer": "no", "answer_type": "CLOSED", "split": "test"},
-        {"image": str(vqa_rad_image), "question": "Which plane?", "answer": "axial", "answer_type": "OPEN", "split": "test"},
+        {"image": str(vqa_rad_image.parent / "synpic29265.jpg"), "question": "Which plane?", "answer": "axial", "answer_type": "OPEN", "split": "test"},
     ]
     path = tmp_path / "vqa.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -215,7 +215,9 @@ def test_cli_trains_evaluates_and_resumes(llava_dir, vqa_jsonl, tmp_path, capsys
     assert (run / "adapter" / "adapter_config.json").is_file()
     result = json.loads((run / "eval.json").read_text())
     assert result["closed_n"] == 1 and result["open_n"] == 1 and result["questions"] == 2
-    assert len((run / "predictions.jsonl").read_text().splitlines()) == 2
+    assert result["swapped_closed_accuracy"] is not None  # the closed question asked again about the other test image
+    assert result["majority_baseline"]["closed_n"] == 1  # each question once: swapped copies are no new questions
+    assert len((run / "predictions.jsonl").read_text().splitlines()) == 3
 
     assert main(args + ["--max_steps", "3"]) == 2
     assert "already holds a checkpoint" in capsys.readouterr().err

@@ -281,7 +281,8 @@ def evaluate(loaded: models.LoadedModel, eval_sets: dict[str, list[Example]], da
         if number == 0:  # the headline: the main source's scores at the top level, as before mixtures
             result |= scores
             if train_examples:
-                result["majority_baseline"] = metrics.majority_baseline(as_records(train_examples), records)
+                own_images = [r for r in records if not r["swapped_image"]]  # a baseline ignores images: score each question once
+                result["majority_baseline"] = metrics.majority_baseline(as_records(train_examples), own_images)
         else:
             result.setdefault("labels", {})[source] = scores
     with open(run / "predictions.jsonl", "w") as f:

@@ -48,6 +48,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--host", default=HOST, help=f"address to listen on (default: {HOST})")
     parser.add_argument("--port", type=port_number, default=PORT, help=f"default: {PORT}")
     parser.add_argument("--share", action="store_true", help="open a public Gradio share link (off by default)")
+    parser.add_argument(
+        "--reveal-model", action="store_true",
+        help="after each verdict, tell reviewers which model answered (never the run); default: only admins see it",
+    )
     return parser.parse_args(argv)
 
 
@@ -58,7 +62,7 @@ def main(argv=None) -> int:
 
     from medvlm.errors import UserFacingError
     from medvlm.host import ModelHost
-    from medvlm.ui.app import build_app, launch
+    from medvlm.ui.app import build_app, exposure_warning, launch
     from review.store import Store
 
     try:
@@ -72,8 +76,12 @@ def main(argv=None) -> int:
     )
     print(f"medvlm: loading {args.model} on {model_host.device}...", flush=True)
     model_host.start(args.model, adapter=args.adapter)  # logs why, if it falls back to the default model
+    demo = build_app(model_host, store, reveal_model=args.reveal_model)
+    warning = exposure_warning(args.host, args.share, demo.accounts)
+    if warning:
+        print(f"\n{'!' * 100}\nmedvlm: {warning}\n{'!' * 100}\n", file=sys.stderr, flush=True)
     try:
-        launch(build_app(model_host, store), args.host, args.port, args.share)
+        launch(demo, args.host, args.port, args.share, store)
     except OSError as e:
         print(f"medvlm: error: cannot serve on {args.host}:{args.port}: {e}", file=sys.stderr)
         return 1

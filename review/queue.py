@@ -24,8 +24,9 @@ def queue(store: Store, reviewer_id: int, run_id: int | None = None, answer_type
     return pending, len(rows) - len(pending)
 
 
-def model_of(store: Store, prediction_id: int) -> str:
-    """The model behind a prediction, revealed once the reviewer has given a verdict."""
+def model_of(store: Store, prediction_id: int, with_run: bool = False) -> str:
+    """The model behind a prediction, revealed once the reviewer has given a verdict; the run only to admins (a run
+    id names the model of every later answer filtered by it)."""
     model, adapter, run = store.query(
         "SELECT r.model, r.adapter, r.id FROM predictions p JOIN runs r ON r.id = p.run_id WHERE p.id = ?", [prediction_id])[0]
-    return f"{model}{' + ' + adapter.rsplit('/', 1)[-1] if adapter else ''} (run {run})"
+    return f"{model}{' + ' + adapter.rsplit('/', 1)[-1] if adapter else ''}{f' (run {run})' if with_run else ''}"

@@ -58,7 +58,11 @@ CREATE TABLE swapped_predictions (
     image_ref TEXT, answer TEXT NOT NULL, created TEXT NOT NULL, UNIQUE (run_id, item_id)
 );
 """
-MIGRATIONS = [_SCHEMA_1, _SCHEMA_2]  # append, never edit: MIGRATIONS[k] takes version k to k + 1
+# 3: roles. An admin sees every run's model and every reviewer's verdicts, and exports; a reviewer sees their own.
+_SCHEMA_3 = """
+ALTER TABLE reviewers ADD COLUMN admin INTEGER NOT NULL DEFAULT 0;
+"""
+MIGRATIONS = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3]  # append, never edit: MIGRATIONS[k] takes version k to k + 1
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -77,20 +81,35 @@ class Store:
         self.path = Path(path)
         if readonly and not self.path.is_file():
             raise UserFacingError(f"No review database at {self.path}.")
-        uri = f"file:{self.path}?mode=ro" if readonly else str(self.path)
+        self.readonly = readonly
+        conn = self._connect()
+        if not readonly:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: a crash loses no committed transaction
+        self.db = sqlite_utils.Database(conn)
+        # One connection writes for every thread of the app: a transaction must not interleave with another thread's.
+        self.lock = threading.RLock()
+        self._readers = threading.local()
+        self._all_readers = []
+        self.migrate()
+
+    def _connect(self) -> sqlite3.Connection:
+        uri = f"file:{self.path}?mode=ro" if self.readonly else str(self.path)
         try:
-            conn = sqlite3.connect(uri, uri=readonly, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(uri, uri=self.readonly, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA foreign_keys = ON")
-            if not readonly:
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: a crash loses no committed transaction
         except sqlite3.Error as e:
             raise UserFacingError(f"Cannot open the review database {self.path}: {e}.") from e
-        self.readonly = readonly
-        self.db = sqlite_utils.Database(conn)
-        # One connection serves every thread of the app: a transaction must not interleave with another thread's.
-        self.lock = threading.RLock()
-        self.migrate()
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read connection (autocommit: each statement sees every transaction committed before it)."""
+        conn = getattr(self._readers, "conn", None)
+        if conn is None:
+            conn = self._readers.conn = self._connect()
+            conn.execute("PRAGMA query_only = ON")
+            self._all_readers.append(conn)
+        return conn
 
     @property
     def version(self) -> int:
@@ -132,8 +151,10 @@ class Store:
                 raise
 
     def query(self, sql: str, params=()) -> list[tuple]:
-        with self.lock:
-            return self.db.execute(sql, list(params)).fetchall()
+        try:
+            return self._reader().execute(sql, list(params)).fetchall()
+        except sqlite3.OperationalError as e:
+            raise UserFacingError(f"Could not read the review database {self.path} ({e}).") from e
 
     def _write_problem(self, error: sqlite3.Error) -> str:
         text = str(error)
@@ -197,16 +218,19 @@ class Store:
 
     # --- reviewers and verdicts ----------------------------------------------------------------------------------------
 
-    def add_reviewer(self, name: str, password_hash: str) -> int:
+    def add_reviewer(self, name: str, password_hash: str, admin: bool = False) -> int:
         with self.write() as db:
             if db.execute("SELECT 1 FROM reviewers WHERE name = ?", [name]).fetchone():
                 raise UserFacingError(f"A reviewer named {name!r} already exists.")
-            return insert(db, "reviewers", {"name": name, "password_hash": password_hash, "created": now()})
+            return insert(db, "reviewers", {"name": name, "password_hash": password_hash, "created": now(), "admin": int(admin)})
 
     def reviewer(self, name: str) -> dict | None:
-        with self.lock:
-            rows = list(self.db["reviewers"].rows_where("name = ?", [name]))
-        return rows[0] if rows else None
+        fields = ("id", "name", "password_hash", "created", "admin")
+        rows = self.query(f"SELECT {', '.join(fields)} FROM reviewers WHERE name = ?", [name])
+        return dict(zip(fields, rows[0])) if rows else None
+
+    def has_reviewers(self) -> bool:
+        return bool(self.query("SELECT 1 FROM reviewers LIMIT 1"))
 
     def record_verdict(self, prediction_id: int, reviewer_id: int, verdict: str | None, note: str | None = None,
                        request_id: str | None = None) -> int:
@@ -265,5 +289,7 @@ class Store:
         return [dict(zip(names, row)) for row in self.query(sql)]
 
     def close(self) -> None:
+        for conn in self._all_readers:
+            conn.close()
         self.db.conn.close()
 

@@ -4,6 +4,7 @@ Network: the app runs with HTTP(S)_PROXY pointing at a trap on localhost that co
 telemetry or update-check call by a proxy-honouring client is caught; the page itself may load only the app's URL.
 """
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -62,12 +63,13 @@ def trap():
 
 
 REVIEWER, PASSWORD = "dr.ada", "correct horse"
+ADMIN, ADMIN_PASSWORD = "prof.lee", "admin password 1"
 
 
 @pytest.fixture(scope="module")
 def review_db(tmp_path_factory, vqa_rad_image):
     """A review database with one run of four answers about VQA-RAD images (three closed ones also asked about
-    another image, one a label question), and one reviewer account."""
+    another image, one a label question), a reviewer and an admin account: the app asks everyone to sign in."""
     from review import users
     from review.store import Store
 
@@ -83,6 +85,7 @@ def review_db(tmp_path_factory, vqa_rad_image):
         if swapped:  # asked about another image: 2 of 3 closed right about their own image, 0 about another
             store.add_swapped_prediction(run, item, "other.jpg", swapped)
     users.add(store, REVIEWER, PASSWORD)
+    users.add(store, ADMIN, ADMIN_PASSWORD, admin=True)
     store.close()
     return path
 
@@ -124,13 +127,26 @@ def browser():
         chromium.close()
 
 
-@pytest.fixture
-def page(browser, app_url):
+def sign_in(page, app_url, name=REVIEWER, password=PASSWORD):
+    """Gradio's login page, as a user fills it."""
+    page.goto(app_url)
+    page.locator("input[type=text]").fill(name)
+    page.locator("input[type=password]").fill(password)
+    page.get_by_role("button", name="Login").click()
+    page.wait_for_selector("#question textarea")
+
+
+def new_page(browser):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.requests = []
     page.on("request", lambda request: page.requests.append(request.url))
-    page.goto(app_url)
-    page.wait_for_selector("#question textarea")
+    return page
+
+
+@pytest.fixture
+def page(browser, app_url):
+    page = new_page(browser)
+    sign_in(page, app_url)
     yield page
     page.close()
 
@@ -291,45 +307,111 @@ def test_compare_tab_detector_beside_vlm_and_grounding(page, trap):
     page.wait_for_function("document.querySelector('#compare-status').innerText.includes('Type a question first')")
 
 
-def test_review_sign_in_grade_with_keys_undo_and_evaluation(page, review_db):
+def test_review_grade_with_keys_undo_blinded_and_evaluation_for_admins(page, browser, app_url, review_db):
     from review.store import Store
 
     def review_status():
         return page.locator("#review-status").inner_text()
 
-    total = Store(review_db, readonly=True).query("SELECT COUNT(*) FROM predictions")[0][0]  # 3, + chat answers sent
+    total = Store(review_db, readonly=True).query("SELECT COUNT(*) FROM predictions")[0][0]  # 4, + chat answers sent
     page.get_by_role("tab", name="Evaluation").click()
-    wait_text(page, "#eval-table", "medvlm-tiny")
-    before = page.locator("#eval-table").inner_text()
-    assert "image reliance" in before and "66.67" in before  # closed 66.67 % about their own image, 0 about others
-    wait_text(page, "#eval-tasks", "organ_yes_no")
+    wait_text(page, "#eval-notice", "Only admins")  # a reviewer sees no run, model or other reviewer
+    assert "medvlm-tiny" not in page.locator("body").inner_text()
     page.get_by_role("tab", name="Review").click()
-    assert not page.locator("#review-correct").is_visible()  # closed without an account
-    page.locator("#review-name textarea").fill(REVIEWER)
-    page.locator("#review-password input").fill("wrong password")
-    page.locator("#review-signin-button").click()
-    wait_text(page, "#review-status", "wrong password")
-    page.locator("#review-password input").fill(PASSWORD)
-    page.locator("#review-signin-button").click()
+    wait_text(page, "#review-who", f"Signed in as {REVIEWER} (reviewer)")
     wait_text(page, "#review-progress", f"0 / {total} graded")
+    assert not page.locator("#review-run").is_visible()  # no run filter: run ids name models
     assert "medvlm-tiny" not in page.locator("#review-panel").inner_text()  # blinded
 
     page.locator("body").click(position={"x": 5, "y": 5})  # focus outside the text fields
     page.keyboard.press("1")
     wait_text(page, "#review-progress", f"1 / {total} graded")
-    assert "medvlm-tiny" in review_status()  # revealed after the verdict
+    assert review_status().startswith("Saved correct") and "medvlm-tiny" not in review_status()  # still blinded
+    page.wait_for_timeout(400)  # a reviewer reads the next answer
     page.keyboard.press("3")
     wait_text(page, "#review-progress", f"2 / {total} graded")
     page.keyboard.press("u")
     wait_text(page, "#review-progress", f"1 / {total} graded")
+    page.wait_for_timeout(400)
     page.locator("#review-correct").dblclick()  # a double click stores one verdict
     wait_text(page, "#review-progress", f"2 / {total} graded")
 
+    # A second key 30 ms after the first grades nothing: its answer was never on screen when it was pressed.
+    page.wait_for_timeout(400)
+    page.keyboard.press("1")
+    page.wait_for_timeout(30)
+    page.keyboard.press("3")
+    wait_text(page, "#review-status", "Not saved")
+    wait_text(page, "#review-progress", f"3 / {total} graded")
+
+    # Keys typed in the note stay there; Escape leaves the field and the next key grades.
+    page.wait_for_timeout(400)
+    page.locator("#review-note textarea, #review-note input").first.fill("check left lobe")
+    page.locator("#review-note textarea, #review-note input").first.press("1")
+    assert page.locator("#review-note textarea, #review-note input").first.input_value() == "check left lobe1"
+    page.keyboard.press("Escape")
+    page.keyboard.press("2")
+    wait_text(page, "#review-progress", f"4 / {total} graded")
+
     store = Store(review_db, readonly=True)
     current = store.current_verdicts()
-    assert sorted(v["verdict"] for v in current) == ["correct", "correct"]
-    assert store.query("SELECT COUNT(*) FROM verdicts")[0][0] == 4  # correct, wrong, its undo, correct
+    assert sorted(v["verdict"] for v in current) == ["correct", "correct", "correct", "rephrased"]
+    assert [v["note"] for v in current if v["verdict"] == "rephrased"] == ["check left lobe1"]
+    assert store.query("SELECT COUNT(*) FROM verdicts")[0][0] == 6  # correct, wrong, its undo, correct, correct, rephrased
+    assert page.evaluate("localStorage.length") == 0  # no run history: no note or input kept in the browser
 
-    page.get_by_role("tab", name="Evaluation").click()
-    wait_text(page, "#eval-table", "-100.0")  # a physician accuracy interval appears: both graded answers right
-    assert "-100.0" not in before
+    admin = new_page(browser)
+    sign_in(admin, app_url, ADMIN, ADMIN_PASSWORD)
+    admin.get_by_role("tab", name="Evaluation").click()
+    wait_text(admin, "#eval-table", "medvlm-tiny")
+    table = admin.locator("#eval-table").inner_text()
+    assert "image reliance" in table and "66.67" in table  # closed 66.67 % about their own image, 0 about others
+    assert "-100.0" in table  # a physician accuracy interval: the three graded closed answers right
+    wait_text(admin, "#eval-tasks", "organ_yes_no")
+    admin.get_by_role("tab", name="Review").click()
+    wait_text(admin, "#review-who", f"Signed in as {ADMIN} (admin)")
+    assert admin.locator("#review-run").is_visible()
+    admin.close()
+
+    page.locator("#review-sign-out").click()
+    page.wait_for_selector("input[type=password]")  # back at the login page
+    page.goto(app_url)
+    page.wait_for_selector("input[type=password]")  # and the session is gone
+
+
+def test_user_and_model_text_shows_as_text(page):
+    """A question holding HTML and Markdown shows as typed: no image fetched, no element drawn over the page."""
+    hostile = ('Is it <b>bold</b>? ![x](http://10.9.9.9/md.png) <img src="http://10.9.9.9/y.png"> '
+               '<div id="cover" style="position:fixed;inset:0;background:red">cover</div> **stars**')
+    ask_and_watch(page, hostile)
+    assert page.locator('[data-testid="user"]').last.inner_text().strip() == hostile
+    assert page.locator("#chatbot img, #chatbot b, #chatbot strong, #cover").count() == 0
+    assert not [url for url in page.requests if "10.9.9.9" in url]
+
+
+def test_api_needs_an_account_and_a_verdict_names_its_answer(app_url, review_db):
+    """Through the API as a script would call it: no account, no app; a verdict for an answer not on screen, or sent
+    the instant it was shown, is refused; the evaluation and export are not endpoints at all."""
+    from gradio_client import Client
+
+    from review.store import Store
+
+    with pytest.raises(Exception):
+        Client(app_url, verbose=False)
+    client = Client(app_url, auth=(ADMIN, ADMIN_PASSWORD), verbose=False)
+    endpoints = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
+    assert "/grade_correct" in endpoints and not [e for e in endpoints if e.startswith(("/load", "/export", "/send"))]
+
+    def verdicts():
+        return Store(review_db, readonly=True).query("SELECT COUNT(*) FROM verdicts")[0][0]
+
+    before = verdicts()
+    shown = client.predict("all", "all", api_name="/open_review")
+    token = next(value for value in shown if isinstance(value, str) and re.fullmatch(r"\d+:\d+:\d+", value))  # the item
+    assert token and "Signed in as" in shown[0]
+    assert "Not saved" in client.predict(token, "", "all", "all", api_name="/grade_wrong")[-1]  # sent the instant it showed
+    time.sleep(0.4)  # read it
+    assert "Not saved" in client.predict("1:1:0", "", "all", "all", api_name="/grade_wrong")[-1]  # another answer's
+    assert verdicts() == before
+    assert client.predict(token, "", "all", "all", api_name="/grade_wrong")[-1].startswith("Saved **wrong**")
+    assert verdicts() == before + 1

@@ -1,5 +1,6 @@
 """The Gradio app: one Blocks with a tab per feature; each tab is built by its own module."""
 import gradio as gr
+from starlette.middleware import Middleware
 
 from medvlm.host import ModelHost
 from medvlm.settings import MAX_UPLOAD_BYTES
@@ -7,6 +8,7 @@ from medvlm.ui.chat_tab import build_chat_tab
 from medvlm.ui.compare_tab import build_compare_tab
 from medvlm.ui.evaluation_tab import build_evaluation_tab
 from medvlm.ui.review_tab import KEYBOARD_JS, build_review_tab
+from review import users
 from review.store import Store
 
 # System fonts only: the default theme would fetch Google Fonts, and the app makes no network call.
@@ -20,27 +22,46 @@ HEADER = (
 )
 
 
-def build_app(host: ModelHost, store: Store) -> gr.Blocks:
+def build_app(host: ModelHost, store: Store, reveal_model: bool = False) -> gr.Blocks:
+    """With review accounts in `store`, everyone signs in (launch() turns Gradio's login on); without, the app is a
+    one-person local tool and reviewing is off."""
+    accounts = store.has_reviewers()
     # Uploads and previews live only in Gradio's temporary folder, and are deleted after an hour.
     with gr.Blocks(title="medvlm", delete_cache=(600, 3600)) as demo:
         gr.Markdown(HEADER)
         with gr.Tab("Chat"):
-            build_chat_tab(host, store)
+            build_chat_tab(host, store, accounts)
         with gr.Tab("Compare"):
             build_compare_tab(host)
         with gr.Tab("Review"):
-            build_review_tab(store)
+            build_review_tab(demo, store, accounts, reveal_model)
         with gr.Tab("Evaluation") as evaluation:
-            build_evaluation_tab(store, evaluation)
+            build_evaluation_tab(store, evaluation, accounts)
+    demo.accounts = accounts
     return demo
 
 
-def launch(demo: gr.Blocks, host: str, port: int, share: bool = False) -> None:
+def exposure_warning(host: str, share: bool, accounts: bool) -> str | None:
+    """A loud line when the app listens beyond this machine and no one has to sign in."""
+    if accounts or not (share or host not in ("127.0.0.1", "localhost", "::1")):
+        return None
+    where = "a public share link" if share else f"{host} (other machines)"
+    return (f"WARNING: serving on {where} with no review accounts: anyone who reaches it can chat, see every run and "
+            "its scores, and export the review data. Add an account first: python -m review.users add NAME --admin")
+
+
+def launch(demo: gr.Blocks, host: str, port: int, share: bool = False, store: Store | None = None) -> None:
     demo.queue(default_concurrency_limit=1)  # one generation at a time: the model is shared by every session
     demo.launch(
         server_name=host,
         server_port=port,
         share=share,
+        # Gradio's login page and session cookie: a password never passes through an event, a log or the run history.
+        auth=users.Authenticator(store) if store is not None and demo.accounts else None,
+        auth_message="medvlm: sign in with your review account.",
+        app_kwargs={"middleware": [Middleware(users.ClientAddress)]},  # the client address, for the sign-in brake
+        run_history=False,  # it would keep every input (notes, questions) in the browser's storage
+        footer_links=["api", "settings"],
         theme=THEME,
         js=KEYBOARD_JS,
         ssr_mode=False,  # server-side rendering needs Node and a second server

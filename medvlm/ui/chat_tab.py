@@ -10,7 +10,8 @@ from medvlm.errors import UserFacingError
 from medvlm.host import ModelHost
 from medvlm.images import load_image
 from medvlm.settings import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE, MAX_NEW_TOKENS_LIMIT
-from review import chat_answers
+from medvlm.ui.text import html_text, markdown_text
+from review import chat_answers, users
 from review.store import Store
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ class Conversation:
 
 
 def warning(message: str) -> str:
-    return f"⚠️ {message}"
+    return f"⚠️ {markdown_text(message)}"
 
 
 def on_upload(path, conversation: Conversation):
@@ -36,7 +37,7 @@ def on_upload(path, conversation: Conversation):
     except UserFacingError as e:
         return None, gr.skip(), conversation, warning(str(e))
     name = path.rsplit("/", 1)[-1]
-    status = f"Loaded {name} ({image.width}×{image.height}). Ask a question; follow-ups keep this image."
+    status = f"Loaded {markdown_text(name)} ({image.width}×{image.height}). Ask a question; follow-ups keep this image."
     return image, [], Conversation(image=image, image_name=name), status
 
 
@@ -44,7 +45,7 @@ def on_remove_image():
     return None, [], Conversation(), "Image removed: new conversation; questions are now text-only."
 
 
-def build_chat_tab(host: ModelHost, store: Store) -> None:
+def build_chat_tab(host: ModelHost, store: Store, accounts: bool) -> None:
     conversation = gr.State(Conversation())
     with gr.Row():
         with gr.Column(scale=1):
@@ -59,7 +60,8 @@ def build_chat_tab(host: ModelHost, store: Store) -> None:
                     1, MAX_NEW_TOKENS_LIMIT, value=DEFAULT_MAX_NEW_TOKENS, step=1, label="Max new tokens"
                 )
         with gr.Column(scale=2):
-            chatbot = gr.Chatbot(label="Conversation", height=420, elem_id="chatbot")
+            # Questions and answers are text: no Markdown, no HTML (a message must not draw a form or fetch an image).
+            chatbot = gr.Chatbot(label="Conversation", height=420, elem_id="chatbot", render_markdown=False, allow_tags=False)
             question = gr.Textbox(
                 placeholder="Ask about the image (or ask without one) and press Enter", show_label=False,
                 elem_id="question", lines=1, max_lines=6, submit_btn=False,
@@ -81,13 +83,13 @@ def build_chat_tab(host: ModelHost, store: Store) -> None:
         except UserFacingError as e:
             yield messages, conv, gr.skip(), warning(str(e))
             return
-        messages += [{"role": "user", "content": text}, {"role": "assistant", "content": ""}]
+        messages += [{"role": "user", "content": html_text(text)}, {"role": "assistant", "content": ""}]
         yield messages, conv, "", f"{host.current_name} is answering…"
         answer = ""
         try:
             with host.lock:
                 for answer in stream_reply(host.current, list(conv.turns), text, conv.image, settings):
-                    messages[-1] = {"role": "assistant", "content": answer}
+                    messages[-1] = {"role": "assistant", "content": html_text(answer)}
                     yield messages, conv, gr.skip(), gr.skip()
         except UserFacingError as e:
             yield messages[:-2], conv, text, warning(str(e))
@@ -97,7 +99,7 @@ def build_chat_tab(host: ModelHost, store: Store) -> None:
             yield messages[:-2], conv, text, warning(f"Generation failed ({type(e).__name__}). Try again or pick another model.")
             return
         answer = answer or "(no answer)"
-        messages[-1] = {"role": "assistant", "content": answer}
+        messages[-1] = {"role": "assistant", "content": html_text(answer)}
         yield messages, replace(conv, turns=conv.turns + ((text, answer),)), gr.skip(), ""
 
     def switch_model(name):
@@ -113,7 +115,12 @@ def build_chat_tab(host: ModelHost, store: Store) -> None:
     def clear_all():
         return None, None, [], Conversation(), "", ""
 
-    def send_to_review(conv: Conversation):
+    def send_to_review(conv: Conversation, request: gr.Request):
+        # Only a signed-in account puts text in front of reviewers.
+        if not accounts:
+            return warning("Reviewing is off: it needs accounts (python -m review.users add NAME), then a restart.")
+        if users.role(store, getattr(request, "username", None)) is None:
+            return warning("Sign in to send answers to review.")
         if not conv.turns:
             return warning("Ask a question first: there is no answer to send.")
         question, answer = conv.turns[-1]
@@ -131,5 +138,5 @@ def build_chat_tab(host: ModelHost, store: Store) -> None:
     ask.click(respond, ask_inputs, ask_outputs, concurrency_id="model")
     question.submit(respond, ask_inputs, ask_outputs, concurrency_id="model")
     picker.change(switch_model, [picker], [picker, model_info, status], concurrency_id="model")
-    send.click(send_to_review, [conversation], [status])
+    send.click(send_to_review, [conversation], [status], api_visibility="private")
     clear.click(clear_all, None, [upload, preview, chatbot, conversation, question, status])

@@ -13,6 +13,7 @@ from medvlm.detect import draw
 from medvlm.errors import UserFacingError
 from medvlm.host import ModelHost
 from medvlm.images import load_image
+from medvlm.ui.text import markdown_text
 
 log = logging.getLogger(__name__)
 TABLE_HEADERS = ["class", "confidence", "x1", "y1", "x2", "y2"]
@@ -50,7 +51,7 @@ def build_compare_tab(host: ModelHost) -> None:
             if host.current is None:
                 raise UserFacingError("No model is loaded: pick one in the Chat tab.")
         except UserFacingError as e:
-            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), f"⚠️ {e}"
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), f"⚠️ {markdown_text(str(e))}"
             return
         events: queue.Queue = queue.Queue()
 
@@ -87,10 +88,10 @@ def build_compare_tab(host: ModelHost) -> None:
             detector_done |= kind in ("detections", "detector_failed")
             vlm_done |= kind in ("answered", "vlm_failed")
             if kind == "answer":
-                yield value, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                yield markdown_text(value), gr.skip(), gr.skip(), gr.skip(), gr.skip()
             elif kind == "answered":
                 final_answer = value
-                yield value, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                yield markdown_text(value), gr.skip(), gr.skip(), gr.skip(), gr.skip()
             elif kind == "detections":
                 detections = value
                 if use_findings:
@@ -104,6 +105,6 @@ def build_compare_tab(host: ModelHost) -> None:
                 problems.append(f"VLM: {value}")
         line = f"**Agreement:** {agreement(detections, final_answer)}" if detections is not None and final_answer is not None else ""
         grounding = " The VLM was given the detector's findings." if use_findings and detections is not None else ""
-        yield gr.skip(), gr.skip(), gr.skip(), line, ("⚠️ " + " ".join(problems)) if problems else f"Done.{grounding}"
+        yield gr.skip(), gr.skip(), gr.skip(), line, ("⚠️ " + markdown_text(" ".join(problems))) if problems else f"Done.{grounding}"
 
     run.click(compare, [upload, question, grounded], [answer, boxes, table, verdict, status], concurrency_id="model")

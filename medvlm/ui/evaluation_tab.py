@@ -1,12 +1,14 @@
 """The Evaluation tab: every run's automatic scores beside the physicians' verdicts (review.report), plots, and
-the export of predictions and verdicts."""
+the export of predictions and verdicts. With accounts, only admins see it: it names every run's model and holds
+every reviewer's verdicts and notes."""
+import shutil
 import tempfile
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
-from review import report
+from review import report, users
 from review.store import Store
 
 COLUMNS = {
@@ -23,7 +25,8 @@ TASK_COLUMNS = {"run": "run", "model": "model", "task": "task", "questions": "n"
 TYPES = {"all": None, "closed": "CLOSED", "open": "OPEN"}
 
 
-def build_evaluation_tab(store: Store, tab: gr.Tab) -> None:
+def build_evaluation_tab(store: Store, tab: gr.Tab, accounts: bool) -> None:
+    notice = gr.Markdown(elem_id="eval-notice")
     with gr.Row():
         kind = gr.Radio(list(TYPES), value="all", label="Questions", elem_id="eval-type")
         refresh = gr.Button("Refresh", elem_id="eval-refresh")
@@ -42,7 +45,17 @@ def build_evaluation_tab(store: Store, tab: gr.Tab) -> None:
         mix_plot = gr.BarPlot(x="run", y="verdicts", color="verdict", title="Verdict mix", elem_id="eval-mix")
     files = gr.File(label="Exports", file_count="multiple", interactive=False, elem_id="eval-files")
 
-    def load(choice):
+    def allowed(request: gr.Request) -> bool:
+        """No accounts: a one-person local app, all its own. Accounts: admins only."""
+        if not accounts:
+            return True
+        account = users.role(store, getattr(request, "username", None))
+        return bool(account and account["admin"])
+
+    def load(choice, request: gr.Request):
+        if not allowed(request):
+            empty = pd.DataFrame()
+            return "Only admins see the evaluation: it names every run's model and holds every reviewer's verdicts.", empty, empty, empty, empty
         rows = report.run_rows(store, TYPES[choice])
         frame = pd.DataFrame([{COLUMNS[k]: (f"{v[0]}-{v[1]}" if isinstance(v, tuple) else v) for k, v in row.items() if k in COLUMNS}
                               for row in rows], columns=list(COLUMNS.values()))
@@ -55,14 +68,23 @@ def build_evaluation_tab(store: Store, tab: gr.Tab) -> None:
                            columns=["run", "verdict", "verdicts"])
         per_task = pd.DataFrame([{TASK_COLUMNS[k]: v for k, v in row.items()} for row in report.task_rows(store)],
                                 columns=list(TASK_COLUMNS.values()))
-        return frame, per_task, accuracy, mix
+        return "", frame, per_task, accuracy, mix
 
-    def export_all():
+    def export_all(request: gr.Request):
+        """Written to a private (0700) temporary folder; Gradio copies the files it serves, and the folder goes at once."""
+        if not allowed(request):
+            return None, "Only admins may export.", None
         folder = Path(tempfile.mkdtemp(prefix="medvlm-export-"))
-        return [str(p) for p in report.export(store, folder)]
+        return [str(p) for p in report.export(store, folder)], "", str(folder)
 
-    outputs = [table, tasks, accuracy_plot, mix_plot]
-    refresh.click(load, [kind], outputs)
-    kind.change(load, [kind], outputs)
-    tab.select(load, [kind], outputs)  # fresh numbers every time the tab is opened
-    export.click(export_all, None, [files])
+    def remove(folder):
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    outputs = [notice, table, tasks, accuracy_plot, mix_plot]
+    refresh.click(load, [kind], outputs, api_visibility="private")
+    kind.change(load, [kind], outputs, api_visibility="private")
+    tab.select(load, [kind], outputs, api_visibility="private")  # fresh numbers every time the tab is opened
+    export_folder = gr.State(None)
+    export.click(export_all, None, [files, notice, export_folder], api_visibility="private").then(
+        remove, [export_folder], None, api_visibility="private")

@@ -1,9 +1,16 @@
-"""The Review tab: reviewers sign in, then grade model answers one at a time, blinded to the model.
+"""The Review tab: signed-in reviewers grade model answers one at a time, blinded to the model.
 
-Keys (outside text boxes): 1 correct, 2 rephrased, 3 wrong, U undo the last verdict, S skip. Each verdict is stored
-at once (review.store); a double click or a resubmitted request is stored once.
+Who grades is the app's signed-in account (Gradio's login page, a session cookie: the password never passes through an
+event). Keys (outside text boxes; Escape leaves one): 1 correct, 2 rephrased, 3 wrong, U undo the last verdict, S skip.
+Each verdict names the answer it is for (the one on screen): a verdict for an answer no longer shown (a stale API
+call, a second key press sent before the next answer arrived) is refused, and so is one that comes within MIN_DWELL_S
+of its answer being sent (a second key press that arrived just after it: nobody read that answer). A double click or a resubmitted request is stored once. Reviewers see no run
+and no model; admins may filter by run, and see the model once they have graded.
 """
 import logging
+import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -16,15 +23,20 @@ from review.store import Store
 
 log = logging.getLogger(__name__)
 ALL = "all"
+MIN_DWELL_S = 0.3
+NO_ACCOUNTS = ("Reviewing needs accounts: `python -m review.users add NAME` (`--admin` for one who may see models and "
+               "export), then restart the app. Everyone then signs in.")
 
-# Loaded with the page (launch(js=...)): the shortcuts click the tab's buttons, never while typing in a field.
+# Loaded with the page (launch(js=...)): the shortcuts click the tab's buttons, never while typing in a field; Escape
+# leaves the field, so the next key grades.
 KEYBOARD_JS = """
 () => {
   const keys = {"1": "review-correct", "2": "review-rephrased", "3": "review-wrong", "u": "review-undo", "s": "review-skip"};
   document.addEventListener("keydown", (event) => {
     const target = event.target;
     if (event.ctrlKey || event.metaKey || event.altKey) return;
-    if (target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA" || target.isContentEditable)) return;
+    const typing = target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA" || target.isContentEditable);
+    if (typing) { if (event.key === "Escape") target.blur(); return; }
     const id = keys[event.key.toLowerCase()];
     const button = id && document.getElementById(id);
     if (button && button.offsetParent !== null) { event.preventDefault(); button.click(); }
@@ -35,35 +47,60 @@ KEYBOARD_JS = """
 
 @dataclass(frozen=True)
 class Session:
-    """One browser's review session: who signed in, the prediction on screen, what was skipped."""
+    """One browser's review session: the prediction on screen and what was skipped. Who is signed in is read from
+    each request, never kept here."""
 
-    reviewer_id: int | None = None
-    reviewer: str = ""
     shown: int | None = None  # prediction id on screen
-    shown_token: str = ""  # identifies this showing: a double click sends the same token, stored once
+    shown_token: str = ""  # names this showing: the verdict must carry it; a double click sends it twice, stored once
+    shown_at: float = 0.0  # time.monotonic() when it was sent to the page
     skipped: tuple = field(default_factory=tuple)
 
 
-def build_review_tab(store: Store) -> None:
-    session = gr.State(Session())
-    with gr.Column(visible=True, elem_id="review-signin") as signin_box:
-        gr.Markdown("Sign in to grade answers. Accounts: `python -m review.users add NAME`.")
-        with gr.Row():
-            name = gr.Textbox(label="Reviewer", elem_id="review-name")
-            password = gr.Textbox(label="Password", type="password", elem_id="review-password")
-        signin = gr.Button("Sign in", variant="primary", elem_id="review-signin-button")
+class Sessions:
+    """Each browser session's Session, kept on the server and changed under that session's lock: two events of one
+    session (two keys pressed at once) run one after the other and each sees what the other left."""
+
+    def __init__(self):
+        self.by_key, self.locks, self.guard = {}, {}, threading.Lock()
+
+    @contextmanager
+    def hold(self, request: gr.Request):
+        key = getattr(request, "session_hash", None) or ""
+        with self.guard:
+            lock = self.locks.setdefault(key, threading.Lock())
+        with lock:
+            box = {"session": self.by_key.get(key, Session())}
+            yield box
+            self.by_key[key] = box["session"]
+
+    def forget(self, request: gr.Request) -> None:
+        key = getattr(request, "session_hash", None) or ""
+        with self.guard:
+            self.by_key.pop(key, None)
+            self.locks.pop(key, None)
+
+
+def build_review_tab(demo: gr.Blocks, store: Store, accounts: bool, reveal_model: bool = False) -> None:
+    """`accounts`: the app asks for sign-in. `reveal_model`: after each verdict, tell any reviewer which model answered
+    (never the run); otherwise only admins see it, and reviewers learn it from the study's report."""
+    sessions = Sessions()
+    with gr.Row():
+        who = gr.Markdown(elem_id="review-who")
+        sign_out = gr.Button("Sign out", link="/logout", visible=False, size="sm", scale=0, elem_id="review-sign-out")
     with gr.Column(visible=False, elem_id="review-panel") as panel:
         with gr.Row():
-            run_filter = gr.Dropdown(choices=[ALL], value=ALL, label="Run", elem_id="review-run")
+            run_filter = gr.Dropdown(choices=[ALL], value=ALL, label="Run", visible=False, elem_id="review-run")
             type_filter = gr.Dropdown(choices=[ALL, "CLOSED", "OPEN"], value=ALL, label="Question type", elem_id="review-type")
             progress = gr.Markdown(elem_id="review-progress")
         with gr.Row():
             image = gr.Image(type="pil", interactive=False, show_label=False, height=320, elem_id="review-image")
             with gr.Column():
-                question = gr.Markdown(elem_id="review-question")
-                reference = gr.Markdown(elem_id="review-reference")
-                answer = gr.Markdown(elem_id="review-answer")
-                note = gr.Textbox(label="Note (optional)", lines=1, elem_id="review-note")
+                # Text boxes, not Markdown: questions and answers come from users and models, and are shown as text.
+                question = gr.Textbox(label="Question", interactive=False, elem_id="review-question")
+                reference = gr.Textbox(label="Reference answer", interactive=False, elem_id="review-reference")
+                answer = gr.Textbox(label="Model answer", interactive=False, elem_id="review-answer")
+                note = gr.Textbox(label="Note (optional; Escape leaves the field)", lines=1, elem_id="review-note")
+                item = gr.Textbox(visible=False, elem_id="review-item")  # the showing a verdict is for
                 with gr.Row():
                     correct = gr.Button("1 · Correct", variant="primary", elem_id="review-correct")
                     rephrased = gr.Button("2 · Rephrased", elem_id="review-rephrased")
@@ -73,83 +110,113 @@ def build_review_tab(store: Store) -> None:
                     skip = gr.Button("S · Skip", elem_id="review-skip")
     status = gr.Markdown(elem_id="review-status")
 
-    screen = [session, image, question, reference, answer, note, progress]
+    screen = [image, question, reference, answer, note, item, progress]
+    outputs = screen + [status]
+    unchanged = (gr.skip(),) * len(screen)
 
-    def run_choices():
-        return [ALL] + [str(row[0]) for row in store.query("SELECT id FROM runs ORDER BY id")]
-
-    def show_next(s: Session, run, kind, message: str = "", first: int | None = None):
-        """-> session, image, question, reference, answer, note, progress, status. `first`: show it if pending."""
-        pending, graded = queue.queue(store, s.reviewer_id, None if run == ALL else int(run), None if kind == ALL else kind)
+    def show_next(box: dict, account: dict, run, kind, message: str = "", first: int | None = None):
+        """Put the next answer in box["session"] -> image, question, reference, answer, note, item, progress, status.
+        `first`: show it if pending."""
+        s = box["session"]
+        run_id = int(run) if account["admin"] and run not in (None, ALL) else None
+        pending, graded = queue.queue(store, account["id"], run_id, None if kind == ALL else kind)
         total = graded + len(pending)
         fresh = [p for p in pending if p["prediction_id"] not in s.skipped] or pending  # skipped ones come back last
         fresh.sort(key=lambda p: p["prediction_id"] != first)
         counts = f"**{graded} / {total} graded**" + (f" · {len(s.skipped)} skipped" if s.skipped else "")
         if not fresh:
-            return (replace(s, shown=None), None, "Nothing left to grade with these filters.", "", "", "", counts, message)
-        item = fresh[0]
+            box["session"] = replace(s, shown=None, shown_token="")
+            return None, "Nothing left to grade with these filters.", "", "", "", "", counts, message
+        row = fresh[0]
         picture = None
-        if item["image_ref"] and Path(item["image_ref"]).is_file():
+        if row["image_ref"] and Path(row["image_ref"]).is_file():
             try:
-                picture = load_image(item["image_ref"])
-            except UserFacingError as e:
-                message = f"{message} ⚠️ {e}".strip()
-        token = f"{s.reviewer_id}:{item['prediction_id']}:{len(store.history(item['prediction_id'], s.reviewer_id))}"
-        return (
-            replace(s, shown=item["prediction_id"], shown_token=token), picture,
-            f"**Question** ({item['answer_type'].lower()}): {item['question']}",
-            f"**Reference answer:** {item['reference'] or '(none: a chat answer)'}",
-            f"**Model answer:** {item['answer'] or '(empty)'}", "", counts, message,
-        )
+                picture = load_image(row["image_ref"])
+            except UserFacingError:
+                message = f"{message} ⚠️ This answer's image cannot be read.".strip()
+        token = f"{account['id']}:{row['prediction_id']}:{len(store.history(row['prediction_id'], account['id']))}"
+        box["session"] = replace(s, shown=row["prediction_id"], shown_token=token, shown_at=time.monotonic())
+        return (picture, f"({row['answer_type'].lower()}) {row['question']}", row["reference"] or "(none: a chat answer)",
+                row["answer"] or "(empty)", "", token, counts, message)
 
-    def sign_in(user, secret, run, kind):
-        try:
-            reviewer = users.sign_in(store, user, secret)
-        except UserFacingError as e:
-            return (Session(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), f"⚠️ {e}",
-                    gr.update(visible=True), gr.update(visible=False), "", gr.skip())
-        shown = show_next(Session(reviewer_id=reviewer["id"], reviewer=reviewer["name"]), run, kind, f"Signed in as {reviewer['name']}.")
-        return (*shown, gr.update(visible=False), gr.update(visible=True), "", gr.update(choices=run_choices()))
+    def signed_in(request: gr.Request) -> dict | None:
+        return users.role(store, getattr(request, "username", None)) if accounts else None
+
+    def open_tab(run, kind, request: gr.Request):
+        """On page load: who is signed in, their panel and first answer; -> who, panel, run filter, *screen, status."""
+        account = signed_in(request)
+        if account is None:
+            return (NO_ACCOUNTS if not accounts else "Sign in to grade.", gr.update(visible=False), gr.update(visible=False),
+                    gr.update(visible=False), *unchanged, "")
+        role = "admin" if account["admin"] else "reviewer"
+        runs = [ALL] + [str(r[0]) for r in store.query("SELECT id FROM runs ORDER BY id")] if account["admin"] else [ALL]
+        with sessions.hold(request) as box:
+            box["session"] = Session()
+            shown = show_next(box, account, run, kind)
+        return (f"Signed in as **{account['name']}** ({role}).", gr.update(visible=True), gr.update(visible=True),
+                gr.update(visible=account["admin"], choices=runs), *shown)
 
     def grade(verdict):
-        def handler(s: Session, text_note, run, kind):
-            if s.reviewer_id is None:
-                return (s, *[gr.skip()] * 6, "⚠️ Sign in first.")
-            if s.shown is None:
-                return show_next(s, run, kind, "Nothing to grade.")
-            try:
-                store.record_verdict(s.shown, s.reviewer_id, verdict, note=text_note, request_id=f"{s.shown_token}:{verdict}")
-            except UserFacingError as e:
-                return (s, *[gr.skip()] * 6, f"⚠️ {e}")
-            revealed = f"Saved **{verdict}** for an answer by {queue.model_of(store, s.shown)}."
-            return show_next(replace(s, skipped=tuple(p for p in s.skipped if p != s.shown)), run, kind, revealed)
+        def handler(on_screen, text_note, run, kind, request: gr.Request):
+            account = signed_in(request)
+            if account is None:
+                return (*unchanged, "⚠️ Sign in first.")
+            with sessions.hold(request) as box:
+                s = box["session"]
+                if s.shown is None or not on_screen:
+                    return show_next(box, account, run, kind, "Nothing to grade.")
+                if on_screen != s.shown_token or time.monotonic() - s.shown_at < MIN_DWELL_S:
+                    return (*unchanged, "⚠️ Not saved: that verdict was for an answer no longer on screen.")
+                try:
+                    store.record_verdict(s.shown, account["id"], verdict, note=text_note, request_id=f"{s.shown_token}:{verdict}")
+                except UserFacingError as e:
+                    return (*unchanged, f"⚠️ {e}")
+                saved = f"Saved **{verdict}**."
+                if account["admin"] or reveal_model:
+                    saved = f"Saved **{verdict}** for an answer by {queue.model_of(store, s.shown, with_run=account['admin'])}."
+                box["session"] = replace(s, skipped=tuple(p for p in s.skipped if p != s.shown))
+                return show_next(box, account, run, kind, saved)
 
         return handler
 
-    def undo_last(s: Session, run, kind):
-        if s.reviewer_id is None:
-            return (s, *[gr.skip()] * 6, "⚠️ Sign in first.")
-        try:
-            prediction = store.undo_last(s.reviewer_id)
-        except UserFacingError as e:
-            return (s, *[gr.skip()] * 6, f"⚠️ {e}")
-        if prediction is None:
-            return show_next(s, run, kind, "Nothing to undo.")
-        return show_next(replace(s, skipped=tuple(p for p in s.skipped if p != prediction)), run, kind,
-                         "Undone: grade this answer again.", first=prediction)
+    def undo_last(run, kind, request: gr.Request):
+        account = signed_in(request)
+        if account is None:
+            return (*unchanged, "⚠️ Sign in first.")
+        with sessions.hold(request) as box:
+            try:
+                prediction = store.undo_last(account["id"])
+            except UserFacingError as e:
+                return (*unchanged, f"⚠️ {e}")
+            if prediction is None:
+                return show_next(box, account, run, kind, "Nothing to undo.")
+            box["session"] = replace(box["session"], skipped=tuple(p for p in box["session"].skipped if p != prediction))
+            return show_next(box, account, run, kind, "Undone: grade this answer again.", first=prediction)
 
-    def skip_current(s: Session, run, kind):
-        if s.reviewer_id is None or s.shown is None:
-            return (s, *[gr.skip()] * 6, gr.skip())
-        return show_next(replace(s, skipped=s.skipped + (s.shown,)), run, kind, "Skipped.")
+    def skip_current(run, kind, request: gr.Request):
+        account = signed_in(request)
+        if account is None:
+            return (*unchanged, gr.skip())
+        with sessions.hold(request) as box:
+            if box["session"].shown is None:
+                return (*unchanged, gr.skip())
+            box["session"] = replace(box["session"], skipped=box["session"].skipped + (box["session"].shown,))
+            return show_next(box, account, run, kind, "Skipped.")
 
-    outputs = screen + [status]
-    signin.click(sign_in, [name, password, run_filter, type_filter], outputs + [signin_box, panel, password, run_filter])
-    password.submit(sign_in, [name, password, run_filter, type_filter], outputs + [signin_box, panel, password, run_filter])
+    def refilter(run, kind, request: gr.Request):
+        account = signed_in(request)
+        if account is None:
+            return (*unchanged, gr.skip())
+        with sessions.hold(request) as box:
+            return show_next(box, account, run, kind)
+
+    filters = [run_filter, type_filter]
+    # Verdicts run beside other sessions' (the store serialises writes); one session's events queue on its own lock.
     for button, verdict in ((correct, "correct"), (rephrased, "rephrased"), (wrong, "wrong")):
-        button.click(grade(verdict), [session, note, run_filter, type_filter], outputs)
-    undo.click(undo_last, [session, run_filter, type_filter], outputs)
-    skip.click(skip_current, [session, run_filter, type_filter], outputs)
-    for dropdown in (run_filter, type_filter):
-        dropdown.change(lambda s, run, kind: show_next(s, run, kind) if s.reviewer_id else (s, *[gr.skip()] * 7),
-                        [session, run_filter, type_filter], outputs)
+        button.click(grade(verdict), [item, note] + filters, outputs, api_name=f"grade_{verdict}", concurrency_limit=None)
+    undo.click(undo_last, filters, outputs, api_name="undo", concurrency_limit=None)
+    skip.click(skip_current, filters, outputs, api_name="skip", concurrency_limit=None)
+    for dropdown in filters:
+        dropdown.change(refilter, filters, outputs, api_visibility="private", concurrency_limit=None)
+    demo.load(open_tab, filters, [who, sign_out, panel, run_filter] + outputs, api_name="open_review", concurrency_limit=None)
+    demo.unload(sessions.forget)

@@ -2,6 +2,7 @@
 in original pixels for any input format, drawing, and the VLM-versus-detector agreement logic."""
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -197,3 +198,19 @@ def test_bad_uploads_keep_their_one_line_errors_once_the_detector_is_loaded(dete
     text.write_text("not an image")
     with pytest.raises(UserFacingError, match="not a PNG, JPEG or DICOM image"):
         load_image(text)
+
+
+def test_one_folder_for_train_and_val_is_copied_once(tmp_path):
+    """A quick check names the same folder twice; it used to die with FileExistsError while copying."""
+    import yaml
+
+    from train.yolo import copy_dataset
+
+    spec = yaml.safe_load((BRAIN / "data.yaml").read_text())
+    spec.update(path=str(BRAIN), train="images/val", val="images/val")
+    data = tmp_path / "same.yaml"
+    data.write_text(yaml.safe_dump(spec))
+    local = yaml.safe_load(copy_dataset(data, tmp_path / "run").read_text())
+    copied = Path(local["path"])
+    assert len(list((copied / "images" / "val").iterdir())) == len(list((BRAIN / "images" / "val").iterdir()))
+    assert (copied / "labels" / "val").is_dir() and not (copied / "images" / "train").exists()

@@ -66,6 +66,7 @@ def copy_dataset(data_yaml: Path, work: Path) -> Path:
     copy = work / "dataset"
     if copy.exists():
         shutil.rmtree(copy)
+    copied = set()  # a quick check often names one folder for train and val: copy it once
     for split in ("train", "val", "test"):
         if split not in spec:
             continue
@@ -74,8 +75,9 @@ def copy_dataset(data_yaml: Path, work: Path) -> Path:
             source = root / relative
             if kind == "images" and not source.is_dir():
                 raise UserFacingError(f"The {split} images folder {source} does not exist.")
-            if source.is_dir():
+            if source.is_dir() and relative not in copied:
                 shutil.copytree(source, copy / relative)
+                copied.add(relative)
     spec["path"] = str(copy.resolve())
     local = work / "data.yaml"
     local.write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -148,6 +150,9 @@ def main(argv=None) -> int:
         result = validate(weights, data, args, run)
     except UserFacingError as e:
         print(f"train.yolo: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a disk, permission or file problem: one line, not a traceback
+        print(f"train.yolo: error: {e.strerror or e} ({Path(e.filename).name if e.filename else 'no file named'}).", file=sys.stderr)
         return 2
     print_table(result)
     return 0

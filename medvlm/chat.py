@@ -36,8 +36,12 @@ class GenerationSettings:
         return self
 
 
+# Control characters other than tab and newline (NUL and friends) are dropped: they carry nothing a reader sees.
+_INVISIBLE = {c: None for c in range(32) if chr(c) not in "\t\n"} | {0x7F: None}
+
+
 def check_question(question: str | None) -> str:
-    question = (question or "").strip()
+    question = (question or "").translate(_INVISIBLE).strip()
     if not question:
         raise UserFacingError("Type a question first.")
     if len(question) > MAX_QUESTION_CHARS:
@@ -45,13 +49,24 @@ def check_question(question: str | None) -> str:
     return question
 
 
+def defuse_special_tokens(text: str, tokenizer) -> str:
+    """User text that spells a special token ("<image>", "<|im_end|>", "</s>") stays text: a zero-width space after
+    its first character keeps the tokenizer from reading it as the token (an image slot, an end of turn)."""
+    for token in sorted(set(getattr(tokenizer, "added_tokens_encoder", {})) | set(tokenizer.all_special_tokens), key=len, reverse=True):
+        if len(token) > 1 and token in text:
+            text = text.replace(token, token[0] + "\u200b" + token[1:])
+    return text
+
+
 def encode_to_fit(loaded: LoadedModel, history: list[Turn], question: str, image: Image.Image | None, max_new_tokens: int):
     """Processor inputs for history + question, dropping the oldest turns until prompt + answer fit the context.
 
-    The image stays with the earliest turn kept. A question that does not fit even alone is refused.
+    The image stays with the earliest turn kept. A question that does not fit even alone is refused. Special tokens
+    spelt out in the questions or answers stay text.
     """
     context = loaded.family.context_length(loaded.model)
-    turns = list(history) + [(question, None)]
+    tokenizer = loaded.tokenizer
+    turns = [(defuse_special_tokens(q, tokenizer), a and defuse_special_tokens(a, tokenizer)) for q, a in list(history) + [(question, None)]]
     while True:
         inputs = loaded.family.encode(loaded.processor, turns, image)
         prompt_tokens = inputs["input_ids"].shape[1]

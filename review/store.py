@@ -133,7 +133,7 @@ class Store:
     def write(self):
         """One write transaction, holding the write lock from its start; a clear error when the file can't be written."""
         if self.readonly:
-            raise UserFacingError(f"The review database {self.path} is open read-only: nothing was saved.")
+            raise UserFacingError(f"The review database {self.path.name} is open read-only: nothing was saved.")
         conn = self.db.conn
         with self.lock:
             try:
@@ -154,15 +154,16 @@ class Store:
         try:
             return self._reader().execute(sql, list(params)).fetchall()
         except sqlite3.OperationalError as e:
-            raise UserFacingError(f"Could not read the review database {self.path} ({e}).") from e
+            raise UserFacingError(f"Could not read the review database {self.path.name} ({e}).") from e
 
     def _write_problem(self, error: sqlite3.Error) -> str:
+        # These reach reviewers in the app: the file's name, never the server's path.
         text = str(error)
         if "locked" in text or "busy" in text:
-            return f"The review database {self.path} stayed locked by another writer for {BUSY_TIMEOUT_S:.0f} s: nothing was saved; try again."
+            return f"The review database {self.path.name} stayed locked by another writer for {BUSY_TIMEOUT_S:.0f} s: nothing was saved; try again."
         if "readonly" in text or "read-only" in text:
-            return f"The review database {self.path} is read-only: nothing was saved."
-        return f"Could not write to the review database {self.path} ({text}): nothing was saved."
+            return f"The review database {self.path.name} is read-only: nothing was saved."
+        return f"Could not write to the review database {self.path.name} ({text}): nothing was saved."
 
     # --- runs, items, predictions --------------------------------------------------------------------------------------
 

@@ -1,22 +1,35 @@
-"""Verdicts stored per second by the review store with 1 writer and with 8 concurrent writers, and their ratio.
+"""1 reviewer versus 8 at once: through the running app's API (the default), or straight into the review store.
 
-    python bench/review.py                 # 400 verdicts per writer, separate processes, a fresh database in /tmp
-    python bench/review.py --verdicts 1000 --threads
+    python bench/review.py                      # the app on a free port, 40 verdicts per reviewer: p50/p95 latency
+    python bench/review.py --store              # review.store alone: verdicts/s, 400 per writer, processes
+    python bench/review.py --store --threads --verdicts 1000
 
-Each writer is a reviewer grading every prediction once through review.store (WAL, BEGIN IMMEDIATE, one commit per
-verdict, as the Review tab stores them). Afterwards every verdict is counted: a lost one voids the run.
+API: `python app.py` runs on a fresh database in /tmp with 9 accounts; each reviewer signs in, reads the answer for
+MIN_DWELL_S (the app refuses faster verdicts) and grades it through /grade_correct, as the Review tab does; the latency
+is that call's round trip. Store: each writer grades every prediction once through review.store (WAL, BEGIN IMMEDIATE,
+one commit per verdict). Either way every verdict is counted afterwards: a lost one voids the run.
 """
 import argparse
 import multiprocessing
+import os
+import re
+import socket
+import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
 from review.store import Store  # noqa: E402
+
+PASSWORD = "bench password"
 
 
 def seed(path: Path, predictions: int, writers: int) -> None:
@@ -57,11 +70,90 @@ def measure(writers: int, predictions: int, use_threads: bool) -> float:
         return writers * predictions / seconds
 
 
+def start_app(db: Path) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = subprocess.Popen([sys.executable, "app.py", "--db", str(db), "--port", str(port)], cwd=REPO,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    url = f"http://127.0.0.1:{port}/"
+    for _ in range(240):
+        try:
+            urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=2)
+            return app, url
+        except OSError:
+            if app.poll() is not None:
+                sys.exit("the app exited while starting")
+            time.sleep(1)
+    app.kill()
+    sys.exit("the app did not start in 4 minutes")
+
+
+def review_through_api(url: str, name: str, verdicts: int) -> list[float]:
+    """One reviewer's session: sign in, then read and grade `verdicts` answers; -> each verdict's round trip (s)."""
+    from gradio_client import Client
+
+    from medvlm.ui.review_tab import MIN_DWELL_S
+
+    client = Client(url, auth=(name, PASSWORD), verbose=False)
+
+    def token(outputs) -> str:
+        return next(v for v in outputs if isinstance(v, str) and re.fullmatch(r"\d+:\d+:\d+", v))
+
+    shown, latencies = token(client.predict("all", "all", api_name="/open_review")), []
+    for _ in range(verdicts):
+        time.sleep(MIN_DWELL_S + 0.02)  # reading the answer
+        start = time.perf_counter()
+        outputs = client.predict(shown, "", "all", "all", api_name="/grade_correct")
+        latencies.append(time.perf_counter() - start)
+        if not outputs[-1].startswith("Saved"):
+            sys.exit(f"{name}: not saved: {outputs[-1]}")
+        if len(latencies) < verdicts:
+            shown = token(outputs)
+    return latencies
+
+
+def measure_api(verdicts: int) -> None:
+    from review import users
+
+    with tempfile.TemporaryDirectory() as folder:
+        db = Path(folder) / "bench.db"
+        seed(db, verdicts, 0)
+        store = Store(db)
+        for k in range(9):
+            users.add(store, f"reviewer{k}", PASSWORD)
+        store.close()
+        app, url = start_app(db)
+        try:
+            one = review_through_api(url, "reviewer0", verdicts)
+            with ThreadPoolExecutor(8) as pool:
+                eight = [t for ts in pool.map(lambda k: review_through_api(url, f"reviewer{k}", verdicts), range(1, 9)) for t in ts]
+        finally:
+            app.terminate()
+            app.wait(timeout=30)
+        stored = Store(db).query("SELECT COUNT(*) FROM verdicts")[0][0]
+        if stored != 9 * verdicts:
+            sys.exit(f"lost verdicts: {stored} stored of {9 * verdicts}")
+
+    def p95(values):
+        return statistics.quantiles(values, n=20)[-1] * 1000
+
+    print(f"through the app's API, {verdicts} verdicts per reviewer, none lost ({stored} stored)")
+    print(f"1 reviewer        p50 {statistics.median(one) * 1000:.0f} ms, p95 {p95(one):.0f} ms")
+    print(f"8 reviewers       p50 {statistics.median(eight) * 1000:.0f} ms, p95 {p95(eight):.0f} ms")
+    print(f"p95 ratio 8 / 1   {p95(eight) / p95(one):.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--verdicts", type=int, default=400, help="verdicts per writer")
-    parser.add_argument("--threads", action="store_true", help="threads sharing one store instead of processes")
+    parser.add_argument("--store", action="store_true", help="review.store alone, not through the app")
+    parser.add_argument("--verdicts", type=int, help="verdicts per reviewer (default: 40 through the API, 400 --store)")
+    parser.add_argument("--threads", action="store_true", help="--store: threads sharing one store instead of processes")
     args = parser.parse_args()
+    if not args.store:
+        measure_api(args.verdicts or 40)
+        return
+    args.verdicts = args.verdicts or 400
     kind = "threads" if args.threads else "processes"
     one = measure(1, args.verdicts, args.threads)
     eight = measure(8, args.verdicts, args.threads)

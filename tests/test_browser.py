@@ -91,16 +91,16 @@ def review_db(tmp_path_factory, vqa_rad_image):
     return path
 
 
-@pytest.fixture(scope="module")
-def app_url(trap, tmp_path_factory, review_db):
+def start_app(trap, tmp_path_factory, *args):
+    """`python app.py ARGS` on a free port behind the trap proxy -> (process, url, log path), once it answers."""
     port = free_port()
     proxy = f"http://127.0.0.1:{trap.port}"
     env = dict(os.environ, HTTP_PROXY=proxy, HTTPS_PROXY=proxy, http_proxy=proxy, https_proxy=proxy,
                NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost", PYTHONUNBUFFERED="1",
                GRADIO_TEMP_DIR=str(tmp_path_factory.mktemp("gradio-uploads")))
-    log = APP_LOG["path"] = tmp_path_factory.mktemp("app") / "app.log"
+    log = tmp_path_factory.mktemp("app") / "app.log"
     with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--db", str(review_db)], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), *args], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 240
     while time.time() < deadline:
@@ -113,6 +113,12 @@ def app_url(trap, tmp_path_factory, review_db):
     else:
         process.kill()
         pytest.fail(f"app did not start:\n{log.read_text()[-3000:]}")
+    return process, url, log
+
+
+@pytest.fixture(scope="module")
+def app_url(trap, tmp_path_factory, review_db):
+    process, url, APP_LOG["path"] = start_app(trap, tmp_path_factory, "--db", str(review_db))
     yield url
     process.terminate()
     process.wait(timeout=30)
@@ -462,3 +468,27 @@ def test_hostile_inputs_through_the_api_get_one_line_and_the_app_answers(app_url
     assert all(answers), answers
     log = APP_LOG["path"].read_text()
     assert not any(tag in log for tag in hostile.IDENTIFYING)
+
+
+def test_without_accounts_reviewing_is_off_and_a_wide_bind_warns(trap, tmp_path_factory, browser):
+    """No accounts: a one-person tool; no sign-in, reviewing off, chat answers not sent; listening on every address
+    says loudly that everything is open."""
+    from gradio_client import Client
+
+    process, url, log = start_app(trap, tmp_path_factory, "--db", str(tmp_path_factory.mktemp("open") / "open.db"), "--host", "0.0.0.0")
+    try:
+        assert "WARNING: serving on 0.0.0.0" in log.read_text()
+        client = Client(url, verbose=False)  # no account needed
+        assert "Reviewing needs accounts" in client.predict("all", "all", api_name="/open_review")[0]
+        page = new_page(browser)
+        page.goto(url)
+        page.wait_for_selector("#question textarea")
+        page.locator("#send-review").click()
+        wait_for_status(page, "Reviewing is off")
+        page.get_by_role("tab", name="Review").click()
+        wait_text(page, "#review-who", "Reviewing needs accounts")
+        assert not page.locator("#review-correct").is_visible()
+        page.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

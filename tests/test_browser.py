@@ -8,6 +8,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -324,6 +325,8 @@ def test_review_grade_with_keys_undo_blinded_and_evaluation_for_admins(page, bro
     page.get_by_role("tab", name="Evaluation").click()
     wait_text(page, "#eval-notice", "Only admins")  # a reviewer sees no run, model or other reviewer
     assert "medvlm-tiny" not in page.locator("body").inner_text()
+    page.locator("#eval-export").click()
+    wait_text(page, "#eval-notice", "Only admins may export")
     page.get_by_role("tab", name="Review").click()
     wait_text(page, "#review-who", f"Signed in as {REVIEWER} (reviewer)")
     wait_text(page, "#review-progress", f"0 / {total} graded")
@@ -375,6 +378,11 @@ def test_review_grade_with_keys_undo_blinded_and_evaluation_for_admins(page, bro
     assert "image reliance" in table and "66.67" in table  # closed 66.67 % about their own image, 0 about others
     assert "-100.0" in table  # a physician accuracy interval: the three graded closed answers right
     wait_text(admin, "#eval-tasks", "organ_yes_no")
+    exports_before = set(Path(tempfile.gettempdir()).glob("medvlm-export-*"))
+    admin.locator("#eval-export").click()
+    wait_text(admin, "#eval-files", "verdicts")
+    time.sleep(1)  # the clean-up step runs just after the files are served
+    assert set(Path(tempfile.gettempdir()).glob("medvlm-export-*")) == exports_before  # the private folder is gone
     admin.get_by_role("tab", name="Review").click()
     wait_text(admin, "#review-who", f"Signed in as {ADMIN} (admin)")
     assert admin.locator("#review-run").is_visible()

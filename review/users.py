@@ -137,7 +137,10 @@ class Authenticator:
         self.brake.succeeded(keys[0])
         return True
 
-    async def __call__(self, name: str, password: str) -> bool:
+    async def login(self, name: str, password: str) -> bool:
+        """Gradio's `auth=`: pass this bound coroutine function itself. (Gradio awaits only what
+        inspect.iscoroutinefunction recognises; an object with an async __call__ would hand back a coroutine, which
+        is truthy: every password would pass.)"""
         return await asyncio.to_thread(self.check, name, password, login_client.get())
 
 

@@ -500,3 +500,27 @@ def test_without_accounts_reviewing_is_off_and_a_wide_bind_warns(trap, tmp_path_
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def login_status(app_url, name, password) -> int:
+    """POST Gradio's login form as a browser does -> the HTTP status (200 signed in, 400 refused)."""
+    import urllib.error
+    import urllib.parse
+
+    form = urllib.parse.urlencode({"username": name, "password": password}).encode()
+    try:
+        return urllib.request.build_opener(urllib.request.ProxyHandler({})).open(app_url + "login", data=form, timeout=30).status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_login_refuses_wrong_passwords_and_unknown_names(app_url, browser):
+    """Two failures only: five more from one client would lock this client out of the module's other tests."""
+    assert login_status(app_url, "nobody", "x") == 400
+    assert login_status(app_url, REVIEWER, "wrong password") == 400
+    assert login_status(app_url, REVIEWER, PASSWORD) == 200
+    page = new_page(browser)
+    page.goto(app_url)
+    page.wait_for_selector("input[type=password]")
+    assert page.locator("#question").count() == 0  # nothing of the app before signing in
+    page.close()

@@ -57,7 +57,7 @@ def launch(demo: gr.Blocks, host: str, port: int, share: bool = False, store: St
         server_port=port,
         share=share,
         # Gradio's login page and session cookie: a password never passes through an event, a log or the run history.
-        auth=users.Authenticator(store) if store is not None and demo.accounts else None,
+        auth=users.Authenticator(store).login if store is not None and demo.accounts else None,
         auth_message="medvlm: sign in with your review account.",
         app_kwargs={"middleware": [Middleware(users.ClientAddress)]},  # the client address, for the sign-in brake
         run_history=False,  # it would keep every input (notes, questions) in the browser's storage

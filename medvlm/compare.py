@@ -1,12 +1,35 @@
-"""VLM versus detector: the detector's findings as prompt text, whether a VLM answer reports a tumour, and the
-agreement line the Compare tab shows under both."""
+"""VLM versus detector, one image (the Compare tab) or a whole labelled YOLO set (this module's CLI).
+
+    python -m medvlm.compare --data ../shared/data/brain-tumor/data.yaml --split val
+    python -m medvlm.compare --data ../shared/data/brain-tumor/data.yaml --split val --model medvlm-tiny --db medvlm.db
+
+Over a set, every image is asked about by the detector and by the VLM twice (plainly, and given the detector's
+findings as text), batched, with a progress bar; each image's findings are appended to the run folder's
+answers.jsonl as it is done, so a rerun resumes. The report (medvlm.comparison) goes to report.json and plot.png in
+the run folder and is printed; with --db, each side's answers are stored as a comparison run that physicians grade
+in the Review tab.
+"""
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
 from medvlm.detect import Detection
+from medvlm.errors import UserFacingError
 from medvlm.metrics import normalize_tokens, yes_no
 
 DEFAULT_QUESTION = "Is there a tumour in this MRI? Where?"
-TUMOUR_WORDS = {"tumour", "tumor", "tumours", "tumors", "mass", "masses", "lesion", "lesions", "glioma", "meningioma",
-                "pituitary", "adenoma", "neoplasm", "cancer", "carcinoma", "metastasis", "metastases"}
-NEGATIONS = {"no", "not", "none", "without", "absent", "normal", "negative", "unremarkable"}
+TUMOUR_WORDS = {"tumour", "tumor", "tumours", "tumors", "mass", "masses", "lesion", "lesions", "glioma", "gliomas",
+                "glioblastoma", "astrocytoma", "meningioma", "meningiomas", "pituitary", "adenoma", "macroadenoma",
+                "schwannoma", "lymphoma", "neoplasm", "neoplasms", "malignancy", "cancer", "carcinoma", "metastasis",
+                "metastases"}
+NEGATIONS = {"no", "not", "none", "without", "absent", "normal", "negative", "unremarkable", "free"}
+NORMAL_WORDS = {"normal", "unremarkable", "negative"}
+# A hedge leaves the question open: "possibly a tumour", "a glioma is not excluded", "cannot be ruled out".
+HEDGES = ("possibl", " may ", " might ", "exclude", "ruled out", "rule out", "uncertain", "unclear", "maybe", "suspicious",
+          "questionable", "indeterminate", "not sure", "cannot determine", "cannot tell", "difficult to")
+CLAUSE = re.compile(r"[;,.:!?]|\bbut\b|\bhowever\b|\balthough\b|\bwhereas\b")
 
 
 def findings_text(detections: list[Detection], size: tuple[int, int]) -> str:
@@ -26,18 +49,27 @@ def grounded_question(question: str, detections: list[Detection], size: tuple[in
 
 
 def vlm_finds_tumour(answer: str) -> bool | None:
-    """True/False when the answer says whether there is a tumour; None when it doesn't say.
+    """True/False when the answer says whether there is a tumour; None when it doesn't say, hedges, or says both.
 
-    A lone yes or no decides; otherwise a tumour word counts unless the answer also negates ("no mass seen")."""
-    verdict = yes_no(answer)
-    if verdict is not None:
-        return verdict == "yes"
-    words = set(normalize_tokens(answer))
-    if words & TUMOUR_WORDS:
-        return not (words & NEGATIONS)
-    if words & {"normal", "unremarkable", "negative"}:
-        return False
-    return None
+    Clause by clause, a tumour word counts unless its clause negates it ("no mass seen"), and "normal" or
+    "unremarkable" count as no; clauses that disagree leave it open. "Mass effect" names no tumour. With no such
+    clause, a lone yes or no decides."""
+    text = f" {' '.join(normalize_tokens(answer))} "
+    if any(hedge in text for hedge in HEDGES):
+        return None
+    verdicts = set()
+    for clause in CLAUSE.split((answer or "").lower().replace("mass effect", "effect")):
+        words = set(normalize_tokens(clause))
+        if words & TUMOUR_WORDS:
+            verdicts.add(not (words & NEGATIONS))
+        elif words & NORMAL_WORDS or {"no", "abnormality"} <= words or {"no", "abnormalities"} <= words:
+            verdicts.add(False)
+    if len(verdicts) == 1:
+        return verdicts.pop()
+    if verdicts or "mass effect" in (answer or "").lower():
+        return None
+    said = yes_no(answer)
+    return None if said is None else said == "yes"
 
 
 def agreement(detections: list[Detection], answer: str) -> str:
@@ -49,3 +81,237 @@ def agreement(detections: list[Detection], answer: str) -> str:
     if not detector and not vlm:
         return "Neither finds a tumour."
     return "Only the detector finds a tumour." if detector else "Only the VLM finds a tumour."
+
+
+# --- a whole labelled set ---------------------------------------------------------------------------------------------
+
+PRESENCE_QUESTION = "Is there a tumor in this brain MRI?"  # the held-out phrasings of medvlm.labels
+TYPE_QUESTION = "What type of tumor is this: pituitary, meningioma or glioma?"
+ASKED = {"vlm_presence": (PRESENCE_QUESTION, False), "vlm_type": (TYPE_QUESTION, False),
+         "grounded_presence": (PRESENCE_QUESTION, True), "grounded_type": (TYPE_QUESTION, True)}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    from medvlm.settings import DEFAULT_MODEL, DETECTOR_WEIGHTS
+
+    parser = argparse.ArgumentParser(prog="python -m medvlm.compare", description="VLM versus detector over a labelled YOLO set.")
+    parser.add_argument("--data", required=True, help="a YOLO data.yaml (boxes per image; an empty label = no tumour)")
+    parser.add_argument("--split", default="val", choices=("train", "val"))
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--adapter", help="PEFT adapter for --model")
+    parser.add_argument("--detector", default=str(DETECTOR_WEIGHTS), help="YOLO weights")
+    parser.add_argument("--db", help="also store each side's answers in this review database, for physicians")
+    parser.add_argument("--output_dir", help="run folder (default: runs/compare/DATA-SPLIT-MODEL)")
+    parser.add_argument("--limit", type=int, help="only the first N images")
+    parser.add_argument("--batch_size", type=int, default=8, help="images per batch (4 questions each)")
+    parser.add_argument("--max_new_tokens", type=int, default=16)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    args = parser.parse_args(argv)
+    if args.limit is not None and args.limit < 1 or args.batch_size < 1 or not 1 <= args.max_new_tokens <= 1024:
+        parser.error("--limit and --batch_size must be >= 1, --max_new_tokens in 1..1024")
+    if args.output_dir is None:
+        data = Path(args.data)
+        args.output_dir = str(Path("runs") / "compare" / f"{data.parent.name}-{args.split}-{Path(args.model).name}")
+    return args
+
+
+def findings_row(image: Path, boxes: list, names: list[str], size: tuple, detections: list[Detection], answers: dict) -> dict:
+    return {"image": image.name, "path": str(image), "label": names[boxes[0][0]] if boxes else None, "boxes": boxes,
+            "size": list(size), "detections": [{"label": d.label, "confidence": round(d.confidence, 4),
+                                                "box": [round(v, 1) for v in d.box]} for d in detections],
+            "answers": answers}
+
+
+def case_of(row: dict, names: list[str]):
+    """A stored row -> medvlm.comparison.Case."""
+    from medvlm.comparison import Case, iou, vlm_type
+
+    detections, answers = row["detections"], row["answers"]
+    box_iou = None
+    if len(row["boxes"]) == 1 and detections:
+        _, xc, yc, w, h = row["boxes"][0]
+        width, height = row["size"]
+        labelled = ((xc - w / 2) * width, (yc - h / 2) * height, (xc + w / 2) * width, (yc + h / 2) * height)
+        box_iou = iou(tuple(detections[0]["box"]), labelled)
+    elif row["boxes"]:
+        box_iou = 0.0  # a labelled tumour the detector missed
+    return Case(
+        image=row["image"], label=row["label"],
+        presence={"detector": bool(detections), "vlm": vlm_finds_tumour(answers["vlm_presence"]),
+                  "vlm_grounded": vlm_finds_tumour(answers["grounded_presence"])},
+        kind={"detector": detections[0]["label"] if detections else None, "vlm": vlm_type(answers["vlm_type"], names),
+              "vlm_grounded": vlm_type(answers["grounded_type"], names)},
+        box_iou=box_iou,
+    )
+
+
+def read_rows(path: Path) -> dict[str, dict]:
+    rows = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+                rows[row["image"]] = row
+            except (json.JSONDecodeError, KeyError):
+                continue  # a line torn by a kill mid-write: that image is asked again
+    return rows
+
+
+def run_comparison(args: argparse.Namespace) -> dict:
+    from tqdm import tqdm
+
+    from medvlm import models
+    from medvlm.chat import GenerationSettings
+    from medvlm.comparison import report
+    from medvlm.detect import Detector
+    from medvlm.images import load_image
+    from medvlm.labels import yolo_images
+    from medvlm.predict import answer_batch, with_instruction
+
+    names, found = yolo_images(Path(args.data), keys=(args.split,))
+    images = found[args.split][: args.limit]
+    spec = models.resolve(args.model, adapter=args.adapter)
+    run = Path(args.output_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    config = {"data": str(Path(args.data).resolve()), "split": args.split, "model": spec.name, "adapter": spec.adapter,
+              "detector": str(Path(args.detector).resolve()), "max_new_tokens": args.max_new_tokens}
+    saved = run / "config.json"
+    if saved.is_file() and json.loads(saved.read_text()) != config:
+        raise UserFacingError(f"{run} holds a comparison with other settings: pass another --output_dir.")
+    saved.write_text(json.dumps(config, indent=2) + "\n")
+    answers_file = run / "answers.jsonl"
+    rows = read_rows(answers_file)
+    todo = [(image, boxes) for image, boxes in images if image.name not in rows]
+    print(f"{len(images)} images, {len(images) - len(todo)} already compared", file=sys.stderr)
+    if todo:
+        device = None if args.device == "auto" else args.device
+        loaded = models.load(spec, device or models.default_device())
+        detector = Detector(args.detector, device=loaded.device if loaded.device == "cpu" else 0)
+        settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=0.0)
+        with open(answers_file, "a") as out, tqdm(total=len(todo), desc="compare", unit="image") as bar:
+            for start in range(0, len(todo), args.batch_size):
+                chunk = todo[start : start + args.batch_size]
+                pictures = [load_image(image) for image, _ in chunk]
+                detections = detector.predict_batch(pictures)
+                questions = [
+                    (picture, with_instruction(grounded_question(question, found_here, picture.size) if grounded else question, True))
+                    for picture, found_here in zip(pictures, detections) for question, grounded in ASKED.values()
+                ]
+                said = answer_batch(loaded, questions, settings, batch_size=4 * len(chunk))
+                for k, ((image, boxes), picture, found_here) in enumerate(zip(chunk, pictures, detections)):
+                    answers = dict(zip(ASKED, said[4 * k : 4 * k + 4]))
+                    row = findings_row(image, boxes, names, picture.size, found_here, answers)
+                    out.write(json.dumps(row) + "\n")
+                    rows[image.name] = row
+                out.flush()
+                bar.update(len(chunk))
+    ordered = [rows[image.name] for image, _ in images]
+    result = report([case_of(row, names) for row in ordered], names)
+    result["settings"] = config
+    (run / "report.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, run / "plot.png")
+    if args.db:
+        result["review_runs"] = store_for_review(args.db, spec, config, ordered)
+    return result
+
+
+def plot(result: dict, path: Path) -> None:
+    """Sensitivity, specificity, accuracy and type accuracy per side, with 95 % intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from medvlm.comparison import SIDES
+
+    measures = [("sensitivity", lambda s: result["presence"][s]["sensitivity"]), ("specificity", lambda s: result["presence"][s]["specificity"]),
+                ("accuracy", lambda s: result["presence"][s]["accuracy"]), ("type accuracy", lambda s: result["type"][s])]
+    figure, axis = plt.subplots(figsize=(8, 4))
+    width = 0.8 / len(SIDES)
+    for k, side in enumerate(SIDES):
+        values = [(get(side)["value"] or 0.0, get(side)["ci95"] or [0.0, 0.0]) for _, get in measures]
+        centres = [m + (k - 1) * width for m in range(len(measures))]
+        errors = [[v - ci[0] for v, ci in values], [ci[1] - v for v, ci in values]]
+        axis.bar(centres, [v for v, _ in values], width, yerr=errors, capsize=3, label=side.replace("_", " "))
+    axis.set_xticks(range(len(measures)), [name for name, _ in measures])
+    axis.set_ylim(0, 105)
+    axis.set_ylabel("% (95 % interval)")
+    axis.set_title(f"VLM versus detector on {result['images']} images ({result['tumour_images']} with a tumour)")
+    axis.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def store_for_review(db: str, spec, config: dict, rows: list[dict]) -> dict:
+    """Each side's presence answer per image as a comparison run (the detector's as "yes, glioma" / "no"), so
+    physicians grade both sides and disagreements can be queued first. -> {side: run id}."""
+    from review.store import Store
+
+    store = Store(db)
+    dataset = f"compare:{Path(config['data']).parent.name}"
+    runs = {}
+    for side, model, adapter in (("detector", Path(config["detector"]).name, None), ("vlm", spec.name, spec.adapter),
+                                 ("vlm_grounded", spec.name, spec.adapter)):
+        settings = {"kind": "comparison", "side": side, "detector": Path(config["detector"]).name,
+                    "max_new_tokens": config["max_new_tokens"]}
+        run = store.find_run(model, dataset, config["split"], adapter, settings) or store.add_run(model, dataset, config["split"], adapter, settings)
+        runs[side] = run
+        for row in rows:
+            item = store.add_item(dataset, PRESENCE_QUESTION, "yes" if row["label"] else "no", "CLOSED", image_ref=row["path"],
+                                  image_hash=row["image"], task="tumor_presence")
+            if side == "detector":
+                answer = f"yes, {row['detections'][0]['label']}" if row["detections"] else "no"
+            else:
+                answer = row["answers"]["vlm_presence" if side == "vlm" else "grounded_presence"]
+            store.add_prediction(run, item, answer)
+    store.close()
+    return runs
+
+
+def format_report(result: dict) -> str:
+    from medvlm.comparison import SIDES
+
+    def cell(entry):
+        return "-" if entry["value"] is None else f"{entry['value']:.1f} [{entry['ci95'][0]:.0f}, {entry['ci95'][1]:.0f}]"
+
+    lines = [f"{result['images']} images, {result['tumour_images']} with a labelled tumour",
+             f"{'':24s}" + "".join(f"{side:>24s}" for side in SIDES)]
+    for name, get in (("tumour sensitivity", lambda s: result["presence"][s]["sensitivity"]),
+                      ("tumour specificity", lambda s: result["presence"][s]["specificity"]),
+                      ("tumour accuracy", lambda s: result["presence"][s]["accuracy"]),
+                      ("type accuracy", lambda s: result["type"][s])):
+        lines.append(f"{name:24s}" + "".join(f"{cell(get(side)):>24s}" for side in SIDES))
+    lines.append(f"{'unclear presence':24s}" + "".join(f"{result['presence'][s]['unclear']:>24d}" for s in SIDES))
+    kappa = result["agreement"]["kappa_vlm_detector"]
+    lines.append(f"detector box IoU >= 0.5: {cell(result['detector_box_iou50'])}")
+    if kappa["value"] is not None:
+        lines.append(f"VLM-detector agreement: kappa {kappa['value']:.2f} [{kappa['ci95'][0]:.2f}, {kappa['ci95'][1]:.2f}] on {kappa['n']} clear answers")
+    lines.append("who was right: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result["agreement"]["who_was_right"].items()))
+    g = result["grounding"]
+    lines.append(f"grounding the VLM on the detector: presence {g['presence']['to_right']} flips to right, {g['presence']['to_wrong']} to wrong; "
+                 f"type {g['type']['to_right']} to right, {g['type']['to_wrong']} to wrong")
+    for label, sides in result["per_class"].items():
+        lines.append(f"  {label:12s} n={sides['detector']['n']:<4d}" + "  ".join(
+            f"{s}: presence {v['presence_accuracy']:.0f}" + (f", type {v['type_accuracy']:.0f}" if v["type_accuracy"] is not None else "")
+            for s, v in sides.items()))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    from medvlm.settings import apply_offline_env
+
+    apply_offline_env()
+    args = parse_args(argv)
+    try:
+        result = run_comparison(args)
+    except UserFacingError as e:
+        print(f"medvlm.compare: error: {e}", file=sys.stderr)
+        return 2
+    print(format_report(result))
+    print(f"report: {Path(args.output_dir) / 'report.json'}, plot: {Path(args.output_dir) / 'plot.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

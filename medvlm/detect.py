@@ -59,14 +59,21 @@ class Detector:
 
     def predict(self, image: Image.Image) -> list[Detection]:
         """Detections on one image, highest confidence first."""
-        bgr = np.ascontiguousarray(np.asarray(to_rgb8(image))[:, :, ::-1])  # ultralytics reads arrays as BGR (OpenCV)
-        result = self.model.predict(bgr, imgsz=self.image_size, conf=self.confidence, device=self.device, verbose=False)[0]
-        boxes = result.boxes
-        detections = [
-            Detection(self.names[int(c)], float(p), tuple(float(v) for v in xyxy))
-            for xyxy, p, c in zip(boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy())
-        ]
-        return sorted(detections, key=lambda d: -d.confidence)
+        return self.predict_batch([image])[0]
+
+    def predict_batch(self, images: list[Image.Image]) -> list[list[Detection]]:
+        """Detections on each image (one forward pass for the lot), highest confidence first."""
+        bgr = [np.ascontiguousarray(np.asarray(to_rgb8(image))[:, :, ::-1]) for image in images]  # ultralytics reads BGR
+        results = self.model.predict(bgr, imgsz=self.image_size, conf=self.confidence, device=self.device, verbose=False)
+        found = []
+        for result in results:
+            boxes = result.boxes
+            detections = [
+                Detection(self.names[int(c)], float(p), tuple(float(v) for v in xyxy))
+                for xyxy, p, c in zip(boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy())
+            ]
+            found.append(sorted(detections, key=lambda d: -d.confidence))
+        return found
 
 
 def draw(image: Image.Image, detections: list[Detection]) -> Image.Image:

@@ -104,27 +104,42 @@ def _first_record(path: Path) -> dict:
 # --- brain-tumour MRI, YOLO layout -----------------------------------------------------------------------------------
 
 
-def brain_tumor_records(data_yaml: Path) -> list[dict]:
+def yolo_images(data_yaml: Path, keys=("train", "val")) -> tuple[list[str], dict[str, list[tuple[Path, list]]]]:
+    """A YOLO data.yaml -> (class names, {key: [(image, boxes)]}) for its train/val folders; boxes are
+    (class, x_centre, y_centre, width, height) normalised, none for a tumour-free image (an empty or absent label)."""
     try:
         config = yaml.safe_load(data_yaml.read_text())
         names = config["names"]
         names = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
-    except (yaml.YAMLError, KeyError, TypeError, AttributeError) as e:
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as e:
         raise UserFacingError(f"{data_yaml} is not a YOLO data.yaml with names ({type(e).__name__}).") from None
     root = (data_yaml.parent / str(config.get("path") or ".")).resolve()
-    records, folders = [], []
-    for key, split in (("train", TRAIN), ("val", HELDOUT)):
+    found, folders = {}, []
+    for key in keys:
         folder = (root / str(config.get(key, f"images/{key}"))).resolve()
         if not folder.is_dir():
             raise UserFacingError(f"{data_yaml}: no image folder {folder.name} for {key}.")
         if folder in folders:  # one folder as both: every held-out question would be about a training image
             raise UserFacingError(f"{data_yaml}: train and val name the same folder; label questions need a held-out split.")
         folders.append(folder)
+        found[key] = []
         for image in sorted(folder.iterdir()):
             if image.suffix.lower() not in (".jpg", ".jpeg", ".png"):
                 continue
             label = Path(str(image.parent).replace("/images/", "/labels/").replace("/images", "/labels")) / (image.stem + ".txt")
             boxes = _yolo_boxes(label)
+            for box in boxes:
+                if not 0 <= box[0] < len(names):
+                    raise UserFacingError(f"{image.name}: class {box[0]} is not in data.yaml's {len(names)} names.")
+            found[key].append((image, boxes))
+    return names, found
+
+
+def brain_tumor_records(data_yaml: Path) -> list[dict]:
+    names, found = yolo_images(data_yaml)
+    records = []
+    for key, split in (("train", TRAIN), ("val", HELDOUT)):
+        for image, boxes in found[key]:
             records += tumor_questions(image, boxes, names, split)
     return records
 
@@ -163,9 +178,7 @@ def tumor_questions(image: Path, boxes: list, names: list[str], split: str) -> l
         ask(_pick(PRESENCE, heldout, key, "presence"), "yes", "tumor_presence")
     if len(boxes) > 1:
         return out
-    cls, xc, yc, w, h = boxes[0]
-    if not 0 <= cls < len(kinds):
-        raise UserFacingError(f"{image.name}: class {cls} is not in data.yaml's {len(kinds)} names.")
+    cls, xc, yc, w, h = boxes[0]  # a class within names: yolo_images checked it
     kind = kinds[cls]
     ask(_pick(TYPE, heldout, key, "type"), kind, "tumor_type")
     phrasing = _pick(TYPE_YES_NO, heldout, key, "type")

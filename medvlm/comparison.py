@@ -1,0 +1,115 @@
+"""The VLM-versus-detector report over a labelled set: pure arithmetic on what each side said about each image.
+
+Three sides answer every image: the detector (a tumour = any box; its type = the most confident box's class), the VLM
+asked plainly, and the VLM given the detector's findings ("grounded"). A VLM answer that does not say whether there
+is a tumour, or names no single type, is "unclear": counted wrong in accuracies and shown as its own number, never
+read as a "no".
+"""
+from dataclasses import dataclass, field
+
+from medvlm.metrics import normalize_tokens
+from review.stats import cohen_kappa, wilson_interval
+
+SIDES = ("detector", "vlm", "vlm_grounded")
+Z95 = 1.959964
+
+
+@dataclass(frozen=True)
+class Case:
+    """One labelled image and each side's findings. label: the class name, or None for a tumour-free image."""
+
+    image: str
+    label: str | None
+    presence: dict = field(default_factory=dict)  # side -> True / False / None (unclear)
+    kind: dict = field(default_factory=dict)  # side -> class name or None (none named, or unclear)
+    box_iou: float | None = None  # the detector's best box against the labelled one (one labelled box only)
+
+
+def vlm_type(answer: str, names: list[str]) -> str | None:
+    """The one class the answer names ("pituitary tumor" -> pituitary); None for none or several."""
+    words = set(normalize_tokens(answer))
+    named = [name for name in names if set(normalize_tokens(name)) <= words]
+    return named[0] if len(named) == 1 else None
+
+
+def iou(a: tuple, b: tuple) -> float:
+    """Intersection over union of two (x1, y1, x2, y2) boxes."""
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def rate(successes: int, n: int) -> dict:
+    """A percentage with its 95 % Wilson interval (None when n is 0)."""
+    if n == 0:
+        return {"value": None, "ci95": None, "n": 0}
+    low, high = wilson_interval(successes, n)
+    return {"value": round(100 * successes / n, 2), "ci95": [round(100 * low, 1), round(100 * high, 1)], "n": n}
+
+
+def kappa_with_interval(first: list, second: list) -> dict:
+    """Cohen's kappa with the usual large-sample 95 % interval (Cohen 1960's standard error)."""
+    n = len(first)
+    if n == 0:
+        return {"value": None, "ci95": None, "n": 0}
+    kappa = cohen_kappa([str(v) for v in first], [str(v) for v in second])
+    observed = sum(a == b for a, b in zip(first, second)) / n
+    expected = sum((first.count(c) / n) * (second.count(c) / n) for c in set(first) | set(second))
+    se = (observed * (1 - observed) / n) ** 0.5 / (1 - expected) if expected < 1 else 0.0
+    return {"value": round(kappa, 3), "ci95": [round(kappa - Z95 * se, 3), round(kappa + Z95 * se, 3)], "n": n}
+
+
+def report(cases: list[Case], names: list[str]) -> dict:
+    tumour = [c for c in cases if c.label is not None]
+    free = [c for c in cases if c.label is None]
+    presence, types, wrong = {}, {}, {}
+    for side in SIDES:
+        right = lambda c: c.presence.get(side) is (c.label is not None)  # noqa: E731
+        presence[side] = {
+            "sensitivity": rate(sum(right(c) for c in tumour), len(tumour)),
+            "specificity": rate(sum(right(c) for c in free), len(free)),
+            "accuracy": rate(sum(right(c) for c in cases), len(cases)),
+            "unclear": sum(c.presence.get(side) is None for c in cases),
+        }
+        types[side] = rate(sum(c.kind.get(side) == c.label for c in tumour), len(tumour)) | {
+            "unclear": sum(c.kind.get(side) is None for c in tumour)}
+        wrong[side] = sorted(c.image for c in cases if not right(c) or (c.label is not None and c.kind.get(side) != c.label))
+
+    with_box = [c for c in tumour if c.box_iou is not None]
+    clear = [c for c in cases if c.presence.get("vlm") is not None]
+    outcome = {"both_right": 0, "detector_only_right": 0, "vlm_only_right": 0, "both_wrong": 0}
+    for c in cases:
+        truth = c.label is not None
+        d, v = c.presence.get("detector") is truth, c.presence.get("vlm") is truth
+        outcome["both_right" if d and v else "detector_only_right" if d else "vlm_only_right" if v else "both_wrong"] += 1
+
+    def flips(key: str, plain: str, grounded: str, among: list[Case]) -> dict:
+        truth = (lambda c: c.label is not None) if key == "presence" else (lambda c: c.label)
+        get = (lambda c, s: c.presence.get(s)) if key == "presence" else (lambda c, s: c.kind.get(s))
+        return {"to_right": sum(get(c, plain) != truth(c) and get(c, grounded) == truth(c) for c in among),
+                "to_wrong": sum(get(c, plain) == truth(c) and get(c, grounded) != truth(c) for c in among)}
+
+    per_class = {}
+    for label in [None, *names]:
+        group = [c for c in cases if c.label == label]
+        if not group:
+            continue
+        per_class[label or "none"] = {
+            side: {"n": len(group),
+                   "presence_accuracy": rate(sum(c.presence.get(side) is (label is not None) for c in group), len(group))["value"],
+                   "type_accuracy": rate(sum(c.kind.get(side) == label for c in group), len(group))["value"] if label else None}
+            for side in SIDES}
+    return {
+        "images": len(cases), "tumour_images": len(tumour), "classes": names,
+        "presence": presence, "type": types,
+        "detector_box_iou50": rate(sum(c.box_iou >= 0.5 for c in with_box), len(with_box)),
+        "agreement": {"kappa_vlm_detector": kappa_with_interval([c.presence["detector"] for c in clear],
+                                                                 [c.presence["vlm"] for c in clear]),
+                      "who_was_right": outcome},
+        "grounding": {"presence": flips("presence", "vlm", "vlm_grounded", cases),
+                      "type": flips("type", "vlm", "vlm_grounded", tumour)},
+        "per_class": per_class,
+        "wrong": wrong,
+    }

@@ -1,0 +1,123 @@
+"""VLM versus detector over a labelled set: the report's arithmetic on hand-made cases (figures computed by hand),
+the VLM answer reader on hand-written answers, and `python -m medvlm.compare` on four shared val images with the real
+models: report, plot, resume, review runs, bad arguments."""
+import json
+import shutil
+
+import pytest
+
+from conftest import SHARED_DATA
+from medvlm.compare import main, vlm_finds_tumour
+from medvlm.comparison import Case, iou, report, vlm_type
+from review.store import Store
+
+NAMES = ["pituitary", "meningioma", "glioma"]
+BRAIN = SHARED_DATA / "brain-tumor"
+
+
+def case(image, label, presence, kind, box_iou=None):
+    return Case(image, label, dict(zip(("detector", "vlm", "vlm_grounded"), presence)),
+                dict(zip(("detector", "vlm", "vlm_grounded"), kind)), box_iou)
+
+
+CASES = [
+    case("A", "glioma", (True, True, True), ("glioma", "glioma", "glioma"), 0.7),
+    case("B", "meningioma", (True, None, True), ("glioma", None, "meningioma"), 0.3),  # VLM unclear
+    case("C", None, (False, True, False), (None, None, None)),  # VLM false positive; grounding fixes it
+    case("D", None, (True, False, True), ("pituitary", None, None)),  # detector false positive; grounding copies it
+    case("E", "pituitary", (False, True, True), (None, "pituitary", "pituitary"), 0.0),  # detector miss
+]
+
+
+def test_report_gives_the_hand_computed_figures():
+    r = report(CASES, NAMES)
+    assert (r["images"], r["tumour_images"]) == (5, 3)
+    detector, vlm, grounded = (r["presence"][s] for s in ("detector", "vlm", "vlm_grounded"))
+    assert (detector["sensitivity"]["value"], detector["specificity"]["value"], detector["accuracy"]["value"]) == (66.67, 50.0, 60.0)
+    assert (vlm["sensitivity"]["value"], vlm["specificity"]["value"], vlm["accuracy"]["value"], vlm["unclear"]) == (66.67, 50.0, 60.0, 1)
+    assert (grounded["sensitivity"]["value"], grounded["accuracy"]["value"]) == (100.0, 80.0)
+    assert detector["sensitivity"]["ci95"] == [20.8, 93.9]  # Wilson, 2 of 3
+    assert [r["type"][s]["value"] for s in ("detector", "vlm", "vlm_grounded")] == [33.33, 66.67, 100.0]
+    assert r["detector_box_iou50"]["value"] == 33.33
+    kappa = r["agreement"]["kappa_vlm_detector"]
+    assert kappa["n"] == 4 and kappa["value"] == -0.5  # A, C, D, E: agreement 1/4, chance 1/2
+    assert r["agreement"]["who_was_right"] == {"both_right": 1, "detector_only_right": 2, "vlm_only_right": 2, "both_wrong": 0}
+    assert r["grounding"] == {"presence": {"to_right": 2, "to_wrong": 1}, "type": {"to_right": 1, "to_wrong": 0}}
+    assert r["wrong"] == {"detector": ["B", "D", "E"], "vlm": ["B", "C"], "vlm_grounded": ["D"]}
+    assert r["per_class"]["none"]["vlm_grounded"] == {"n": 2, "presence_accuracy": 50.0, "type_accuracy": None}
+    assert r["per_class"]["meningioma"]["vlm_grounded"]["type_accuracy"] == 100.0
+
+
+@pytest.mark.parametrize("answer, finds", [
+    ("Yes", True), ("No.", False), ("There is a large mass in the left frontal lobe.", True),
+    ("No evidence of tumour.", False), ("Pituitary adenoma", True), ("Findings are consistent with glioblastoma.", True),
+    ("Unremarkable brain MRI.", False), ("Negative for malignancy", False), ("The scan shows no abnormality", False),
+    ("No, the brain is normal.", False), ("Yes, there is a tumor but no edema.", True),
+    # unclear: hedges, mass effect alone, clauses that disagree, nothing said
+    ("No mass effect.", None), ("Mass effect with midline shift", None), ("Possibly a tumour.", None),
+    ("A glioma is not excluded.", None), ("Tumor cannot be ruled out", None), ("There may be a lesion", None),
+    ("No tumor seen; however, there is a mass.", None), ("I am not sure.", None), ("axial T1", None), ("", None),
+])
+def test_vlm_answer_reader_on_hand_written_answers(answer, finds):
+    assert vlm_finds_tumour(answer) is finds
+
+
+def test_type_and_box_helpers():
+    assert vlm_type("pituitary tumor", NAMES) == "pituitary" and vlm_type("a glioma or a meningioma", NAMES) is None
+    assert vlm_type("no idea", NAMES) is None
+    assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(1 / 3) and iou((0, 0, 1, 1), (2, 2, 3, 3)) == 0.0
+
+
+@pytest.fixture
+def four_val_images(tmp_path):
+    """Two tumour-free and two tumour slices of the shared val split, as a YOLO set of their own."""
+    root = tmp_path / "set"
+    for name in ("bg_3175", "bg_3219", "c0_1002", "c2_2309"):
+        for kind, suffix in (("images", ".jpg"), ("labels", ".txt")):
+            source = BRAIN / kind / "val" / f"{name}{suffix}"
+            (root / kind / "val").mkdir(parents=True, exist_ok=True)
+            (root / kind / "train").mkdir(parents=True, exist_ok=True)
+            if source.exists():
+                shutil.copyfile(source, root / kind / "val" / source.name)
+    (root / "data.yaml").write_text((BRAIN / "data.yaml").read_text())
+    return root / "data.yaml"
+
+
+def test_cli_compares_resumes_and_stores_review_runs(four_val_images, tmp_path, capsys):
+    run, db = tmp_path / "run", tmp_path / "review.db"
+    args = ["--data", str(four_val_images), "--split", "val", "--output_dir", str(run), "--db", str(db), "--batch_size", "3"]
+    assert main(args) == 0
+    out = capsys.readouterr()
+    assert "4 images, 2 with a labelled tumour" in out.out and "kappa" in out.out
+    result = json.loads((run / "report.json").read_text())
+    assert result["presence"]["detector"]["sensitivity"]["value"] == 100.0  # the committed weights find both
+    assert result["detector_box_iou50"]["value"] == 100.0
+    assert (run / "plot.png").stat().st_size > 10_000
+    rows = (run / "answers.jsonl").read_text().splitlines()
+    assert len(rows) == 4 and {json.loads(r)["label"] for r in rows} == {None, "pituitary", "glioma"}
+
+    assert main(args) == 0  # resumed: nothing asked again
+    assert "4 images, 4 already compared" in capsys.readouterr().err
+    assert (run / "answers.jsonl").read_text().splitlines() == rows
+    store = Store(db, readonly=True)
+    runs = store.query("SELECT id, model, settings FROM runs ORDER BY id")
+    assert len(runs) == 3 and all('"kind": "comparison"' in settings for _, _, settings in runs)
+    assert store.query("SELECT COUNT(*) FROM predictions")[0][0] == 12  # 4 images x 3 sides, stored once
+
+    assert main(args + ["--max_new_tokens", "8"]) == 2  # the same folder with other settings
+    assert "other settings" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--split", "val"], "--data"), (["--data", "d.yaml", "--batch_size", "0"], "--batch_size"),
+    (["--data", "d.yaml", "--split", "test"], "invalid choice"),
+])
+def test_bad_arguments_get_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_missing_data_is_one_line(tmp_path, capsys):
+    assert main(["--data", str(tmp_path / "none.yaml"), "--output_dir", str(tmp_path / "run")]) == 2
+    assert "not a YOLO data.yaml" in capsys.readouterr().err

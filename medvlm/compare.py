@@ -13,6 +13,7 @@ import argparse
 import json
 import re
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from medvlm.detect import Detection
@@ -92,7 +93,7 @@ ASKED = {"vlm_presence": (PRESENCE_QUESTION, False), "vlm_type": (TYPE_QUESTION,
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from medvlm.settings import DEFAULT_MODEL, DETECTOR_WEIGHTS
+    from medvlm.settings import COMPARE_BATCH_SIZE, DEFAULT_MODEL, DETECTOR_WEIGHTS
 
     parser = argparse.ArgumentParser(prog="python -m medvlm.compare", description="VLM versus detector over a labelled YOLO set.")
     parser.add_argument("--data", required=True, help="a YOLO data.yaml (boxes per image; an empty label = no tumour)")
@@ -103,7 +104,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--db", help="also store each side's answers in this review database, for physicians")
     parser.add_argument("--output_dir", help="run folder (default: runs/compare/DATA-SPLIT-MODEL)")
     parser.add_argument("--limit", type=int, help="only the first N images")
-    parser.add_argument("--batch_size", type=int, default=8, help="images per batch (4 questions each)")
+    parser.add_argument("--batch_size", type=int, default=COMPARE_BATCH_SIZE, help="images per batch, 4 questions each")
     parser.add_argument("--max_new_tokens", type=int, default=16)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     args = parser.parse_args(argv)
@@ -111,7 +112,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--limit and --batch_size must be >= 1, --max_new_tokens in 1..1024")
     if args.output_dir is None:
         data = Path(args.data)
-        args.output_dir = str(Path("runs") / "compare" / f"{data.parent.name}-{args.split}-{Path(args.model).name}")
+        adapter = f"-{Path(args.adapter).name}" if args.adapter else ""
+        args.output_dir = str(Path("runs") / "compare" / f"{data.parent.name}-{args.split}-{Path(args.model).name}{adapter}")
     return args
 
 
@@ -157,7 +159,29 @@ def read_rows(path: Path) -> dict[str, dict]:
     return rows
 
 
-def run_comparison(args: argparse.Namespace) -> dict:
+def questions_for(picture, detections: list[Detection]) -> list[str]:
+    """The four questions asked about one image (ASKED's order), as the model sees them."""
+    from medvlm.predict import with_instruction
+
+    return [with_instruction(grounded_question(question, detections, picture.size) if grounded else question, True)
+            for question, grounded in ASKED.values()]
+
+
+def compare_batch(loaded, detector, pictures: list, settings) -> tuple[list[list[Detection]], list[dict]]:
+    """The detector on all pictures in one pass, then every picture's four questions in one batch of the VLM
+    (medvlm.predict packs each picture's questions behind one prefix) -> (detections, answers) per picture."""
+    from medvlm.predict import answer_batch
+
+    detections = detector.predict_batch(pictures)
+    items = [(picture, question) for picture, found in zip(pictures, detections) for question in questions_for(picture, found)]
+    said = answer_batch(loaded, items, settings, batch_size=len(items))
+    return detections, [dict(zip(ASKED, said[4 * k : 4 * k + 4])) for k in range(len(pictures))]
+
+
+def run_comparison(args: argparse.Namespace, loaded=None, detector=None, hold=nullcontext, store=None) -> dict:
+    """Compare over args.data's split, resuming from the run folder -> the report. The CLI loads the model and the
+    detector; the app passes its own (`loaded`, `detector`) and `hold`, a context manager taken around each batch
+    (its model locks), and `store`, its review database. Progress is a tqdm bar (the app's progress bar tracks it)."""
     from tqdm import tqdm
 
     from medvlm import models
@@ -166,15 +190,17 @@ def run_comparison(args: argparse.Namespace) -> dict:
     from medvlm.detect import Detector
     from medvlm.images import load_image
     from medvlm.labels import yolo_images
-    from medvlm.predict import answer_batch, with_instruction
 
     names, found = yolo_images(Path(args.data), keys=(args.split,))
     images = found[args.split][: args.limit]
-    spec = models.resolve(args.model, adapter=args.adapter)
+    if not images:
+        raise UserFacingError(f"No images in the {args.split} split of {Path(args.data).name}.")
+    spec = loaded.spec if loaded is not None else models.resolve(args.model, adapter=args.adapter)
+    detector_weights = detector.weights if detector is not None else Path(args.detector)
     run = Path(args.output_dir)
     run.mkdir(parents=True, exist_ok=True)
     config = {"data": str(Path(args.data).resolve()), "split": args.split, "model": spec.name, "adapter": spec.adapter,
-              "detector": str(Path(args.detector).resolve()), "max_new_tokens": args.max_new_tokens}
+              "detector": str(Path(detector_weights).resolve()), "max_new_tokens": args.max_new_tokens}
     saved = run / "config.json"
     if saved.is_file() and json.loads(saved.read_text()) != config:
         raise UserFacingError(f"{run} holds a comparison with other settings: pass another --output_dir.")
@@ -184,23 +210,20 @@ def run_comparison(args: argparse.Namespace) -> dict:
     todo = [(image, boxes) for image, boxes in images if image.name not in rows]
     print(f"{len(images)} images, {len(images) - len(todo)} already compared", file=sys.stderr)
     if todo:
-        device = None if args.device == "auto" else args.device
-        loaded = models.load(spec, device or models.default_device())
-        detector = Detector(args.detector, device=loaded.device if loaded.device == "cpu" else 0)
+        if loaded is None:
+            device = None if args.device == "auto" else args.device
+            loaded = models.load(spec, device or models.default_device())
+        if detector is None:
+            detector = Detector(detector_weights, device="cpu" if loaded.device == "cpu" else "0")
         settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=0.0)
         with open(answers_file, "a") as out, tqdm(total=len(todo), desc="compare", unit="image") as bar:
             for start in range(0, len(todo), args.batch_size):
                 chunk = todo[start : start + args.batch_size]
                 pictures = [load_image(image) for image, _ in chunk]
-                detections = detector.predict_batch(pictures)
-                questions = [
-                    (picture, with_instruction(grounded_question(question, found_here, picture.size) if grounded else question, True))
-                    for picture, found_here in zip(pictures, detections) for question, grounded in ASKED.values()
-                ]
-                said = answer_batch(loaded, questions, settings, batch_size=4 * len(chunk))
-                for k, ((image, boxes), picture, found_here) in enumerate(zip(chunk, pictures, detections)):
-                    answers = dict(zip(ASKED, said[4 * k : 4 * k + 4]))
-                    row = findings_row(image, boxes, names, picture.size, found_here, answers)
+                with hold():
+                    detections, answers = compare_batch(loaded, detector, pictures, settings)
+                for (image, boxes), picture, found_here, said in zip(chunk, pictures, detections, answers):
+                    row = findings_row(image, boxes, names, picture.size, found_here, said)
                     out.write(json.dumps(row) + "\n")
                     rows[image.name] = row
                 out.flush()
@@ -210,8 +233,8 @@ def run_comparison(args: argparse.Namespace) -> dict:
     result["settings"] = config
     (run / "report.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(result, run / "plot.png")
-    if args.db:
-        result["review_runs"] = store_for_review(args.db, spec, config, ordered)
+    if store is not None or args.db:
+        result["review_runs"] = store_in_review_db(store if store is not None else args.db, spec, config, ordered, result, run / "plot.png")
     return result
 
 
@@ -243,13 +266,15 @@ def plot(result: dict, path: Path) -> None:
     plt.close(figure)
 
 
-def store_for_review(db: str, spec, config: dict, rows: list[dict]) -> dict:
-    """Each side's presence answer per image as a comparison run (the detector's as "yes, glioma" / "no"), so
-    physicians grade both sides and disagreements can be queued first. -> {side: run id}."""
+def store_in_review_db(db, spec, config: dict, rows: list[dict], result: dict, plot_path: Path) -> dict:
+    """The report and plot (for the Evaluation tab), and each side's presence answer per image as a comparison run
+    (the detector's as "yes, glioma" / "no"), so physicians grade both sides, disagreements first. -> {side: run id}."""
     from review.store import Store
 
-    store = Store(db)
+    store = db if isinstance(db, Store) else Store(db)
     dataset = f"compare:{Path(config['data']).parent.name}"
+    store.add_comparison(spec.name, spec.adapter, Path(config["detector"]).name, dataset, config["split"], result,
+                         plot_path.read_bytes() if plot_path.is_file() else None)
     runs = {}
     for side, model, adapter in (("detector", Path(config["detector"]).name, None), ("vlm", spec.name, spec.adapter),
                                  ("vlm_grounded", spec.name, spec.adapter)):
@@ -264,25 +289,19 @@ def store_for_review(db: str, spec, config: dict, rows: list[dict]) -> dict:
                 answer = f"yes, {row['detections'][0]['label']}" if row["detections"] else "no"
             else:
                 answer = row["answers"]["vlm_presence" if side == "vlm" else "grounded_presence"]
-            store.add_prediction(run, item, answer)
-    store.close()
+            store.add_prediction(run, item, answer, boxes=row["detections"])
+    if store is not db:
+        store.close()
     return runs
 
 
 def format_report(result: dict) -> str:
-    from medvlm.comparison import SIDES
+    from medvlm.comparison import cell, summary_rows
 
-    def cell(entry):
-        return "-" if entry["value"] is None else f"{entry['value']:.1f} [{entry['ci95'][0]:.0f}, {entry['ci95'][1]:.0f}]"
-
-    lines = [f"{result['images']} images, {result['tumour_images']} with a labelled tumour",
-             f"{'':24s}" + "".join(f"{side:>24s}" for side in SIDES)]
-    for name, get in (("tumour sensitivity", lambda s: result["presence"][s]["sensitivity"]),
-                      ("tumour specificity", lambda s: result["presence"][s]["specificity"]),
-                      ("tumour accuracy", lambda s: result["presence"][s]["accuracy"]),
-                      ("type accuracy", lambda s: result["type"][s])):
-        lines.append(f"{name:24s}" + "".join(f"{cell(get(side)):>24s}" for side in SIDES))
-    lines.append(f"{'unclear presence':24s}" + "".join(f"{result['presence'][s]['unclear']:>24d}" for s in SIDES))
+    rows = summary_rows(result)
+    lines = [f"{result['images']} images, {result['tumour_images']} with a labelled tumour"]
+    for first, *sides in [["", *list(rows[0])[1:]]] + [list(row.values()) for row in rows]:
+        lines.append(f"{first:24s}" + "".join(f"{value:>24s}" for value in sides))
     kappa = result["agreement"]["kappa_vlm_detector"]
     lines.append(f"detector box IoU >= 0.5: {cell(result['detector_box_iou50'])}")
     if kappa["value"] is not None:

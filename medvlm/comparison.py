@@ -113,3 +113,21 @@ def report(cases: list[Case], names: list[str]) -> dict:
         "per_class": per_class,
         "wrong": wrong,
     }
+
+
+SIDE_NAMES = {"detector": "detector", "vlm": "VLM", "vlm_grounded": "VLM + findings"}
+
+
+def cell(entry: dict) -> str:
+    """"86.7 [81, 91]" for a rate with its interval; "-" when nothing was counted."""
+    return "-" if entry["value"] is None else f"{entry['value']:.1f} [{entry['ci95'][0]:.0f}, {entry['ci95'][1]:.0f}]"
+
+
+def summary_rows(result: dict) -> list[dict]:
+    """The report's headline figures, one row per measure and one column per side (the CLI and the Compare tab)."""
+    measures = (("tumour sensitivity %", lambda s: cell(result["presence"][s]["sensitivity"])),
+                ("tumour specificity %", lambda s: cell(result["presence"][s]["specificity"])),
+                ("tumour accuracy %", lambda s: cell(result["presence"][s]["accuracy"])),
+                ("type accuracy %", lambda s: cell(result["type"][s])),
+                ("unclear presence", lambda s: str(result["presence"][s]["unclear"])))
+    return [{"measure": name} | {SIDE_NAMES[side]: get(side) for side in SIDES} for name, get in measures]

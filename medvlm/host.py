@@ -41,14 +41,20 @@ class ModelHost:
             log.warning(self.startup_notice)
         self.start(DEFAULT_MODEL)
 
-    def detect(self, image):
-        """The detector's findings on an image (medvlm.detect.Detection list); the weights load on first use."""
+    def detector(self):
+        """The detector (medvlm.detect.Detector), loaded on first use; callers hold detector_lock while it runs."""
         from medvlm.detect import Detector
 
         with self.detector_lock:
             if self._detector is None:
                 self._detector = Detector(self.detector_weights, device="cpu" if self.device == "cpu" else "0")
-            return self._detector.predict(image)
+            return self._detector
+
+    def detect(self, image):
+        """The detector's findings on an image (medvlm.detect.Detection list)."""
+        detector = self.detector()
+        with self.detector_lock:
+            return detector.predict(image)
 
     @property
     def current_name(self) -> str | None:

@@ -12,6 +12,8 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DETECTOR_WEIGHTS = WEIGHTS_DIR / "yolov8n-brain-tumor.pt"
 DETECTOR_CONFIDENCE = 0.25
 DETECTOR_IMAGE_SIZE = 320  # trained and run at this size: tumours are 5-15 % of a slice, 16+ px here
+COMPARE_DATA = "../shared/data/brain-tumor/data.yaml"  # the Compare tab's suggested dataset (python -m medvlm.compare --data)
+COMPARE_BATCH_SIZE = 4  # images per batch of a dataset comparison, 4 questions each: fastest on CPU (bench/compare.py)
 
 # Images: a decompression bomb is refused before its pixels are decoded.
 MAX_IMAGE_PIXELS = 50_000_000

@@ -114,6 +114,29 @@ def run_rows(store: Store, answer_type: str | None = None) -> list[dict]:
     return rows
 
 
+def comparison_rows(store: Store, limit: int = 10) -> list[dict]:
+    """The newest VLM-versus-detector reports (medvlm.compare), one row each: presence accuracy, sensitivity and
+    specificity and type accuracy per side, kappa, and the physicians' accuracy on each side's answers so far."""
+    physicians = {row["run"]: row["physician_accuracy"] for row in run_rows(store)}
+    rows = []
+    for c in store.comparisons(limit):
+        r = c["report"]
+        row = {"comparison": c["id"], "model": c["model"], "detector": c["detector"], "data": f"{c['dataset']} {c['split']}",
+               "images": r["images"]}
+        for side, name in (("detector", "detector"), ("vlm", "VLM"), ("vlm_grounded", "VLM+findings")):
+            presence = r["presence"][side]
+            row[f"{name} sens/spec/acc %"] = "/".join("-" if presence[k]["value"] is None else f"{presence[k]['value']:.0f}"
+                                                      for k in ("sensitivity", "specificity", "accuracy"))
+            row[f"{name} type %"] = r["type"][side]["value"]
+            run = store.query("SELECT id FROM runs WHERE dataset = ? AND split IS ? AND settings LIKE ? ORDER BY id DESC LIMIT 1",
+                              [c["dataset"], c["split"], f'%"side": "{side}"%'])
+            row[f"{name} physicians %"] = physicians.get(run[0][0]) if run else None
+        kappa = r["agreement"]["kappa_vlm_detector"]
+        row["kappa VLM-detector"] = None if kappa["value"] is None else f"{kappa['value']:.2f} [{kappa['ci95'][0]:.2f}, {kappa['ci95'][1]:.2f}]"
+        rows.append(row)
+    return rows
+
+
 def strict_correct(p: dict) -> bool:
     if p["answer_type"] == "CLOSED":
         return metrics.closed_correct(p["answer"], p["reference"] or "")

@@ -62,7 +62,18 @@ CREATE TABLE swapped_predictions (
 _SCHEMA_3 = """
 ALTER TABLE reviewers ADD COLUMN admin INTEGER NOT NULL DEFAULT 0;
 """
-MIGRATIONS = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3]  # append, never edit: MIGRATIONS[k] takes version k to k + 1
+# 4: VLM-versus-detector reports over a labelled set (medvlm.compare): the report and its plot, for the Evaluation tab.
+_SCHEMA_4 = """
+CREATE TABLE comparisons (
+    id INTEGER PRIMARY KEY, created TEXT NOT NULL, model TEXT NOT NULL, adapter TEXT, detector TEXT NOT NULL,
+    dataset TEXT NOT NULL, split TEXT, report TEXT NOT NULL, plot BLOB
+);
+"""
+# 5: the detector's boxes on a comparison answer's image (JSON list of {label, confidence, box}), drawn for physicians.
+_SCHEMA_5 = """
+ALTER TABLE predictions ADD COLUMN boxes TEXT;
+"""
+MIGRATIONS = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _SCHEMA_5]  # append, never edit: MIGRATIONS[k] takes version k to k + 1
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -196,12 +207,13 @@ class Store:
             return insert(db, "items", row)
 
     def add_prediction(self, run_id: int, item_id: int, answer: str, latency_s: float | None = None,
-                       tokens: int | None = None) -> int:
-        """The prediction's id; a second answer for the same run and item keeps the first (resumed runs)."""
+                       tokens: int | None = None, boxes: list[dict] | None = None) -> int:
+        """The prediction's id; a second answer for the same run and item keeps the first (resumed runs). `boxes`:
+        the detector's findings on the image, drawn for the physician who grades this answer."""
         with self.write() as db:
             db.execute(
-                "INSERT OR IGNORE INTO predictions (run_id, item_id, answer, latency_s, tokens, created) VALUES (?, ?, ?, ?, ?, ?)",
-                [run_id, item_id, answer, latency_s, tokens, now()],
+                "INSERT OR IGNORE INTO predictions (run_id, item_id, answer, latency_s, tokens, created, boxes) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [run_id, item_id, answer, latency_s, tokens, now(), None if boxes is None else json.dumps(boxes)],
             )
             return db.execute("SELECT id FROM predictions WHERE run_id = ? AND item_id = ?", [run_id, item_id]).fetchone()[0]
 
@@ -216,6 +228,20 @@ class Store:
 
     def swapped_items(self, run_id: int) -> set[int]:
         return {row[0] for row in self.query("SELECT item_id FROM swapped_predictions WHERE run_id = ?", [run_id])}
+
+    def add_comparison(self, model: str, adapter: str | None, detector: str, dataset: str, split: str | None,
+                       report: dict, plot: bytes | None) -> int:
+        with self.write() as db:
+            return insert(db, "comparisons", {"created": now(), "model": model, "adapter": adapter, "detector": detector,
+                                              "dataset": dataset, "split": split, "report": json.dumps(report), "plot": plot})
+
+    def comparisons(self, limit: int = 10) -> list[dict]:
+        """The newest comparison reports first."""
+        fields = ("id", "created", "model", "adapter", "detector", "dataset", "split", "report", "plot")
+        rows = [dict(zip(fields, row)) for row in self.query(f"SELECT {', '.join(fields)} FROM comparisons ORDER BY id DESC LIMIT ?", [limit])]
+        for row in rows:
+            row["report"] = json.loads(row["report"])
+        return rows
 
     # --- reviewers and verdicts ----------------------------------------------------------------------------------------
 

@@ -150,6 +150,15 @@ def role(store: Store, name: str | None) -> dict | None:
     return {"id": reviewer["id"], "name": reviewer["name"], "admin": bool(reviewer["admin"])} if reviewer else None
 
 
+def may_administer(store: Store, accounts: bool, name: str | None) -> bool:
+    """Whether a request may see every run's model and everyone's verdicts, export, or start dataset runs. No
+    accounts: a one-person local app, all its own. Accounts: admins only."""
+    if not accounts:
+        return True
+    account = role(store, name)
+    return bool(account and account["admin"])
+
+
 def main(argv=None) -> int:
     # --db is accepted before or after the command; SUPPRESS keeps a command's parser from resetting it to the default.
     database = argparse.ArgumentParser(add_help=False)

@@ -88,6 +88,15 @@ def review_db(tmp_path_factory, vqa_rad_image):
             store.add_swapped_prediction(run, item, "other.jpg", swapped)
     users.add(store, REVIEWER, PASSWORD)
     users.add(store, ADMIN, ADMIN_PASSWORD, admin=True)
+    # A VLM-versus-detector report, as python -m medvlm.compare --db stores it (its figures: test_compare's cases).
+    from medvlm.compare import plot
+    from medvlm.comparison import report
+    from test_compare import CASES, NAMES
+
+    result = report(CASES, NAMES)
+    plot(result, path.parent / "plot.png")
+    store.add_comparison("medvlm-tiny", None, "yolov8n-brain-tumor.pt", "compare:brain-tumor", "val", result,
+                         (path.parent / "plot.png").read_bytes())
     store.close()
     return path
 
@@ -378,6 +387,9 @@ def test_review_grade_with_keys_undo_blinded_and_evaluation_for_admins(page, bro
     assert "image reliance" in table and "66.67" in table  # closed 66.67 % about their own image, 0 about others
     assert "-100.0" in table  # a physician accuracy interval: the three graded closed answers right
     wait_text(admin, "#eval-tasks", "organ_yes_no")
+    wait_text(admin, "#eval-comparisons", "yolov8n-brain-tumor.pt")
+    assert "67/50/60" in admin.locator("#eval-comparisons").inner_text()  # detector sensitivity/specificity/accuracy
+    assert admin.locator("#eval-comparison-plot img").count() == 1
     exports_before = set(Path(tempfile.gettempdir()).glob("medvlm-export-*"))
     admin.locator("#eval-export").click()
     wait_text(admin, "#eval-files", "verdicts")
@@ -524,3 +536,64 @@ def test_login_refuses_wrong_passwords_and_unknown_names(app_url, browser):
     page.wait_for_selector("input[type=password]")
     assert page.locator("#question").count() == 0  # nothing of the app before signing in
     page.close()
+
+
+def test_admin_compares_over_a_dataset_and_physicians_see_the_detector_boxes(browser, app_url, review_db, tmp_path):
+    """The Compare tab's dataset run as an admin starts it: progress, the side-by-side table, the report stored; a
+    reviewer may not start one; the comparison's answers reach the review queue with the detector's boxes drawn."""
+    import io
+    import shutil
+
+    from PIL import Image
+
+    from conftest import SHARED_DATA
+    from review.store import Store
+
+    brain = SHARED_DATA / "brain-tumor"
+    root = tmp_path / "two"
+    for name in ("c0_1002", "c2_2309"):  # two tumour slices the committed detector finds (test_compare)
+        for kind, suffix in (("images", ".jpg"), ("labels", ".txt")):
+            (root / kind / "val").mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(brain / kind / "val" / f"{name}{suffix}", root / kind / "val" / f"{name}{suffix}")
+    (root / "data.yaml").write_text((brain / "data.yaml").read_text())
+
+    reviewer = new_page(browser)
+    sign_in(reviewer, app_url)
+    reviewer.get_by_role("tab", name="Compare").click()
+    wait_text(reviewer, "#compare-dataset-status", "Only admins see dataset comparisons")
+    reviewer.locator("#compare-dataset-run").click()
+    wait_text(reviewer, "#compare-dataset-status", "Only admins may start")
+    reviewer.close()
+
+    def stored():
+        return Store(review_db, readonly=True).query("SELECT COUNT(*) FROM comparisons")[0][0]
+
+    before = stored()
+    admin = new_page(browser)
+    sign_in(admin, app_url, ADMIN, ADMIN_PASSWORD)
+    admin.get_by_role("tab", name="Compare").click()
+    wait_text(admin, "#compare-dataset-status", "yolov8n-brain-tumor.pt on 5")  # the latest stored comparison (the fixture's)
+    admin.locator("#compare-data textarea").fill(str(root / "data.yaml"))
+    admin.locator("#compare-dataset-run").click()
+    wait_text(admin, "#compare-dataset-status", "Done: 2 images", timeout=300_000)
+    table = admin.locator("#compare-dataset-table").inner_text()
+    assert "tumour sensitivity" in table and "100.0 [34, 100]" in table  # the detector finds both (Wilson 2/2)
+    assert admin.locator("#compare-dataset-plot img").count() == 1
+    assert stored() == before + 1
+    store = Store(review_db, readonly=True)
+    detector_run = store.query("SELECT id FROM runs WHERE settings LIKE '%\"side\": \"detector\"%' ORDER BY id DESC LIMIT 1")[0][0]
+    assert store.query("SELECT COUNT(*) FROM predictions WHERE run_id = ? AND boxes IS NOT NULL", [detector_run])[0][0] == 2
+    assert list((review_db.parent / "runs" / "compare").glob("two-val-medvlm-tiny*/answers.jsonl"))  # beside the database
+
+    admin.reload()
+    admin.get_by_role("tab", name="Review").click()
+    wait_text(admin, "#review-who", "(admin)")
+    admin.locator("#review-run input").click()
+    admin.get_by_role("option", name=str(detector_run), exact=True).click()
+    admin.wait_for_function("() => (document.querySelector('#review-answer textarea')?.value || '').startsWith('yes, ')")  # the detector's
+    source = admin.locator("#review-image img").get_attribute("src")
+    picture = Image.open(io.BytesIO(admin.request.get(source).body())).convert("RGB")
+    pixels = np.asarray(picture).astype(int)
+    coloured = (np.abs(pixels[..., 0] - pixels[..., 1]) + np.abs(pixels[..., 1] - pixels[..., 2]) > 60).sum()
+    assert coloured > 200  # a grey MRI slice with the detector's coloured box drawn on it
+    admin.close()

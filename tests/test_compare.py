@@ -103,6 +103,8 @@ def test_cli_compares_resumes_and_stores_review_runs(four_val_images, tmp_path, 
     runs = store.query("SELECT id, model, settings FROM runs ORDER BY id")
     assert len(runs) == 3 and all('"kind": "comparison"' in settings for _, _, settings in runs)
     assert store.query("SELECT COUNT(*) FROM predictions")[0][0] == 12  # 4 images x 3 sides, stored once
+    stored = store.comparisons()
+    assert len(stored) == 2 and stored[0]["report"]["images"] == 4 and stored[0]["plot"].startswith(b"\x89PNG")
 
     assert main(args + ["--max_new_tokens", "8"]) == 2  # the same folder with other settings
     assert "other settings" in capsys.readouterr().err
@@ -121,3 +123,25 @@ def test_bad_arguments_get_one_line(argv, message, capsys):
 def test_missing_data_is_one_line(tmp_path, capsys):
     assert main(["--data", str(tmp_path / "none.yaml"), "--output_dir", str(tmp_path / "run")]) == 2
     assert "not a YOLO data.yaml" in capsys.readouterr().err
+
+
+def test_contested_comparison_answers_come_first_in_every_queue(tmp_path):
+    from review import queue
+
+    store = Store(tmp_path / "q.db")
+    plain = store.add_run("m", "vqa-rad", "test")
+    for k in range(6):
+        store.add_prediction(plain, store.add_item("vqa-rad", f"q{k}", "yes", "CLOSED", image_hash=f"v{k}"), "yes")
+    sides = {side: store.add_run(side, "compare:brain", "val", None, {"kind": "comparison", "side": side}) for side in ("detector", "vlm")}
+    contested = set()
+    for k, (reference, detector, vlm) in enumerate([("yes", "yes, glioma", "yes"), ("yes", "yes, glioma", "no"),
+                                                    ("no", "no", "There is a mass."), ("no", "no", "no")]):
+        item = store.add_item("compare:brain", "Is there a tumor in this brain MRI?", reference, "CLOSED", image_hash=f"b{k}")
+        ids = [store.add_prediction(sides["detector"], item, detector), store.add_prediction(sides["vlm"], item, vlm)]
+        if k in (1, 2):  # the sides disagree (1), the VLM contradicts the label (2)
+            contested.update(ids)
+    assert queue.contested(store) == contested
+    for reviewer in (store.add_reviewer("a", "h"), store.add_reviewer("b", "h")):
+        pending, graded = queue.queue(store, reviewer)
+        assert graded == 0 and len(pending) == 14
+        assert {p["prediction_id"] for p in pending[:4]} == contested

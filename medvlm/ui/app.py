@@ -31,8 +31,8 @@ def build_app(host: ModelHost, store: Store, reveal_model: bool = False) -> gr.B
         gr.Markdown(HEADER)
         with gr.Tab("Chat"):
             build_chat_tab(host, store, accounts)
-        with gr.Tab("Compare"):
-            build_compare_tab(host)
+        with gr.Tab("Compare") as compare:
+            build_compare_tab(host, store, accounts, compare)
         with gr.Tab("Review"):
             build_review_tab(demo, store, accounts, reveal_model)
         with gr.Tab("Evaluation") as evaluation:

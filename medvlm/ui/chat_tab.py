@@ -10,6 +10,7 @@ from medvlm.errors import UserFacingError
 from medvlm.host import ModelHost
 from medvlm.images import load_image
 from medvlm.settings import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE, MAX_NEW_TOKENS_LIMIT
+from medvlm.ui.pictures import picture_file
 from medvlm.ui.text import html_text, markdown_text
 from review import chat_answers, users
 from review.store import Store
@@ -38,7 +39,7 @@ def on_upload(path, conversation: Conversation):
         return None, gr.skip(), conversation, warning(str(e))
     name = path.rsplit("/", 1)[-1]
     status = f"Loaded {markdown_text(name)} ({image.width}×{image.height}). Ask a question; follow-ups keep this image."
-    return image, [], Conversation(image=image, image_name=name), status
+    return picture_file(image), [], Conversation(image=image, image_name=name), status
 
 
 def on_remove_image():

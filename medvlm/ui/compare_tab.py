@@ -1,19 +1,32 @@
 """The Compare tab: one image, the VLM's answer on the left, the detector's boxes and table on the right, and
 whether they agree underneath. Both run at once and each shows as soon as it is ready; with "give the VLM the
-detector's findings" the detector goes first and its findings are put in the VLM's prompt."""
+detector's findings" the detector goes first and its findings are put in the VLM's prompt.
+
+Below, the same over a whole labelled set (python -m medvlm.compare with the app's model and detector): the latest
+stored report, or a new run with a progress bar, stored in the review database, where the contested images go to
+physicians first. With accounts, only admins see or start dataset runs (they name the models)."""
+import io
 import logging
 import queue
 import threading
+from contextlib import contextmanager
 
 import gradio as gr
+import pandas as pd
+from PIL import Image
 
 from medvlm.chat import GenerationSettings, check_question, stream_reply
-from medvlm.compare import DEFAULT_QUESTION, agreement, grounded_question
+from medvlm.compare import DEFAULT_QUESTION, agreement, grounded_question, parse_args, run_comparison
+from medvlm.comparison import summary_rows
 from medvlm.detect import draw
 from medvlm.errors import UserFacingError
 from medvlm.host import ModelHost
 from medvlm.images import load_image
+from medvlm.settings import COMPARE_DATA
+from medvlm.ui.pictures import picture_file
 from medvlm.ui.text import markdown_text
+from review import users
+from review.store import Store
 
 log = logging.getLogger(__name__)
 TABLE_HEADERS = ["class", "confidence", "x1", "y1", "x2", "y2"]
@@ -24,7 +37,7 @@ def detection_rows(detections) -> list[list]:
     return [[d.label, round(d.confidence, 3)] + [round(v) for v in d.box] for d in detections]
 
 
-def build_compare_tab(host: ModelHost) -> None:
+def build_compare_tab(host: ModelHost, store: Store, accounts: bool, tab: gr.Tab) -> None:
     with gr.Row():
         with gr.Column(scale=1):
             upload = gr.File(label="MRI image: PNG, JPEG or DICOM", type="filepath", elem_id="compare-upload")
@@ -96,7 +109,7 @@ def build_compare_tab(host: ModelHost) -> None:
                 detections = value
                 if use_findings:
                     threading.Thread(target=ask, args=(grounded_question(text, detections, image.size),), daemon=True).start()
-                yield gr.skip(), draw(image, detections), detection_rows(detections), gr.skip(), gr.skip()
+                yield gr.skip(), picture_file(draw(image, detections)), detection_rows(detections), gr.skip(), gr.skip()
             elif kind == "detector_failed":
                 problems.append(f"detector: {value}")
                 if use_findings:  # nothing to ground on: the VLM answers the plain question
@@ -108,3 +121,84 @@ def build_compare_tab(host: ModelHost) -> None:
         yield gr.skip(), gr.skip(), gr.skip(), line, ("⚠️ " + markdown_text(" ".join(problems))) if problems else f"Done.{grounding}"
 
     run.click(compare, [upload, question, grounded], [answer, boxes, table, verdict, status], concurrency_id="model")
+    build_dataset_section(host, store, accounts, tab)
+
+
+def report_summary(comparison: dict) -> str:
+    """A line naming a stored comparison (medvlm.compare's report) and its agreement figures."""
+    r = comparison["report"]
+    kappa = r["agreement"]["kappa_vlm_detector"]
+    right = r["agreement"]["who_was_right"]
+    agreed = "" if kappa["value"] is None else f" Agreement: kappa {kappa['value']:.2f} [{kappa['ci95'][0]:.2f}, {kappa['ci95'][1]:.2f}]."
+    return markdown_text(
+        f"Comparison #{comparison['id']} ({comparison['created'][:16].replace('T', ' ')}): {comparison['model']} versus "
+        f"{comparison['detector']} on {r['images']} {comparison['split'] or ''} images of {comparison['dataset'].removeprefix('compare:')} "
+        f"({r['tumour_images']} with a tumour). When they disagree: detector right {right['detector_only_right']}, "
+        f"VLM right {right['vlm_only_right']}, both wrong {right['both_wrong']}.{agreed}")
+
+
+def build_dataset_section(host: ModelHost, store: Store, accounts: bool, tab: gr.Tab) -> None:
+    with gr.Accordion("Over a labelled dataset", open=True):
+        gr.Markdown("Every image of a YOLO-layout set (a `data.yaml` on the server: boxes per image, an empty label for "
+                    "no tumour), asked of the detector and of the loaded VLM, plainly and given the detector's findings. "
+                    "Same as `python -m medvlm.compare`; resumable; stored in the review database (Evaluation tab), with "
+                    "the images where the sides disagree first in the physicians' queue.")
+        with gr.Row():
+            data = gr.Textbox(value=COMPARE_DATA, label="YOLO data.yaml", scale=3, elem_id="compare-data")
+            split = gr.Radio(["val", "train"], value="val", label="Split", scale=1, elem_id="compare-split")
+            limit = gr.Number(value=0, precision=0, minimum=0, maximum=100_000, label="Images (0: all)", scale=1,
+                              elem_id="compare-limit")
+            start = gr.Button("Compare over the dataset", scale=1, elem_id="compare-dataset-run")
+        summary = gr.Markdown(elem_id="compare-dataset-status")
+        figures = gr.Dataframe(interactive=False, wrap=True, elem_id="compare-dataset-table",
+                               label="Tumour presence and type per side, % [95 % interval]")
+        picture = gr.Image(interactive=False, height=320, show_label=False, elem_id="compare-dataset-plot")
+
+    def allowed(request: gr.Request) -> bool:
+        return users.may_administer(store, accounts, getattr(request, "username", None))
+
+    def shown(comparison: dict | None, line: str = ""):
+        if comparison is None:
+            return line or "No dataset comparison yet.", pd.DataFrame(), None
+        plot = picture_file(Image.open(io.BytesIO(comparison["plot"]))) if comparison["plot"] else None
+        return " ".join(filter(None, [line, report_summary(comparison)])), pd.DataFrame(summary_rows(comparison["report"])), plot
+
+    def latest(request: gr.Request):
+        if not allowed(request):
+            return "Only admins see dataset comparisons: they name the models.", pd.DataFrame(), None
+        found = store.comparisons(1)
+        return shown(found[0] if found else None)
+
+    @contextmanager
+    def holding_models():
+        """Around each batch: the chat and single-image compare wait at most one batch, never the whole run."""
+        with host.lock, host.detector_lock:
+            yield
+
+    def run_dataset(path, which, how_many, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+        try:
+            if not allowed(request):
+                raise UserFacingError("Only admins may start a dataset comparison.")
+            loaded = host.current
+            if loaded is None:
+                raise UserFacingError("No model is loaded: pick one in the Chat tab.")
+            if not (path or "").strip():
+                raise UserFacingError("Give the path of a YOLO data.yaml.")
+            argv = [f"--data={path.strip()}", f"--split={which}", f"--model={loaded.spec.name}"]
+            argv += [f"--adapter={loaded.spec.adapter}"] if loaded.spec.adapter else []
+            argv += [f"--limit={int(how_many)}"] if how_many else []
+            args = parse_args(argv)
+            args.output_dir = str(store.path.parent / args.output_dir)  # run folders live beside the review database
+            detector = host.detector()
+            result = run_comparison(args, loaded=loaded, detector=detector, hold=holding_models, store=store)
+        except UserFacingError as e:
+            return f"⚠️ {markdown_text(str(e))}", gr.skip(), gr.skip()
+        except Exception as e:  # keep the tab up; the log has the traceback
+            log.exception("dataset comparison failed")
+            return f"⚠️ The dataset comparison failed ({type(e).__name__}).", gr.skip(), gr.skip()
+        return shown(store.comparisons(1)[0], f"Done: {result['images']} images.")
+
+    outputs = [summary, figures, picture]
+    tab.select(latest, None, outputs, api_visibility="private")
+    # Its own queue: the model is taken batch by batch (holding_models), so chats go on between batches.
+    start.click(run_dataset, [data, split, limit], outputs, concurrency_id="dataset", api_name="compare_dataset")

@@ -1,13 +1,16 @@
 """The Evaluation tab: every run's automatic scores beside the physicians' verdicts (review.report), plots, and
 the export of predictions and verdicts. With accounts, only admins see it: it names every run's model and holds
 every reviewer's verdicts and notes."""
+import io
 import shutil
 import tempfile
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
+from PIL import Image
 
+from medvlm.ui.pictures import picture_file
 from review import report, users
 from review.store import Store
 
@@ -38,6 +41,9 @@ def build_evaluation_tab(store: Store, tab: gr.Tab, accounts: bool) -> None:
                 "the drop in points: what reading the image adds. A model that answers from the wording alone has none.")
     tasks = gr.Dataframe(interactive=False, wrap=True, label="Label questions, per task (balanced: always yes or always no scores 50)",
                          elem_id="eval-tasks")
+    comparisons = gr.Dataframe(interactive=False, wrap=True, elem_id="eval-comparisons",
+                               label="VLM versus detector over a dataset (python -m medvlm.compare; sens/spec/acc: tumour presence)")
+    comparison_plot = gr.Image(label="Latest comparison", interactive=False, height=320, elem_id="eval-comparison-plot")
     with gr.Row():
         # One bar per (run, scorer): BarPlot stacks bars that share an x value.
         accuracy_plot = gr.BarPlot(x="bar", y="accuracy", color="scorer", title="Accuracy by scorer (automatic: closed questions)",
@@ -46,16 +52,13 @@ def build_evaluation_tab(store: Store, tab: gr.Tab, accounts: bool) -> None:
     files = gr.File(label="Exports", file_count="multiple", interactive=False, elem_id="eval-files")
 
     def allowed(request: gr.Request) -> bool:
-        """No accounts: a one-person local app, all its own. Accounts: admins only."""
-        if not accounts:
-            return True
-        account = users.role(store, getattr(request, "username", None))
-        return bool(account and account["admin"])
+        return users.may_administer(store, accounts, getattr(request, "username", None))
 
     def load(choice, request: gr.Request):
         if not allowed(request):
             empty = pd.DataFrame()
-            return "Only admins see the evaluation: it names every run's model and holds every reviewer's verdicts.", empty, empty, empty, empty
+            return ("Only admins see the evaluation: it names every run's model and holds every reviewer's verdicts.",
+                    empty, empty, empty, None, empty, empty)
         rows = report.run_rows(store, TYPES[choice])
         frame = pd.DataFrame([{COLUMNS[k]: (f"{v[0]}-{v[1]}" if isinstance(v, tuple) else v) for k, v in row.items() if k in COLUMNS}
                               for row in rows], columns=list(COLUMNS.values()))
@@ -68,7 +71,9 @@ def build_evaluation_tab(store: Store, tab: gr.Tab, accounts: bool) -> None:
                            columns=["run", "verdict", "verdicts"])
         per_task = pd.DataFrame([{TASK_COLUMNS[k]: v for k, v in row.items()} for row in report.task_rows(store)],
                                 columns=list(TASK_COLUMNS.values()))
-        return "", frame, per_task, accuracy, mix
+        latest = store.comparisons(1)
+        plot = picture_file(Image.open(io.BytesIO(latest[0]["plot"]))) if latest and latest[0]["plot"] else None
+        return "", frame, per_task, pd.DataFrame(report.comparison_rows(store)), plot, accuracy, mix
 
     def export_all(request: gr.Request):
         """Written to a private (0700) temporary folder; Gradio copies the files it serves, and the folder goes at once."""
@@ -81,7 +86,7 @@ def build_evaluation_tab(store: Store, tab: gr.Tab, accounts: bool) -> None:
         if folder:
             shutil.rmtree(folder, ignore_errors=True)
 
-    outputs = [notice, table, tasks, accuracy_plot, mix_plot]
+    outputs = [notice, table, tasks, comparisons, comparison_plot, accuracy_plot, mix_plot]
     refresh.click(load, [kind], outputs, api_visibility="private")
     kind.change(load, [kind], outputs, api_visibility="private")
     tab.select(load, [kind], outputs, api_visibility="private")  # fresh numbers every time the tab is opened

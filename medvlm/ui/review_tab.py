@@ -4,9 +4,12 @@ Who grades is the app's signed-in account (Gradio's login page, a session cookie
 event). Keys (outside text boxes; Escape leaves one): 1 correct, 2 rephrased, 3 wrong, U undo the last verdict, S skip.
 Each verdict names the answer it is for (the one on screen): a verdict for an answer no longer shown (a stale API
 call, a second key press sent before the next answer arrived) is refused, and so is one that comes within MIN_DWELL_S
-of its answer being sent (a second key press that arrived just after it: nobody read that answer). A double click or a resubmitted request is stored once. Reviewers see no run
-and no model; admins may filter by run, and see the model once they have graded.
+of its answer being sent (a second key press that arrived just after it: nobody read that answer). A double click or
+a resubmitted request is stored once. Reviewers see no run and no model; admins may filter by run, and see the model
+once they have graded. Answers from a VLM-versus-detector comparison show the detector's boxes on the image, and the
+contested ones (the sides disagree, or one contradicts the label) come first.
 """
+import json
 import logging
 import threading
 import time
@@ -16,8 +19,10 @@ from pathlib import Path
 
 import gradio as gr
 
+from medvlm.detect import Detection, draw
 from medvlm.errors import UserFacingError
 from medvlm.images import load_image
+from medvlm.ui.pictures import picture_file
 from review import queue, users
 from review.store import Store
 
@@ -132,11 +137,13 @@ def build_review_tab(demo: gr.Blocks, store: Store, accounts: bool, reveal_model
         if row["image_ref"] and Path(row["image_ref"]).is_file():
             try:
                 picture = load_image(row["image_ref"])
+                if row["boxes"] is not None:  # a comparison answer: the detector's findings, drawn
+                    picture = draw(picture, [Detection(d["label"], d["confidence"], tuple(d["box"])) for d in json.loads(row["boxes"])])
             except UserFacingError:
                 message = f"{message} ⚠️ This answer's image cannot be read.".strip()
         token = f"{account['id']}:{row['prediction_id']}:{len(store.history(row['prediction_id'], account['id']))}"
         box["session"] = replace(s, shown=row["prediction_id"], shown_token=token, shown_at=time.monotonic())
-        return (picture, f"({row['answer_type'].lower()}) {row['question']}", row["reference"] or "(none: a chat answer)",
+        return (picture_file(picture), f"({row['answer_type'].lower()}) {row['question']}", row["reference"] or "(none: a chat answer)",
                 row["answer"] or "(empty)", "", token, counts, message)
 
     def signed_in(request: gr.Request) -> dict | None:

@@ -1,0 +1,66 @@
+"""Images/s of the dataset comparison (python -m medvlm.compare: the detector on a batch of images in one pass, each
+image's four questions packed behind one prefix) versus the Compare tab's path image by image (Detector.predict, then
+each question through medvlm.chat.stream_reply), on the same images and questions, side by side in one run.
+
+    python bench/compare.py                  # 24 shared brain-tumour val images, batches of 4
+    python bench/compare.py --images 48 --batch 16
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from medvlm.settings import apply_offline_env  # noqa: E402
+
+apply_offline_env()
+
+from medvlm import models  # noqa: E402
+from medvlm.chat import GenerationSettings, stream_reply  # noqa: E402
+from medvlm.compare import ASKED, compare_batch, questions_for  # noqa: E402
+from medvlm.detect import Detector  # noqa: E402
+from medvlm.images import load_image  # noqa: E402
+from medvlm.labels import yolo_images  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "brain-tumor" / "data.yaml"))
+    parser.add_argument("--images", type=int, default=24)
+    parser.add_argument("--batch", type=int, default=4)
+    args = parser.parse_args()
+    _, found = yolo_images(Path(args.data), keys=("val",))
+    # An even spread over the classes (the files sort by class): every 8th image.
+    chosen = found["val"][:: max(1, len(found["val"]) // args.images)][: args.images]
+    pictures = [load_image(image) for image, _ in chosen]
+    loaded = models.load(models.resolve("medvlm-tiny"), "cpu")
+    detector = Detector()
+    settings = GenerationSettings(max_new_tokens=16, temperature=0.0)
+    compare_batch(loaded, detector, pictures[:2], settings)  # warm-up: first-call costs out of both timings
+
+    start = time.perf_counter()
+    one_by_one = []
+    for picture in pictures:
+        found_here = detector.predict(picture)
+        one_by_one.append([list(stream_reply(loaded, [], q, picture, settings))[-1] for q in questions_for(picture, found_here)])
+    single = time.perf_counter() - start
+
+    start = time.perf_counter()
+    batched = []
+    for k in range(0, len(pictures), args.batch):
+        batched += [list(a.values()) for a in compare_batch(loaded, detector, pictures[k : k + args.batch], settings)[1]]
+    together = time.perf_counter() - start
+
+    same = sum(a == b for x, y in zip(one_by_one, batched) for a, b in zip(x, y))
+    n = len(pictures)
+    print(f"{n} images, {len(ASKED)} questions each (plain and grounded presence and type), MedVLM-Tiny + YOLOv8n on CPU")
+    print(f"image by image (Compare tab path)   {n / single:.2f} images/s")
+    print(f"batched (medvlm.compare, batch {args.batch})   {n / together:.2f} images/s")
+    print(f"ratio                               {single / together:.2f}x")
+    print(f"identical answers                   {same}/{n * len(ASKED)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -8,10 +8,9 @@ read as a "no".
 from dataclasses import dataclass, field
 
 from medvlm.metrics import normalize_tokens
-from review.stats import cohen_kappa, wilson_interval
+from review.stats import kappa_with_interval, wilson_interval
 
 SIDES = ("detector", "vlm", "vlm_grounded")
-Z95 = 1.959964
 
 
 @dataclass(frozen=True)
@@ -47,18 +46,6 @@ def rate(successes: int, n: int) -> dict:
         return {"value": None, "ci95": None, "n": 0}
     low, high = wilson_interval(successes, n)
     return {"value": round(100 * successes / n, 2), "ci95": [round(100 * low, 1), round(100 * high, 1)], "n": n}
-
-
-def kappa_with_interval(first: list, second: list) -> dict:
-    """Cohen's kappa with the usual large-sample 95 % interval (Cohen 1960's standard error)."""
-    n = len(first)
-    if n == 0:
-        return {"value": None, "ci95": None, "n": 0}
-    kappa = cohen_kappa([str(v) for v in first], [str(v) for v in second])
-    observed = sum(a == b for a, b in zip(first, second)) / n
-    expected = sum((first.count(c) / n) * (second.count(c) / n) for c in set(first) | set(second))
-    se = (observed * (1 - observed) / n) ** 0.5 / (1 - expected) if expected < 1 else 0.0
-    return {"value": round(kappa, 3), "ci95": [round(kappa - Z95 * se, 3), round(kappa + Z95 * se, 3)], "n": n}
 
 
 def report(cases: list[Case], names: list[str]) -> dict:

@@ -98,23 +98,37 @@ def majority_baseline(train_records, eval_records) -> dict:
 # --- published, more lenient scorers: reproduced so reported numbers can be compared, and their optimism seen ------
 
 
+def llava_med_closed_hit(prediction: str, reference: str) -> bool | None:
+    """LLaVA-Med run_eval.py's closed rule, lower-cased substrings: with "yes" or "no" anywhere in the prediction
+    ("normal" holds a "no"), a hit when the reference is in it, and otherwise None: before its fix #35 the script
+    appended nothing, so the question left the denominator. With neither substring, a miss."""
+    prediction, reference = (prediction or "").lower().strip(), (reference or "").lower().strip()
+    if "yes" in prediction or "no" in prediction:
+        return True if reference in prediction else None
+    return False
+
+
+def llava_med_open_recall(prediction: str, reference: str) -> float:
+    """run_eval.py's open figure, the recall of its calculate_f1score: reference words found, each counted as often
+    as the prediction says it, over that plus the reference words missing (on our normalised tokens)."""
+    predicted, expected = Counter(normalize_tokens(prediction)), Counter(normalize_tokens(reference))
+    if not predicted or not expected:
+        return 0.0
+    found = sum(predicted[w] for w in expected if w in predicted)
+    missing = sum(n for w, n in expected.items() if w not in predicted)
+    return found / (found + missing)
+
+
 def llava_med_score(records) -> dict:
-    """LLaVA-Med's run_eval.py rules (labelled "LLaVA-Med-compatible" wherever shown), lower-cased:
-    closed: if the prediction contains the substring "yes" or "no", it is a hit when it contains the reference as a
-    substring, and otherwise it is *left out of the denominator* (as that script does); with neither substring it is
-    a miss. Open: a hit when the reference is a substring of the prediction. Percentages."""
-    closed, opened = [], []
-    for r in records:
-        prediction, reference = (r["prediction"] or "").lower().strip(), (r["answer"] or "").lower().strip()
-        if r["answer_type"].upper() == "CLOSED":
-            if "yes" in prediction or "no" in prediction:
-                if reference in prediction:
-                    closed.append(1)
-            else:
-                closed.append(0)
-        else:
-            opened.append(int(bool(reference) and reference in prediction))
-    return {"closed_counted": len(closed), "closed_accuracy": _percent(closed), "open_accuracy": _percent(opened)}
+    """LLaVA-Med's run_eval.py (labelled "LLaVA-Med-compatible" wherever shown), in its two versions:
+    closed_accuracy: before its fix #35, a wrong closed answer holding "yes" or "no" leaves the denominator
+    (closed_counted says how many stayed); closed_accuracy_all: after #35, every closed question counts.
+    open_recall: its open figure, token recall (llava_med_open_recall). Percentages."""
+    hits = [llava_med_closed_hit(r["prediction"], r["answer"]) for r in records if r["answer_type"].upper() == "CLOSED"]
+    counted = [hit for hit in hits if hit is not None]
+    opened = [llava_med_open_recall(r["prediction"], r["answer"]) for r in records if r["answer_type"].upper() != "CLOSED"]
+    return {"closed_counted": len(counted), "closed_accuracy": _percent(counted),
+            "closed_accuracy_all": _percent([bool(hit) for hit in hits]), "open_recall": _percent(opened)}
 
 
 def rouge_l(prediction: str, reference: str) -> float:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from medvlm import metrics
 from medvlm.errors import UserFacingError
-from review.stats import cohen_kappa, fleiss_kappa, wilson_interval
+from review.stats import cohen_kappa, fleiss_kappa, kappa_with_interval, wilson_interval
 from review.store import DEFAULT_DB, Store
 
 PREDICTIONS_SQL = """
@@ -87,7 +87,7 @@ def run_rows(store: Store, answer_type: str | None = None) -> list[dict]:
         records = [{"prediction": p["answer"], "answer": p["reference"] or "", "answer_type": p["answer_type"]} for p in preds]
         strict, llava_med, lenient = metrics.score(records), metrics.llava_med_score(records), metrics.lenient_score(records)
         reviewed = [(p, verdicts[p["prediction_id"]]) for p in preds if verdicts[p["prediction_id"]]]
-        right = [sum(v in ("correct", "rephrased") for v in given.values()) * 2 > len(given) for _, given in reviewed]
+        right = [physician_right(given) for _, given in reviewed]
         low, high = wilson_interval(sum(right), len(right))
         strict_right = [strict_correct(p) for p, _ in reviewed]
         mix = defaultdict(int)
@@ -99,7 +99,8 @@ def run_rows(store: Store, answer_type: str | None = None) -> list[dict]:
             "dataset": preds[0]["dataset"], "questions": len(preds),
             "strict_closed": strict["closed_accuracy"], "strict_open_recall": strict["open_recall"],
             "strict_open_f1": strict["open_f1"], "strict_exact": strict["open_exact_match"],
-            "llava_med_closed": llava_med["closed_accuracy"], "llava_med_open": llava_med["open_accuracy"],
+            "llava_med_closed": llava_med["closed_accuracy"], "llava_med_closed_n": llava_med["closed_counted"],
+            "llava_med_closed_all": llava_med["closed_accuracy_all"], "llava_med_open": llava_med["open_recall"],
             "lenient_closed": lenient["closed_accuracy"], "lenient_open": lenient["open_accuracy"],
             "swapped_closed": reliance.get(run_id, {}).get("swapped_closed"),
             "image_reliance": reliance.get(run_id, {}).get("image_reliance"),
@@ -134,6 +135,48 @@ def comparison_rows(store: Store, limit: int = 10) -> list[dict]:
         kappa = r["agreement"]["kappa_vlm_detector"]
         row["kappa VLM-detector"] = None if kappa["value"] is None else f"{kappa['value']:.2f} [{kappa['ci95'][0]:.2f}, {kappa['ci95'][1]:.2f}]"
         rows.append(row)
+    return rows
+
+
+def physician_right(given: dict) -> bool:
+    """Most of a prediction's reviewers say correct or rephrased (a tie is wrong)."""
+    return sum(v in ("correct", "rephrased") for v in given.values()) * 2 > len(given)
+
+
+# Each automatic scorer as a per-answer verdict: True right, False wrong, None not scored (LLaVA-Med before #35 drops
+# a wrong closed answer that holds "yes" or "no"). Open answers: strict = exact match; LLaVA-Med = every reference
+# word recalled (its open figure is mean recall); lenient = the notebook's rule.
+SCORERS = {
+    "strict": lambda p: strict_correct(p),
+    "LLaVA-Med, run_eval.py before #35": lambda p: metrics.llava_med_closed_hit(p["answer"], p["reference"] or "")
+    if p["answer_type"] == "CLOSED" else metrics.llava_med_open_recall(p["answer"], p["reference"] or "") == 1.0,
+    "LLaVA-Med, after #35": lambda p: bool(metrics.llava_med_closed_hit(p["answer"], p["reference"] or ""))
+    if p["answer_type"] == "CLOSED" else metrics.llava_med_open_recall(p["answer"], p["reference"] or "") == 1.0,
+    "lenient (notebook)": lambda p: metrics.lenient_correct(p["answer"], p["reference"] or ""),
+}
+
+
+def scorer_rows(store: Store) -> list[dict]:
+    """How far each automatic scorer can stand in for the physicians: on every answer physicians graded, per scorer
+    and question type, Cohen's kappa (95 % interval) between the scorer's right/wrong and the physicians' majority,
+    their raw agreement, and the two kinds of disagreement."""
+    verdicts = defaultdict(dict)
+    for v in store.current_verdicts():
+        verdicts[v["prediction_id"]][v["reviewer_id"]] = v["verdict"]
+    graded = [(p, physician_right(verdicts[p["prediction_id"]])) for p in predictions(store) if verdicts[p["prediction_id"]]]
+    rows = []
+    for name, scorer in SCORERS.items():
+        for answer_type in ("CLOSED", "OPEN", None):
+            pairs = [(scorer(p), md) for p, md in graded if answer_type in (None, p["answer_type"])]
+            scored = [(auto, md) for auto, md in pairs if auto is not None]
+            if not scored:
+                continue
+            kappa = kappa_with_interval([auto for auto, _ in scored], [md for _, md in scored])
+            rows.append({"scorer": name, "questions": (answer_type or "all").lower(), "graded": len(pairs), "scored": len(scored),
+                         "agreement": round(100 * sum(auto == md for auto, md in scored) / len(scored), 1),
+                         "kappa": kappa["value"], "kappa_ci95": tuple(kappa["ci95"]),
+                         "auto_right_physician_wrong": sum(auto and not md for auto, md in scored),
+                         "auto_wrong_physician_right": sum(md and not auto for auto, md in scored)})
     return rows
 
 
@@ -185,16 +228,28 @@ def format_table(rows: list[dict]) -> str:
         return str(value)
 
     columns = [("run", "run"), ("model", "model"), ("questions", "n"), ("strict_closed", "closed"),
-               ("strict_open_recall", "open rec"), ("strict_exact", "EM"), ("llava_med_closed", "LLaVA-Med closed*"),
-               ("llava_med_open", "LLaVA-Med open*"), ("lenient_closed", "lenient closed"), ("lenient_open", "lenient open"),
+               ("strict_open_recall", "open rec"), ("strict_exact", "EM"), ("llava_med_closed", "LLaVA-Med closed <#35*"),
+               ("llava_med_closed_n", "counted"), ("llava_med_closed_all", "LLaVA-Med closed >=#35"),
+               ("llava_med_open", "LLaVA-Med open recall"), ("lenient_closed", "lenient closed"), ("lenient_open", "lenient open"),
                ("swapped_closed", "swapped closed"), ("image_reliance", "image reliance"), ("reviewed", "reviewed"), ("physician_accuracy", "physician acc"), ("physician_ci95", "95% CI"),
                ("auto_wrong_physician_right", "auto wrong/MD right"), ("kappa", "kappa")]
     table = [[title for _, title in columns]] + [[show(row[key]) for key, _ in columns] for row in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in table]
-    lines.append("* LLaVA-Med-compatible substring rules: a wrong closed answer containing yes/no is left out of its denominator.")
+    lines.append("* LLaVA-Med run_eval.py before its fix #35: a wrong closed answer containing yes/no leaves the denominator "
+                 "(\"counted\" stay); >=#35: every closed question counts. Both count \"normal\" as a \"no\".")
     lines.append("swapped closed: the same closed questions about another image; image reliance: the drop, in points.")
     return "\n".join(lines)
+
+
+def format_rows(rows: list[dict]) -> str:
+    """Any list of same-keyed dicts as aligned columns."""
+    def show(value):
+        return "-" if value is None else f"{value[0]}-{value[1]}" if isinstance(value, tuple) else str(value)
+
+    table = [list(rows[0])] + [[show(v) for v in row.values()] for row in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in table)
 
 
 def format_tasks(rows: list[dict]) -> str:
@@ -220,6 +275,12 @@ def main(argv=None) -> int:
         tasks = task_rows(store)
         if tasks:
             print(f"\nLabel questions, per task\n{format_tasks(tasks)}")
+        scorers = scorer_rows(store)
+        if scorers:
+            print(f"\nAutomatic scorers against the physicians (kappa, 95 % interval: which metric to trust)\n{format_rows(scorers)}")
+        comparisons = comparison_rows(store)
+        if comparisons:
+            print(f"\nVLM versus detector over a dataset (python -m medvlm.compare)\n{format_rows(comparisons)}")
         if args.export:
             for path in export(store, Path(args.export)):
                 print(f"wrote {path}")

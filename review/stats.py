@@ -29,6 +29,18 @@ def fleiss_kappa(ratings: list[list[str]]) -> float:
     return 1.0 if p_expected == 1 else (p_bar - p_expected) / (1 - p_expected)
 
 
+def kappa_with_interval(first: list, second: list, z: float = 1.959964) -> dict:
+    """Cohen's kappa with the usual large-sample 95 % interval (Cohen 1960's standard error); None for no items."""
+    n = len(first)
+    if n == 0:
+        return {"value": None, "ci95": None, "n": 0}
+    kappa = cohen_kappa([str(v) for v in first], [str(v) for v in second])
+    observed = sum(a == b for a, b in zip(first, second)) / n
+    expected = sum((first.count(c) / n) * (second.count(c) / n) for c in set(first) | set(second))
+    se = (observed * (1 - observed) / n) ** 0.5 / (1 - expected) if expected < 1 else 0.0
+    return {"value": round(kappa, 3), "ci95": [round(max(-1.0, kappa - z * se), 3), round(min(1.0, kappa + z * se), 3)], "n": n}
+
+
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     """95 % (by default) Wilson score interval for successes / n; (0, 1) when n is 0."""
     if n == 0:

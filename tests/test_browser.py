@@ -387,6 +387,7 @@ def test_review_grade_with_keys_undo_blinded_and_evaluation_for_admins(page, bro
     assert "image reliance" in table and "66.67" in table  # closed 66.67 % about their own image, 0 about others
     assert "-100.0" in table  # a physician accuracy interval: the three graded closed answers right
     wait_text(admin, "#eval-tasks", "organ_yes_no")
+    wait_text(admin, "#eval-scorers", "LLaVA-Med, after #35")  # each automatic scorer against the physicians
     wait_text(admin, "#eval-comparisons", "yolov8n-brain-tumor.pt")
     assert "67/50/60" in admin.locator("#eval-comparisons").inner_text()  # detector sensitivity/specificity/accuracy
     assert admin.locator("#eval-comparison-plot img").count() == 1

@@ -106,6 +106,11 @@ def test_cli_compares_resumes_and_stores_review_runs(four_val_images, tmp_path, 
     stored = store.comparisons()
     assert len(stored) == 2 and stored[0]["report"]["images"] == 4 and stored[0]["plot"].startswith(b"\x89PNG")
 
+    from review import report as review_report
+
+    assert review_report.main(["--db", str(db)]) == 0
+    assert "VLM versus detector over a dataset" in capsys.readouterr().out
+
     assert main(args + ["--max_new_tokens", "8"]) == 2  # the same folder with other settings
     assert "other settings" in capsys.readouterr().err
 

@@ -77,9 +77,19 @@ def test_llava_med_compatible_rules_and_their_optimism():
         {"prediction": "liver", "answer": "spleen", "answer_type": "OPEN"},
     ]
     result = llava_med_score(records)
-    assert result == {"closed_counted": 3, "closed_accuracy": 66.67, "open_accuracy": 50.0}
+    # before #35: the dropped answer is out of the denominator (2 of 3); after: 2 of 4. Open recall: 1 and 0.
+    assert result == {"closed_counted": 3, "closed_accuracy": 66.67, "closed_accuracy_all": 50.0, "open_recall": 50.0}
     strict = score(records)
     assert strict["closed_accuracy"] == 25.0  # only the first: "normal" is not a no, and every question counts
+
+
+def test_llava_med_open_recall_counts_as_its_script_does():
+    from medvlm.metrics import llava_med_open_recall, open_score
+
+    # calculate_f1score: a reference word counts as often as the prediction repeats it: (2 + 1) / (3 + 1 missing)
+    assert llava_med_open_recall("left left lung", "left lung base") == 0.75
+    assert open_score("left left lung", "left lung base").recall == pytest.approx(2 / 3)  # ours: each word once
+    assert llava_med_open_recall("", "lung") == 0.0 and llava_med_open_recall("The Lung.", "lung") == 1.0
 
 
 def test_lenient_notebook_rule():

@@ -44,6 +44,20 @@ def test_run_row_has_every_score(graded):
     assert row["kappa_kind"] == "Cohen" and row["kappa"] == pytest.approx(0.556, abs=1e-3)
 
 
+def test_each_automatic_scorer_against_the_physicians(graded):
+    """Physicians' majority: wrong, right, right, right. Strict says wrong, right, right (EM), wrong; LLaVA-Med and
+    the lenient rule say right four times: 75 % raw agreement, yet kappa 0: they agree only by calling all right."""
+    rows = {(r["scorer"], r["questions"]): r for r in report.scorer_rows(graded)}
+    strict = rows[("strict", "all")]
+    # po 3/4; pe = (2*1 + 2*3) / 16 = 1/2 -> kappa 1/2; se = sqrt(.75 * .25 / 4) / .5 = 0.433
+    assert (strict["graded"], strict["agreement"], strict["kappa"]) == (4, 75.0, 0.5)
+    assert strict["kappa_ci95"] == (-0.349, 1.0)  # clipped at 1
+    assert rows[("strict", "closed")]["kappa"] == 1.0 and rows[("strict", "open")]["kappa"] == 0.0
+    for scorer in ("LLaVA-Med, run_eval.py before #35", "LLaVA-Med, after #35", "lenient (notebook)"):
+        assert (rows[(scorer, "all")]["agreement"], rows[(scorer, "all")]["kappa"]) == (75.0, 0.0), scorer
+        assert rows[(scorer, "all")]["auto_right_physician_wrong"] == 1  # "looks normal" read as a "no"
+
+
 def test_withdrawn_verdicts_and_question_type_filter(graded):
     ada = graded.reviewer("ada")["id"]
     graded.record_verdict(1, ada, None)
@@ -55,7 +69,8 @@ def test_withdrawn_verdicts_and_question_type_filter(graded):
 def test_cli_prints_and_exports(graded, tmp_path, capsys):
     assert report.main(["--db", str(graded.path), "--export", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
-    assert "physician acc" in out and "75.0" in out and "LLaVA-Med-compatible" in out
+    assert "physician acc" in out and "75.0" in out and "before its fix #35" in out
+    assert "Automatic scorers against the physicians" in out and "lenient (notebook)" in out
     rows = list(csv.DictReader(open(tmp_path / "out" / "verdicts.csv")))
     assert len(rows) == 8 and {r["reviewer"] for r in rows} == {"ada", "bob"}
     assert len((tmp_path / "out" / "predictions.jsonl").read_text().splitlines()) == 4

@@ -16,7 +16,8 @@ from review.store import Store
 
 COLUMNS = {
     "run": "run", "model": "model", "questions": "n", "strict_closed": "closed %", "strict_open_recall": "open recall %",
-    "strict_exact": "exact match %", "llava_med_closed": "LLaVA-Med closed %*", "llava_med_open": "LLaVA-Med open %*",
+    "strict_exact": "exact match %", "llava_med_closed": "LLaVA-Med closed % (before #35)*",
+    "llava_med_closed_n": "counted*", "llava_med_closed_all": "LLaVA-Med closed % (after #35)", "llava_med_open": "LLaVA-Med open recall %",
     "lenient_closed": "lenient closed %", "lenient_open": "lenient open %", "swapped_closed": "swapped-image closed %",
     "image_reliance": "image reliance (points)", "reviewed": "reviewed",
     "physician_accuracy": "physicians %", "physician_ci95": "95% CI", "auto_wrong_physician_right": "EM wrong, MD right",
@@ -28,6 +29,16 @@ TASK_COLUMNS = {"run": "run", "model": "model", "task": "task", "questions": "n"
 TYPES = {"all": None, "closed": "CLOSED", "open": "OPEN"}
 
 
+SCORER_COLUMNS = {"scorer": "scorer", "questions": "questions", "graded": "graded", "scored": "scored",
+                  "agreement": "agreement %", "kappa": "kappa", "kappa_ci95": "95% CI",
+                  "auto_right_physician_wrong": "auto right, MD wrong", "auto_wrong_physician_right": "auto wrong, MD right"}
+
+
+def scorer_frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame([{SCORER_COLUMNS[k]: (f"{v[0]} to {v[1]}" if isinstance(v, tuple) else v) for k, v in row.items()}
+                         for row in rows], columns=list(SCORER_COLUMNS.values()))
+
+
 def build_evaluation_tab(store: Store, tab: gr.Tab, accounts: bool) -> None:
     notice = gr.Markdown(elem_id="eval-notice")
     with gr.Row():
@@ -35,10 +46,14 @@ def build_evaluation_tab(store: Store, tab: gr.Tab, accounts: bool) -> None:
         refresh = gr.Button("Refresh", elem_id="eval-refresh")
         export = gr.Button("Export CSV + JSONL", elem_id="eval-export")
     table = gr.Dataframe(interactive=False, wrap=True, elem_id="eval-table")
-    gr.Markdown("EM: exact match; MD: physicians. \\* LLaVA-Med's substring rules: a wrong closed answer that contains yes/no leaves its denominator; "
-                "\"normal\" counts as a \"no\". Shown so published numbers can be compared, not trusted. "
+    gr.Markdown("EM: exact match; MD: physicians. \\* LLaVA-Med's run_eval.py before its fix #35: a wrong closed answer that "
+                "contains yes/no leaves the denominator (\"counted\" stay); after #35 every closed question counts; both count "
+                "\"normal\" as a \"no\". Its open figure is token recall. Shown so published numbers can be compared, not trusted. "
                 "Swapped-image closed: the same closed questions asked about another image of the set; image reliance is "
                 "the drop in points: what reading the image adds. A model that answers from the wording alone has none.")
+    scorers = gr.Dataframe(interactive=False, wrap=True, elem_id="eval-scorers",
+                           label="Which automatic scorer to trust: each against the physicians' majority on the answers they graded "
+                                 "(Cohen's kappa, 95 % interval)")
     tasks = gr.Dataframe(interactive=False, wrap=True, label="Label questions, per task (balanced: always yes or always no scores 50)",
                          elem_id="eval-tasks")
     comparisons = gr.Dataframe(interactive=False, wrap=True, elem_id="eval-comparisons",
@@ -58,7 +73,7 @@ def build_evaluation_tab(store: Store, tab: gr.Tab, accounts: bool) -> None:
         if not allowed(request):
             empty = pd.DataFrame()
             return ("Only admins see the evaluation: it names every run's model and holds every reviewer's verdicts.",
-                    empty, empty, empty, None, empty, empty)
+                    empty, empty, empty, empty, None, empty, empty)
         rows = report.run_rows(store, TYPES[choice])
         frame = pd.DataFrame([{COLUMNS[k]: (f"{v[0]}-{v[1]}" if isinstance(v, tuple) else v) for k, v in row.items() if k in COLUMNS}
                               for row in rows], columns=list(COLUMNS.values()))
@@ -73,7 +88,7 @@ def build_evaluation_tab(store: Store, tab: gr.Tab, accounts: bool) -> None:
                                 columns=list(TASK_COLUMNS.values()))
         latest = store.comparisons(1)
         plot = picture_file(Image.open(io.BytesIO(latest[0]["plot"]))) if latest and latest[0]["plot"] else None
-        return "", frame, per_task, pd.DataFrame(report.comparison_rows(store)), plot, accuracy, mix
+        return "", frame, scorer_frame(report.scorer_rows(store)), per_task, pd.DataFrame(report.comparison_rows(store)), plot, accuracy, mix
 
     def export_all(request: gr.Request):
         """Written to a private (0700) temporary folder; Gradio copies the files it serves, and the folder goes at once."""
@@ -86,7 +101,7 @@ def build_evaluation_tab(store: Store, tab: gr.Tab, accounts: bool) -> None:
         if folder:
             shutil.rmtree(folder, ignore_errors=True)
 
-    outputs = [notice, table, tasks, comparisons, comparison_plot, accuracy_plot, mix_plot]
+    outputs = [notice, table, scorers, tasks, comparisons, comparison_plot, accuracy_plot, mix_plot]
     refresh.click(load, [kind], outputs, api_visibility="private")
     kind.change(load, [kind], outputs, api_visibility="private")
     tab.select(load, [kind], outputs, api_visibility="private")  # fresh numbers every time the tab is opened

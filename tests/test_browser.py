@@ -574,6 +574,9 @@ def test_admin_compares_over_a_dataset_and_physicians_see_the_detector_boxes(bro
     sign_in(admin, app_url, ADMIN, ADMIN_PASSWORD)
     admin.get_by_role("tab", name="Compare").click()
     wait_text(admin, "#compare-dataset-status", "yolov8n-brain-tumor.pt on 5")  # the latest stored comparison (the fixture's)
+    admin.locator("#compare-data textarea").fill(str(root / "missing.yaml"))
+    admin.locator("#compare-dataset-run").click()
+    wait_text(admin, "#compare-dataset-status", "is not a YOLO data.yaml")  # one line; the tab stays up
     admin.locator("#compare-data textarea").fill(str(root / "data.yaml"))
     admin.locator("#compare-dataset-run").click()
     wait_text(admin, "#compare-dataset-status", "Done: 2 images", timeout=300_000)

@@ -110,6 +110,21 @@ def test_cli_compares_resumes_and_stores_review_runs(four_val_images, tmp_path, 
 
     assert review_report.main(["--db", str(db)]) == 0
     assert "VLM versus detector over a dataset" in capsys.readouterr().out
+    # Physicians settle it: their accuracy for each side joins the comparison's row.
+    writer = Store(db)
+    ada = writer.add_reviewer("ada", "h")
+    detector_run, vlm_run = (run_id for run_id, _, settings in runs if '"side": "detector"' in settings or '"side": "vlm"' in settings)
+    for (prediction,) in writer.query("SELECT id FROM predictions WHERE run_id = ?", [detector_run]):
+        writer.record_verdict(prediction, ada, "correct")
+    wrong_once = writer.query("SELECT id FROM predictions WHERE run_id = ? ORDER BY id", [vlm_run])
+    for k, (prediction,) in enumerate(wrong_once):
+        writer.record_verdict(prediction, ada, "wrong" if k == 0 else "correct")
+    (row, _) = review_report.comparison_rows(writer)
+    assert (row["detector physicians %"], row["VLM physicians %"], row["VLM+findings physicians %"]) == (100.0, 75.0, None)
+    # Each comparison answer carries the detector's boxes for the physician's view: both tumours' at least.
+    boxes = [json.loads(b) for (b,) in writer.query("SELECT boxes FROM predictions WHERE run_id = ?", [vlm_run])]
+    assert len(boxes) == 4 and sum(bool(found) for found in boxes) >= 2
+    assert all(d["label"] in NAMES and len(d["box"]) == 4 for found in boxes for d in found)
 
     assert main(args + ["--max_new_tokens", "8"]) == 2  # the same folder with other settings
     assert "other settings" in capsys.readouterr().err

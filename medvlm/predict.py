@@ -102,10 +102,13 @@ def _greedy_rows(loaded: LoadedModel, rows: list[list[tuple]], max_new_tokens: i
     for r, p in enumerate(packed):
         n = p["input_ids"].shape[0]
         input_ids[r, :n] = p["input_ids"]
-        branch = p.get("branch", torch.zeros(n, dtype=torch.long))
+        if "branch" not in p:  # one question: the whole row is its own
+            ends[r, 0], visible[r, 0, :n] = n - 1, True
+            continue
+        branch, sees = p["branch"], packing.sees(p)
         for k in range(len(rows[r])):
             ends[r, k] = int((branch == k).nonzero()[-1, 0])
-            visible[r, k, :n] = (branch == k) | (branch == packing.PREFIX)
+            visible[r, k, :n] = sees[k + 1, branch + 1]  # its own tokens and every part it shares with others
     mask, positions = packing.attention(packed, length)
     exists = torch.zeros(n_rows, width, dtype=torch.bool)
     for r, row in enumerate(rows):
@@ -118,7 +121,12 @@ def _greedy_rows(loaded: LoadedModel, rows: list[list[tuple]], max_new_tokens: i
     out = model(input_ids=input_ids.to(loaded.device), pixel_values=pixel_values, attention_mask=mask.to(loaded.device),
                 position_ids=positions.to(loaded.device), use_cache=True, logits_to_keep=keep.to(loaded.device))
     logits = torch.zeros(n_rows, width, out.logits.shape[-1])
-    logits[exists] = out.logits.float().cpu()  # keep's order: row by row, question by question
+    # keep's logits come row by row in token order; the prefix tree may lay a row's questions out in another order.
+    order, offset = [], 0
+    for r, row in enumerate(rows):
+        order += (offset + ends[r, : len(row)].argsort().argsort()).tolist()
+        offset += len(row)
+    logits[exists] = out.logits.float().cpu()[order]
 
     cache, next_position = out.past_key_values, positions.gather(1, ends) + 1
     alive, generated = exists.clone(), [[[] for _ in row] for row in rows]

@@ -79,11 +79,35 @@ def test_label_mask_keeps_the_end_token_when_pad_is_eos(medvlm_tiny, images):
 # --- packing several questions about one image into one row ---------------------------------------------------------
 
 
-def same_image_examples(vqa_rad_image, answers=("yes", "the left lung", "axial")):
+def same_image_examples(vqa_rad_image, answers=("yes", "no", "axial")):
     from medvlm.data import Example
 
-    questions = ("Is there an effusion?", "Where is the mass?", "Which plane is this?")
+    questions = ("Is there an effusion?", "Is there a mass?", "Which plane is this?")  # the first two share "Is there"
     return [Example(str(vqa_rad_image), ((q, a),), id=str(k)) for k, (q, a) in enumerate(zip(questions, answers))]
+
+
+def test_pack_shares_every_common_opening_once():
+    """A prefix tree: what all three share, then what two share, then each one's own tokens (the labelled last token
+    always its own); each token sees only its own part and its ancestors, and positions continue from them."""
+    from medvlm import packing
+
+    def item(ids):
+        ids = torch.tensor(ids)
+        labels = torch.full_like(ids, -100)
+        labels[-1] = 0
+        return {"input_ids": ids, "labels": labels, "pixel_values": torch.zeros(3, 2, 2)}
+
+    row = packing.pack([item([1, 2, 3, 4, 5, 9]), item([1, 2, 3, 4, 6, 9]), item([1, 2, 7, 8, 9])])
+    assert row["input_ids"].tolist() == [1, 2, 3, 4, 5, 9, 6, 9, 7, 8, 9]
+    assert row["branch"].tolist() == [-1, -1, 3, 3, 0, 0, 1, 1, 2, 2, 2]
+    assert row["position_ids"].tolist() == [0, 1, 2, 3, 4, 5, 4, 5, 2, 3, 4]
+    assert row["parents"].tolist() == [3, 3, -1, -1] and packing.branches_in(row) == 3
+    mask, positions = packing.attention([row], 12)
+    assert mask[0, 0, 6].nonzero()[:, 0].tolist() == [0, 1, 2, 3, 6]  # the second's own token: not the first's
+    assert mask[0, 0, 10].nonzero()[:, 0].tolist() == [0, 1, 8, 9, 10]
+    assert positions[0, :11].tolist() == row["position_ids"].tolist()
+    same = packing.pack([item([1, 2, 3]), item([1, 2, 3])])  # the same question twice: all but the labelled token
+    assert same["branch"].tolist() == [-1, -1, 0, 1] and packing.branches_in(same) == 2
 
 
 @pytest.mark.parametrize("model", ["llava", "medvlm-tiny"])

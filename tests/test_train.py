@@ -249,10 +249,23 @@ def test_cli_trains_evaluates_and_resumes(llava_dir, vqa_jsonl, tmp_path, capsys
     assert json.loads((run / "checkpoint" / "progress.json").read_text())["step"] == 3
 
 
-def test_cli_rejects_bad_arguments(capsys):
+@pytest.mark.parametrize("argv, named", [
+    (["--batch_size", "many"], "--batch_size"), (["--pack_size", "0"], "--pack_size"), (["--quantize", "8bit"], "--quantize"),
+    (["--lora_dropout", "1.5", "--max_new_tokens", "0"], "--lora_dropout, --max_new_tokens"), (["--limit", "-3"], "--limit"),
+])
+def test_cli_rejects_bad_arguments_in_one_line(argv, named, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["--batch_size", "many"])
-    assert exit_info.value.code == 2 and "--batch_size" in capsys.readouterr().err
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and named in err[-1] and "Traceback" not in "".join(err)
+
+
+def test_cli_help_explains_every_argument(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert exit_info.value.code == 0 and "python -m train.vlm" in out
+    assert "examples packed in one row" in out and "continue from the run folder's checkpoint" in out
 
 
 # --- data ----------------------------------------------------------------------------------------------------------

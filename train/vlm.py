@@ -14,10 +14,11 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from medvlm.settings import apply_offline_env
+from medvlm.models.loading import QUANTIZE_CHOICES
+from medvlm.settings import MAX_NEW_TOKENS_LIMIT, apply_offline_env
 
 apply_offline_env()
 
@@ -32,57 +33,74 @@ from medvlm.images import load_image  # noqa: E402
 from medvlm.predict import with_instruction  # noqa: E402
 
 
+def arg(default, help: str, **kwargs):
+    """A dataclass field whose help text `python -m train.vlm --help` prints (HfArgumentParser reads the metadata)."""
+    return field(default=default, metadata={"help": help, **kwargs})
+
+
 @dataclass
 class ModelArguments:
-    model: str = "medvlm-tiny"  # registry name, local folder or hub id
-    quantize: str = "auto"  # auto: QLoRA (nf4) for 7B/9B on CUDA; none: plain LoRA
+    model: str = arg("medvlm-tiny", "registry name, local folder or hub id")
+    quantize: str = arg("auto", "auto: QLoRA (nf4) for the 7B/9B models on CUDA; none: plain LoRA", choices=QUANTIZE_CHOICES)
 
 
 @dataclass
 class DataArguments:
-    # A mixture "SOURCE[@WEIGHT],...": JSONL, image folder with metadata.jsonl, hub dataset id, or labels:PATH
-    # (questions from image labels, medvlm.labels). The first source's eval_split gives the headline scores; every
-    # labels: source is also scored on its held-out images (per task), and closed questions again with swapped images.
-    data: str = (
+    data: str = arg(
         "../shared/data/vqa-rad/vqa_rad.jsonl,labels:../shared/data/brain-tumor/data.yaml,"
-        "labels:../shared/data/vqa-rad/vqa_rad.jsonl@2,labels:../shared/data/isic/isic_ham10000_sample.jsonl@2"
-    )
-    train_split: str = "train"
-    eval_split: str = "test"  # "none" to skip the final evaluation
-    short_answer: bool = True  # append "Answer with a single word or phrase." in train and eval prompts
-    skip_bad: bool = False  # skip and count bad records instead of stopping
-    limit: int | None = None  # use only the first N training records
-    eval_limit: int | None = None
-    augment: bool = True  # a new random shift, zoom, tilt and contrast of each training image every time it is drawn
+        "labels:../shared/data/vqa-rad/vqa_rad.jsonl@2,labels:../shared/data/isic/isic_ham10000_sample.jsonl@2",
+        "a mixture SOURCE[@WEIGHT],...: JSONL, image folder with metadata.jsonl, hub dataset id, or labels:PATH "
+        "(questions from image labels). The first source's eval split gives the headline scores; every labels: source "
+        "is also scored on its held-out images (per task), and closed questions again with swapped images")
+    train_split: str = arg("train", "split to train on")
+    eval_split: str = arg("test", 'split of the first source for the final evaluation; "none" skips it')
+    short_answer: bool = arg(True, 'append "Answer with a single word or phrase." in train and eval prompts')
+    skip_bad: bool = arg(False, "skip and count bad records instead of stopping")
+    limit: int | None = arg(None, "use only the first N training records")
+    eval_limit: int | None = arg(None, "evaluate only the first N held-out records")
+    augment: bool = arg(True, "a new random shift, zoom, tilt and contrast of each training image every time it is drawn")
 
 
 @dataclass
 class LoraArguments:
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    lora_r: int = arg(16, "LoRA rank")
+    lora_alpha: int = arg(32, "LoRA alpha (scale = alpha / r)")
+    lora_dropout: float = arg(0.05, "LoRA dropout")
 
 
 @dataclass
 class TrainArguments:
-    output_dir: str = "runs/vlm"
-    epochs: float = 3.0
-    max_steps: int = -1  # > 0 overrides epochs
-    batch_size: int = 2  # rows per step; a row packs up to pack_size examples about one image
-    pack_size: int = 8
-    grad_accum: int = 1
-    lr: float | None = None  # LoRA; default: the family's (1e-3 for MedVLM-Tiny, 2e-4 for the 7B/9B models)
-    projector_lr: float = 1e-3  # modules trained in full (MedVLM-Tiny's fresh projector)
-    # A fresh projector starts as if its inputs were standardised (per vision channel, over the training images):
-    # the ImageNet features of grey medical scans share a large common part that would drown what tells them apart.
-    standardize_projector: bool = True
-    warmup_ratio: float = 0.03
-    seed: int = 0
-    save_steps: int = 100
-    resume: bool = False
-    gradient_checkpointing: bool | None = None  # default: on when quantised
-    eval_batch_size: int = 16
-    max_new_tokens: int = 16
+    output_dir: str = arg("runs/vlm", "run folder: config.json, checkpoint/, adapter/, eval.json, predictions.jsonl")
+    epochs: float = arg(3.0, "passes over the training mixture")
+    max_steps: int = arg(-1, "> 0 overrides --epochs")
+    batch_size: int = arg(2, "rows per step; a row packs up to --pack_size examples about one image")
+    pack_size: int = arg(8, "examples packed in one row (1: no packing)")
+    grad_accum: int = arg(1, "steps whose gradients are summed before an update")
+    lr: float | None = arg(None, "LoRA learning rate; default: the family's (1e-3 for MedVLM-Tiny, 2e-4 for the 7B/9B models)")
+    projector_lr: float = arg(1e-3, "learning rate of modules trained in full (MedVLM-Tiny's fresh projector)")
+    # The ImageNet features of grey medical scans share a large common part that would drown what tells them apart.
+    standardize_projector: bool = arg(True, "start a fresh projector as if its inputs were standardised per vision "
+                                            "channel over the training images")
+    warmup_ratio: float = arg(0.03, "share of the steps spent warming the learning rate up")
+    seed: int = arg(0, "random seed")
+    save_steps: int = arg(100, "save a checkpoint (for --resume) every N steps")
+    resume: bool = arg(False, "continue from the run folder's checkpoint")
+    gradient_checkpointing: bool | None = arg(None, "default: on when quantised")
+    eval_batch_size: int = arg(16, "questions per batch in the final evaluation")
+    max_new_tokens: int = arg(16, "answer length cap in the final evaluation")
+
+
+def check_arguments(data: DataArguments, lora: LoraArguments, train: TrainArguments) -> str | None:
+    """What is out of range, in one line; None when all is well."""
+    problems = [name for name, bad in (
+        ("--limit", data.limit is not None and data.limit < 1), ("--eval_limit", data.eval_limit is not None and data.eval_limit < 1),
+        ("--lora_r", lora.lora_r < 1), ("--lora_alpha", lora.lora_alpha <= 0), ("--lora_dropout", not 0 <= lora.lora_dropout < 1),
+        ("--epochs", train.epochs <= 0 and train.max_steps <= 0), ("--batch_size", train.batch_size < 1),
+        ("--pack_size", train.pack_size < 1), ("--grad_accum", train.grad_accum < 1), ("--lr", train.lr is not None and train.lr <= 0),
+        ("--projector_lr", train.projector_lr <= 0), ("--warmup_ratio", not 0 <= train.warmup_ratio < 1),
+        ("--save_steps", train.save_steps < 1), ("--eval_batch_size", train.eval_batch_size < 1),
+        ("--max_new_tokens", not 1 <= train.max_new_tokens <= MAX_NEW_TOKENS_LIMIT)) if bad]
+    return f"out of range: {', '.join(problems)} (see --help)" if problems else None
 
 
 class ImagePackedDataset(torch.utils.data.Dataset):
@@ -294,8 +312,12 @@ def evaluate(loaded: models.LoadedModel, eval_sets: dict[str, list[Example]], da
 
 
 def main(argv=None) -> int:
-    parser = HfArgumentParser((ModelArguments, DataArguments, LoraArguments, TrainArguments))
+    parser = HfArgumentParser((ModelArguments, DataArguments, LoraArguments, TrainArguments), prog="python -m train.vlm",
+                              description=__doc__.splitlines()[0])
     model_args, data_args, lora_args, train_args = parser.parse_args_into_dataclasses(args=argv)
+    problem = check_arguments(data_args, lora_args, train_args)
+    if problem:
+        parser.error(problem)
     try:
         return train(model_args, data_args, lora_args, train_args)
     except UserFacingError as e:

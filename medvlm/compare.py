@@ -93,7 +93,7 @@ ASKED = {"vlm_presence": (PRESENCE_QUESTION, False), "vlm_type": (TYPE_QUESTION,
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from medvlm.settings import COMPARE_BATCH_SIZE, DEFAULT_MODEL, DETECTOR_WEIGHTS
+    from medvlm.settings import COMPARE_BATCH_SIZE, DEFAULT_MODEL, DETECTOR_WEIGHTS, EVAL_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT
 
     parser = argparse.ArgumentParser(prog="python -m medvlm.compare", description="VLM versus detector over a labelled YOLO set.")
     parser.add_argument("--data", required=True, help="a YOLO data.yaml (boxes per image; an empty label = no tumour)")
@@ -105,11 +105,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output_dir", help="run folder (default: runs/compare/DATA-SPLIT-MODEL)")
     parser.add_argument("--limit", type=int, help="only the first N images")
     parser.add_argument("--batch_size", type=int, default=COMPARE_BATCH_SIZE, help="images per batch, 4 questions each")
-    parser.add_argument("--max_new_tokens", type=int, default=16)
+    parser.add_argument("--max_new_tokens", type=int, default=EVAL_MAX_NEW_TOKENS)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     args = parser.parse_args(argv)
-    if args.limit is not None and args.limit < 1 or args.batch_size < 1 or not 1 <= args.max_new_tokens <= 1024:
-        parser.error("--limit and --batch_size must be >= 1, --max_new_tokens in 1..1024")
+    if args.limit is not None and args.limit < 1 or args.batch_size < 1 or not 1 <= args.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
+        parser.error(f"--limit and --batch_size must be >= 1, --max_new_tokens in 1..{MAX_NEW_TOKENS_LIMIT}")
     if args.output_dir is None:
         data = Path(args.data)
         adapter = f"-{Path(args.adapter).name}" if args.adapter else ""

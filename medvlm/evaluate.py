@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from medvlm.settings import apply_offline_env
+from medvlm.settings import EVAL_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, apply_offline_env
 
 apply_offline_env()
 
@@ -39,12 +39,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, help="only the first N questions")
     parser.add_argument("--db", default=DEFAULT_DB, help=f"review database (default: {DEFAULT_DB})")
     parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--max_new_tokens", type=int, default=32)
+    parser.add_argument("--max_new_tokens", type=int, default=EVAL_MAX_NEW_TOKENS)
     parser.add_argument("--long_answers", action="store_true", help="leave out the short-answer instruction")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     args = parser.parse_args(argv)
-    if args.limit is not None and args.limit < 1 or args.batch_size < 1 or not 1 <= args.max_new_tokens <= 1024:
-        parser.error("--limit and --batch_size must be >= 1, --max_new_tokens in 1..1024")
+    if args.limit is not None and args.limit < 1 or args.batch_size < 1 or not 1 <= args.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
+        parser.error(f"--limit and --batch_size must be >= 1, --max_new_tokens in 1..{MAX_NEW_TOKENS_LIMIT}")
     return args
 
 

@@ -12,6 +12,7 @@ import torch
 from medvlm import packing
 from medvlm.chat import GenerationSettings, final_answer, generate_kwargs
 from medvlm.models.loading import LoadedModel
+from medvlm.settings import EVAL_MAX_NEW_TOKENS
 
 SHORT_ANSWER_INSTRUCTION = "Answer with a single word or phrase."
 MAX_BRANCHES = 8  # questions per row; more would make rows long and padding wasteful
@@ -25,7 +26,7 @@ def with_instruction(question: str, short_answer: bool) -> str:
 def answer_batch(
     loaded: LoadedModel,
     items: list[tuple],
-    settings: GenerationSettings = GenerationSettings(max_new_tokens=32),
+    settings: GenerationSettings = GenerationSettings(max_new_tokens=EVAL_MAX_NEW_TOKENS, temperature=0.0),
     batch_size: int = 8,
     on_batch: Callable[[int], None] | None = None,
     share_prefix: bool = True,

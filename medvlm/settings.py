@@ -22,6 +22,9 @@ MAX_UPLOAD_BYTES = 200 * 1024 * 1024
 # Questions: the character cap keeps tokenisation cheap; the model's context is checked after tokenising.
 MAX_QUESTION_CHARS = 16_000
 DEFAULT_MAX_NEW_TOKENS = 128
+# Scoring (train.vlm's final evaluation, medvlm.evaluate, medvlm.compare, medvlm.predict): one cap, so every score of
+# a model is read under the same limit. Short answers ("a single word or phrase") fit with room to spare.
+EVAL_MAX_NEW_TOKENS = 16
 MAX_NEW_TOKENS_LIMIT = 1024
 DEFAULT_TEMPERATURE = 0.0
 

@@ -367,3 +367,19 @@ def test_conversations_through_an_openai_compatible_endpoint(tmp_path):
     assert records[1]["image_id"] in requests[1] and records[0]["image_id"] not in requests[1]
     built = [json.loads(line) for line in (tmp_path / "c.jsonl").read_text().splitlines()]
     assert [b["messages"][1]["content"] for b in built] == ["Reply 1.", "Reply 2."]
+
+
+def test_every_score_is_read_under_one_answer_cap():
+    """Training's final evaluation, medvlm.evaluate, the dataset comparison and answer_batch share one default cap
+    (they drifted to 16, 32 and 32: eval.json and the Evaluation tab scored the same model under different limits)."""
+    import inspect
+
+    from medvlm import compare, evaluate
+    from medvlm.predict import answer_batch
+    from medvlm.settings import EVAL_MAX_NEW_TOKENS
+    from train.vlm import TrainArguments
+
+    caps = {TrainArguments().max_new_tokens, evaluate.parse_args(["--model", "m", "--data", "d"]).max_new_tokens,
+            compare.parse_args(["--data", "d.yaml"]).max_new_tokens,
+            inspect.signature(answer_batch).parameters["settings"].default.max_new_tokens}
+    assert caps == {EVAL_MAX_NEW_TOKENS}

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from medvlm.models.loading import QUANTIZE_CHOICES
-from medvlm.settings import MAX_NEW_TOKENS_LIMIT, apply_offline_env
+from medvlm.settings import EVAL_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, apply_offline_env
 
 apply_offline_env()
 
@@ -87,7 +87,7 @@ class TrainArguments:
     resume: bool = arg(False, "continue from the run folder's checkpoint")
     gradient_checkpointing: bool | None = arg(None, "default: on when quantised")
     eval_batch_size: int = arg(16, "questions per batch in the final evaluation")
-    max_new_tokens: int = arg(16, "answer length cap in the final evaluation")
+    max_new_tokens: int = arg(EVAL_MAX_NEW_TOKENS, "answer length cap in the final evaluation")
 
 
 def check_arguments(data: DataArguments, lora: LoraArguments, train: TrainArguments) -> str | None:

@@ -119,8 +119,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def findings_row(image: Path, boxes: list, names: list[str], size: tuple, detections: list[Detection], answers: dict) -> dict:
     return {"image": image.name, "path": str(image), "label": names[boxes[0][0]] if boxes else None, "boxes": boxes,
-            "size": list(size), "detections": [{"label": d.label, "confidence": round(d.confidence, 4),
-                                                "box": [round(v, 1) for v in d.box]} for d in detections],
+            "size": list(size), "detections": [d.as_dict() for d in detections],
             "answers": answers}
 
 
@@ -275,6 +274,8 @@ def store_in_review_db(db, spec, config: dict, rows: list[dict], result: dict, p
     dataset = f"compare:{Path(config['data']).parent.name}"
     store.add_comparison(spec.name, spec.adapter, Path(config["detector"]).name, dataset, config["split"], result,
                          plot_path.read_bytes() if plot_path.is_file() else None)
+    items = [store.add_item(dataset, PRESENCE_QUESTION, "yes" if row["label"] else "no", "CLOSED", image_ref=row["path"],
+                            image_hash=row["image"], task="tumor_presence") for row in rows]
     runs = {}
     for side, model, adapter in (("detector", Path(config["detector"]).name, None), ("vlm", spec.name, spec.adapter),
                                  ("vlm_grounded", spec.name, spec.adapter)):
@@ -282,9 +283,7 @@ def store_in_review_db(db, spec, config: dict, rows: list[dict], result: dict, p
                     "max_new_tokens": config["max_new_tokens"]}
         run = store.find_run(model, dataset, config["split"], adapter, settings) or store.add_run(model, dataset, config["split"], adapter, settings)
         runs[side] = run
-        for row in rows:
-            item = store.add_item(dataset, PRESENCE_QUESTION, "yes" if row["label"] else "no", "CLOSED", image_ref=row["path"],
-                                  image_hash=row["image"], task="tumor_presence")
+        for row, item in zip(rows, items):
             if side == "detector":
                 answer = f"yes, {row['detections'][0]['label']}" if row["detections"] else "no"
             else:

@@ -38,6 +38,14 @@ class Detection:
     confidence: float
     box: tuple[float, float, float, float]  # x1, y1, x2, y2 in the input image's pixels
 
+    def as_dict(self) -> dict:
+        """As stored (medvlm.compare's answers.jsonl, the review database's predictions.boxes)."""
+        return {"label": self.label, "confidence": round(self.confidence, 4), "box": [round(v, 1) for v in self.box]}
+
+    @classmethod
+    def from_dict(cls, stored: dict) -> "Detection":
+        return cls(stored["label"], stored["confidence"], tuple(stored["box"]))
+
 
 class Detector:
     """A YOLO detection model, loaded once. Not thread-safe: callers serialise (the app holds a lock)."""

@@ -115,10 +115,11 @@ def run_rows(store: Store, answer_type: str | None = None) -> list[dict]:
     return rows
 
 
-def comparison_rows(store: Store, limit: int = 10) -> list[dict]:
+def comparison_rows(store: Store, limit: int = 10, runs: list[dict] | None = None) -> list[dict]:
     """The newest VLM-versus-detector reports (medvlm.compare), one row each: presence accuracy, sensitivity and
-    specificity and type accuracy per side, kappa, and the physicians' accuracy on each side's answers so far."""
-    physicians = {row["run"]: row["physician_accuracy"] for row in run_rows(store)}
+    specificity and type accuracy per side, kappa, and the physicians' accuracy on each side's answers so far.
+    `runs`: run_rows(store) when the caller has them already."""
+    physicians = {row["run"]: row["physician_accuracy"] for row in (runs if runs is not None else run_rows(store))}
     rows = []
     for c in store.comparisons(limit):
         r = c["report"]
@@ -278,7 +279,7 @@ def main(argv=None) -> int:
         scorers = scorer_rows(store)
         if scorers:
             print(f"\nAutomatic scorers against the physicians (kappa, 95 % interval: which metric to trust)\n{format_rows(scorers)}")
-        comparisons = comparison_rows(store)
+        comparisons = comparison_rows(store, runs=rows)
         if comparisons:
             print(f"\nVLM versus detector over a dataset (python -m medvlm.compare)\n{format_rows(comparisons)}")
         if args.export:

@@ -5,7 +5,6 @@ detector's findings" the detector goes first and its findings are put in the VLM
 Below, the same over a whole labelled set (python -m medvlm.compare with the app's model and detector): the latest
 stored report, or a new run with a progress bar, stored in the review database, where the contested images go to
 physicians first. With accounts, only admins see or start dataset runs (they name the models)."""
-import io
 import logging
 import queue
 import threading
@@ -13,7 +12,6 @@ from contextlib import contextmanager
 
 import gradio as gr
 import pandas as pd
-from PIL import Image
 
 from medvlm.chat import GenerationSettings, check_question, stream_reply
 from medvlm.compare import DEFAULT_QUESTION, agreement, grounded_question, parse_args, run_comparison
@@ -160,7 +158,7 @@ def build_dataset_section(host: ModelHost, store: Store, accounts: bool, tab: gr
     def shown(comparison: dict | None, line: str = ""):
         if comparison is None:
             return line or "No dataset comparison yet.", pd.DataFrame(), None
-        plot = picture_file(Image.open(io.BytesIO(comparison["plot"]))) if comparison["plot"] else None
+        plot = picture_file(comparison["plot"])  # stored as PNG bytes
         return " ".join(filter(None, [line, report_summary(comparison)])), pd.DataFrame(summary_rows(comparison["report"])), plot
 
     def latest(request: gr.Request):

@@ -1,14 +1,12 @@
 """The Evaluation tab: every run's automatic scores beside the physicians' verdicts (review.report), plots, and
 the export of predictions and verdicts. With accounts, only admins see it: it names every run's model and holds
 every reviewer's verdicts and notes."""
-import io
 import shutil
 import tempfile
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
-from PIL import Image
 
 from medvlm.ui.pictures import picture_file
 from review import report, users
@@ -87,8 +85,8 @@ def build_evaluation_tab(store: Store, tab: gr.Tab, accounts: bool) -> None:
         per_task = pd.DataFrame([{TASK_COLUMNS[k]: v for k, v in row.items()} for row in report.task_rows(store)],
                                 columns=list(TASK_COLUMNS.values()))
         latest = store.comparisons(1)
-        plot = picture_file(Image.open(io.BytesIO(latest[0]["plot"]))) if latest and latest[0]["plot"] else None
-        return "", frame, scorer_frame(report.scorer_rows(store)), per_task, pd.DataFrame(report.comparison_rows(store)), plot, accuracy, mix
+        plot = picture_file(latest[0]["plot"]) if latest else None  # stored as PNG bytes
+        return "", frame, scorer_frame(report.scorer_rows(store)), per_task, pd.DataFrame(report.comparison_rows(store, runs=rows if TYPES[choice] is None else None)), plot, accuracy, mix
 
     def export_all(request: gr.Request):
         """Written to a private (0700) temporary folder; Gradio copies the files it serves, and the folder goes at once."""

@@ -17,13 +17,17 @@ KEEP_S = 3600  # like the app's delete_cache: Gradio holds its own copy once ser
 _folder = tempfile.TemporaryDirectory(prefix="medvlm-pictures-")  # private (0700), removed when the app exits
 
 
-def picture_file(image: Image.Image | None, fmt: str = "PNG") -> str | None:
-    """The image as a file in this process's private folder, written atomically; None stays None."""
+def picture_file(image: Image.Image | bytes | None, fmt: str = "PNG") -> str | None:
+    """The image (a PIL image, or already encoded as `fmt`) as a file in this process's private folder, written
+    atomically; None stays None."""
     if image is None:
         return None
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt)
-    data = buffer.getvalue()
+    if isinstance(image, bytes):
+        data = image
+    else:
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt)
+        data = buffer.getvalue()
     folder = Path(_folder.name)
     path = folder / f"{hashlib.sha256(data).hexdigest()[:32]}.{fmt.lower()}"
     if not path.exists():

@@ -138,7 +138,7 @@ def build_review_tab(demo: gr.Blocks, store: Store, accounts: bool, reveal_model
             try:
                 picture = load_image(row["image_ref"])
                 if row["boxes"] is not None:  # a comparison answer: the detector's findings, drawn
-                    picture = draw(picture, [Detection(d["label"], d["confidence"], tuple(d["box"])) for d in json.loads(row["boxes"])])
+                    picture = draw(picture, [Detection.from_dict(d) for d in json.loads(row["boxes"])])
             except UserFacingError:
                 message = f"{message} ⚠️ This answer's image cannot be read.".strip()
         token = f"{account['id']}:{row['prediction_id']}:{len(store.history(row['prediction_id'], account['id']))}"

@@ -19,7 +19,7 @@ apply_offline_env()
 
 from medvlm import models  # noqa: E402
 from medvlm.chat import GenerationSettings, stream_reply  # noqa: E402
-from medvlm.compare import ASKED, compare_batch, questions_for  # noqa: E402
+from medvlm.compare import ASKED, compare_batch, questions_for, spread  # noqa: E402
 from medvlm.detect import Detector  # noqa: E402
 from medvlm.images import load_image  # noqa: E402
 from medvlm.labels import yolo_images  # noqa: E402
@@ -32,8 +32,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     args = parser.parse_args()
     _, found = yolo_images(Path(args.data), keys=("val",))
-    # An even spread over the classes (the files sort by class): every 8th image.
-    chosen = found["val"][:: max(1, len(found["val"]) // args.images)][: args.images]
+    chosen = spread(found["val"], args.images)  # an even spread over the classes (the files sort by class)
     pictures = [load_image(image) for image, _ in chosen]
     loaded = models.load(models.resolve("medvlm-tiny"), "cpu")
     detector = Detector()

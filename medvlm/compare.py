@@ -103,7 +103,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--detector", default=str(DETECTOR_WEIGHTS), help="YOLO weights")
     parser.add_argument("--db", help="also store each side's answers in this review database, for physicians")
     parser.add_argument("--output_dir", help="run folder (default: runs/compare/DATA-SPLIT-MODEL)")
-    parser.add_argument("--limit", type=int, help="only the first N images")
+    parser.add_argument("--limit", type=int, help="only N images, spread evenly over the split (its files sort by class)")
     parser.add_argument("--batch_size", type=int, default=COMPARE_BATCH_SIZE, help="images per batch, 4 questions each")
     parser.add_argument("--max_new_tokens", type=int, default=EVAL_MAX_NEW_TOKENS)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -115,6 +115,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         adapter = f"-{Path(args.adapter).name}" if args.adapter else ""
         args.output_dir = str(Path("runs") / "compare" / f"{data.parent.name}-{args.split}-{Path(args.model).name}{adapter}")
     return args
+
+
+def spread(images: list, n: int | None) -> list:
+    """n of the images at even steps (all when n is None or larger): the first n would be one class only."""
+    if n is None or n >= len(images):
+        return images
+    return [images[k * len(images) // n] for k in range(n)]
 
 
 def findings_row(image: Path, boxes: list, names: list[str], size: tuple, detections: list[Detection], answers: dict) -> dict:
@@ -191,7 +198,7 @@ def run_comparison(args: argparse.Namespace, loaded=None, detector=None, hold=nu
     from medvlm.labels import yolo_images
 
     names, found = yolo_images(Path(args.data), keys=(args.split,))
-    images = found[args.split][: args.limit]
+    images = spread(found[args.split], args.limit)
     if not images:
         raise UserFacingError(f"No images in the {args.split} split of {Path(args.data).name}.")
     spec = loaded.spec if loaded is not None else models.resolve(args.model, adapter=args.adapter)

@@ -165,3 +165,14 @@ def test_contested_comparison_answers_come_first_in_every_queue(tmp_path):
         pending, graded = queue.queue(store, reviewer)
         assert graded == 0 and len(pending) == 14
         assert {p["prediction_id"] for p in pending[:4]} == contested
+
+
+def test_limit_spreads_over_the_split():
+    """The split's files sort by class (bg_, c0_, c1_, c2_): a limit takes even steps, not the first (tumour-free) few."""
+    from medvlm.compare import spread
+    from medvlm.labels import yolo_images
+
+    _, found = yolo_images(BRAIN / "data.yaml", keys=("val",))
+    chosen = spread(found["val"], 8)
+    assert len(chosen) == 8 and len({image.name[:3] for image, _ in chosen}) == 4  # every class and the tumour-free
+    assert spread([1, 2, 3], 5) == [1, 2, 3] and spread([1, 2, 3], None) == [1, 2, 3]

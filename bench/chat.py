@@ -1,14 +1,13 @@
 """Chat-path speed of MedVLM-Tiny on this machine, against a plain model.generate on the same prompt.
 
     python bench/chat.py                 # 5 interleaved rounds, 64 new tokens, a VQA-RAD head CT
-    python bench/chat.py --rounds 9 --max-new-tokens 128
+    python bench/chat.py --rounds 9 --max_new_tokens 128
 
 Prints load time, time to first token, tokens/s, and ratio = our chat path / plain generate (target <= 1.10).
 Our path includes everything a chat turn does (question check, prompt building, processor, streamer thread);
 plain generate gets pre-encoded inputs. Rounds alternate A/B so machine noise hits both alike; medians reported.
 Greedy decoding: both must produce the same tokens, or the comparison is void.
 """
-import argparse
 import statistics
 import sys
 import time
@@ -16,24 +15,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medvlm.settings import apply_offline_env  # noqa: E402
+import torch
 
-apply_offline_env()
-
-import torch  # noqa: E402
-
-from medvlm import models  # noqa: E402
-from medvlm.chat import GenerationSettings, encode_to_fit, generate_kwargs, stream_reply  # noqa: E402
-from medvlm.images import load_image  # noqa: E402
+from medvlm import cli, models
+from medvlm.chat import GenerationSettings, encode_to_fit, generate_kwargs, stream_reply
+from medvlm.images import load_image
 
 DEFAULT_IMAGE = Path(__file__).resolve().parents[2] / "shared/data/vqa-rad/images/synpic54610.jpg"
 QUESTION = "Describe the findings in this image."
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.Parser("python bench/chat.py", __doc__)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--max_new_tokens", type=int, default=64)
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())

@@ -5,7 +5,6 @@ each question through medvlm.chat.stream_reply), on the same images and question
     python bench/compare.py                  # 24 shared brain-tumour val images, batches of 4
     python bench/compare.py --images 48 --batch 16
 """
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -13,20 +12,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from medvlm.settings import apply_offline_env  # noqa: E402
-
-apply_offline_env()
-
-from medvlm import models  # noqa: E402
-from medvlm.chat import GenerationSettings, stream_reply  # noqa: E402
-from medvlm.compare import ASKED, compare_batch, questions_for, spread  # noqa: E402
-from medvlm.detect import Detector  # noqa: E402
-from medvlm.images import load_image  # noqa: E402
-from medvlm.labels import yolo_images  # noqa: E402
+from medvlm import cli, models
+from medvlm.chat import stream_reply
+from medvlm.compare import ASKED, compare_batch, questions_for, spread
+from medvlm.detect import Detector
+from medvlm.images import load_image
+from medvlm.labels import yolo_images
+from medvlm.predict import SCORING
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.Parser("python bench/compare.py", __doc__)
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "brain-tumor" / "data.yaml"))
     parser.add_argument("--images", type=int, default=24)
     parser.add_argument("--batch", type=int, default=4)
@@ -36,14 +32,15 @@ def main() -> None:
     pictures = [load_image(image) for image, _ in chosen]
     loaded = models.load(models.resolve("medvlm-tiny"), "cpu")
     detector = Detector()
-    settings = GenerationSettings(max_new_tokens=16, temperature=0.0)
+    settings = SCORING
     compare_batch(loaded, detector, pictures[:2], settings)  # warm-up: first-call costs out of both timings
 
     start = time.perf_counter()
     one_by_one = []
     for picture in pictures:
         found_here = detector.predict(picture)
-        one_by_one.append([list(stream_reply(loaded, [], q, picture, settings))[-1] for q in questions_for(picture, found_here)])
+        one_by_one.append([list(stream_reply(loaded, [], loaded.family.ask(q, short_answer=True), picture, settings))[-1]
+                           for q in questions_for(loaded.family, picture, found_here)])
     single = time.perf_counter() - start
 
     start = time.perf_counter()

@@ -8,7 +8,6 @@ objects). Theirs: YOLO(weights).predict on the same PIL image with the same size
 image by image so machine noise hits both alike; the median per-image latency of each and their ratio are printed
 (target: ours / theirs <= 1.10).
 """
-import argparse
 import statistics
 import sys
 import time
@@ -16,14 +15,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medvlm.detect import Detector  # noqa: E402
-from medvlm.settings import DETECTOR_WEIGHTS  # noqa: E402
+from medvlm import cli
+from medvlm.detect import Detector
+from medvlm.settings import DETECTOR_WEIGHTS
 
 VAL_IMAGES = Path(__file__).resolve().parents[2] / "shared/data/brain-tumor/images/val"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.Parser("python bench/detect.py", __doc__)
     parser.add_argument("--weights", default=str(DETECTOR_WEIGHTS))
     parser.add_argument("--images", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)

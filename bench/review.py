@@ -1,15 +1,14 @@
 """1 reviewer versus 8 at once: through the running app's API (the default), or straight into the review store.
 
     python bench/review.py                      # the app on a free port, 40 verdicts per reviewer: p50/p95 latency
-    python bench/review.py --store              # review.store alone: verdicts/s, 400 per writer, processes
+    python bench/review.py --store              # medvlm.store alone: verdicts/s, 400 per writer, processes
     python bench/review.py --store --threads --verdicts 1000
 
 API: `python app.py` runs on a fresh database in /tmp with 9 accounts; each reviewer signs in, reads the answer for
 MIN_DWELL_S (the app refuses faster verdicts) and grades it through /grade_correct, as the Review tab does; the latency
-is that call's round trip. Store: each writer grades every prediction once through review.store (WAL, BEGIN IMMEDIATE,
+is that call's round trip. Store: each writer grades every prediction once through medvlm.store (WAL, BEGIN IMMEDIATE,
 one commit per verdict). Either way every verdict is counted afterwards: a lost one voids the run.
 """
-import argparse
 import multiprocessing
 import os
 import re
@@ -27,7 +26,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from review.store import Store  # noqa: E402
+from medvlm import cli
+from medvlm.store import Store
 
 PASSWORD = "bench password"
 
@@ -93,7 +93,7 @@ def review_through_api(url: str, name: str, verdicts: int) -> list[float]:
     """One reviewer's session: sign in, then read and grade `verdicts` answers; -> each verdict's round trip (s)."""
     from gradio_client import Client
 
-    from medvlm.ui.review_tab import MIN_DWELL_S
+    from ui.review_tab import MIN_DWELL_S
 
     client = Client(url, auth=(name, PASSWORD), verbose=False)
 
@@ -145,8 +145,8 @@ def measure_api(verdicts: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", action="store_true", help="review.store alone, not through the app")
+    parser = cli.Parser("python bench/review.py", __doc__)
+    parser.add_argument("--store", action="store_true", help="medvlm.store alone, not through the app")
     parser.add_argument("--verdicts", type=int, help="verdicts per reviewer (default: 40 through the API, 400 --store)")
     parser.add_argument("--threads", action="store_true", help="--store: threads sharing one store instead of processes")
     args = parser.parse_args()

@@ -3,7 +3,6 @@ means timing tells no one which reviewer names exist. Then the brake: how many o
 
     python bench/signin.py                  # 50 attempts each, interleaved, a fresh database in /tmp
 """
-import argparse
 import statistics
 import sys
 import tempfile
@@ -12,13 +11,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medvlm.errors import UserFacingError  # noqa: E402
-from review import users  # noqa: E402
-from review.store import Store  # noqa: E402
+from medvlm import cli
+from medvlm.errors import UserFacingError
+from medvlm.store import Store
+from review import users
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.Parser("python bench/signin.py", __doc__)
     parser.add_argument("--attempts", type=int, default=50)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:

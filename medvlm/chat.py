@@ -17,7 +17,6 @@ from medvlm.models.families import Turn
 from medvlm.models.loading import LoadedModel
 from medvlm.settings import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE, MAX_NEW_TOKENS_LIMIT, MAX_QUESTION_CHARS
 
-
 # One long-lived thread runs every generation: a fresh thread per answer costs CPU models several per cent
 # (a new OpenMP team each time), and one thread also serialises use of the shared model.
 _GENERATION_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medvlm-generate")

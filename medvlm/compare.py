@@ -16,10 +16,12 @@ import sys
 from contextlib import nullcontext
 from pathlib import Path
 
+from medvlm import cli
 from medvlm.detect import Detection
 from medvlm.errors import UserFacingError
 from medvlm.metrics import normalize_tokens, yes_no
 
+PROG = "python -m medvlm.compare"
 DEFAULT_QUESTION = "Is there a tumour in this MRI? Where?"
 TUMOUR_WORDS = {"tumour", "tumor", "tumours", "tumors", "mass", "masses", "lesion", "lesions", "glioma", "gliomas",
                 "glioblastoma", "astrocytoma", "meningioma", "meningiomas", "pituitary", "adenoma", "macroadenoma",
@@ -33,20 +35,9 @@ HEDGES = ("possibl", " may ", " might ", "exclude", "ruled out", "rule out", "un
 CLAUSE = re.compile(r"[;,.:!?]|\bbut\b|\bhowever\b|\balthough\b|\bwhereas\b")
 
 
-def findings_text(detections: list[Detection], size: tuple[int, int]) -> str:
-    """The detections as one sentence the VLM can read (MIDEFICS' idea: a model's output as context)."""
-    width, height = size
-    if not detections:
-        return f"A tumour detector (YOLOv8) found no tumour in this {width}x{height} image."
-    found = "; ".join(
-        f"{d.label} (confidence {d.confidence:.2f}) at x {d.box[0]:.0f}-{d.box[2]:.0f}, y {d.box[1]:.0f}-{d.box[3]:.0f}"
-        for d in detections
-    )
-    return f"A tumour detector (YOLOv8) found, in this {width}x{height} image: {found}."
-
-
-def grounded_question(question: str, detections: list[Detection], size: tuple[int, int]) -> str:
-    return f"{findings_text(detections, size)}\n{question}"
+def grounded_question(family, question: str, detections: list[Detection], size: tuple[int, int]) -> str:
+    """The question after the detector's findings, in the family's words (medvlm.models.families)."""
+    return family.ask(question, context=family.findings(detections, size))
 
 
 def vlm_finds_tumour(answer: str) -> bool | None:
@@ -93,23 +84,21 @@ ASKED = {"vlm_presence": (PRESENCE_QUESTION, False), "vlm_type": (TYPE_QUESTION,
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from medvlm.settings import COMPARE_BATCH_SIZE, DEFAULT_MODEL, DETECTOR_WEIGHTS, EVAL_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT
+    from medvlm.settings import COMPARE_BATCH_SIZE, DETECTOR_WEIGHTS, EVAL_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT
 
-    parser = argparse.ArgumentParser(prog="python -m medvlm.compare", description="VLM versus detector over a labelled YOLO set.")
+    parser = cli.Parser(PROG, __doc__)
     parser.add_argument("--data", required=True, help="a YOLO data.yaml (boxes per image; an empty label = no tumour)")
     parser.add_argument("--split", default="val", choices=("train", "val"))
-    parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--adapter", help="PEFT adapter for --model")
+    cli.add_model_arguments(parser)
     parser.add_argument("--detector", default=str(DETECTOR_WEIGHTS), help="YOLO weights")
-    parser.add_argument("--db", help="also store each side's answers in this review database, for physicians")
+    cli.add_db_argument(parser, default=None, help="also store each side's answers in this review database, for physicians")
     parser.add_argument("--output_dir", help="run folder (default: runs/compare/DATA-SPLIT-MODEL)")
     parser.add_argument("--limit", type=int, help="only N images, spread evenly over the split (its files sort by class)")
     parser.add_argument("--batch_size", type=int, default=COMPARE_BATCH_SIZE, help="images per batch, 4 questions each")
     parser.add_argument("--max_new_tokens", type=int, default=EVAL_MAX_NEW_TOKENS)
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     args = parser.parse_args(argv)
-    if args.limit is not None and args.limit < 1 or args.batch_size < 1 or not 1 <= args.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
-        parser.error(f"--limit and --batch_size must be >= 1, --max_new_tokens in 1..{MAX_NEW_TOKENS_LIMIT}")
+    parser.check({"--limit": args.limit is not None and args.limit < 1, "--batch_size": args.batch_size < 1,
+                  "--max_new_tokens": not 1 <= args.max_new_tokens <= MAX_NEW_TOKENS_LIMIT})
     if args.output_dir is None:
         data = Path(args.data)
         adapter = f"-{Path(args.adapter).name}" if args.adapter else ""
@@ -124,10 +113,11 @@ def spread(images: list, n: int | None) -> list:
     return [images[k * len(images) // n] for k in range(n)]
 
 
-def findings_row(image: Path, boxes: list, names: list[str], size: tuple, detections: list[Detection], answers: dict) -> dict:
-    return {"image": image.name, "path": str(image), "label": names[boxes[0][0]] if boxes else None, "boxes": boxes,
-            "size": list(size), "detections": [d.as_dict() for d in detections],
-            "answers": answers}
+def findings_row(image: Path, boxes: list, names: list[str], picture, detections: list[Detection], answers: dict) -> dict:
+    from medvlm.images import fingerprint
+
+    return {"image": image.name, "path": str(image), "fingerprint": fingerprint(picture), "label": names[boxes[0][0]] if boxes else None,
+            "boxes": boxes, "size": list(picture.size), "detections": [d.as_dict() for d in detections], "answers": answers}
 
 
 def case_of(row: dict, names: list[str]):
@@ -165,22 +155,22 @@ def read_rows(path: Path) -> dict[str, dict]:
     return rows
 
 
-def questions_for(picture, detections: list[Detection]) -> list[str]:
-    """The four questions asked about one image (ASKED's order), as the model sees them."""
-    from medvlm.predict import with_instruction
-
-    return [with_instruction(grounded_question(question, detections, picture.size) if grounded else question, True)
+def questions_for(family, picture, detections: list[Detection]) -> list[str]:
+    """The four questions asked about one image (ASKED's order), grounded ones after the detector's findings."""
+    return [grounded_question(family, question, detections, picture.size) if grounded else question
             for question, grounded in ASKED.values()]
 
 
 def compare_batch(loaded, detector, pictures: list, settings) -> tuple[list[list[Detection]], list[dict]]:
     """The detector on all pictures in one pass, then every picture's four questions in one batch of the VLM
     (medvlm.predict packs each picture's questions behind one prefix) -> (detections, answers) per picture."""
-    from medvlm.predict import answer_batch
+    from medvlm.data import Example
+    from medvlm.predict import answer_examples
 
     detections = detector.predict_batch(pictures)
-    items = [(picture, question) for picture, found in zip(pictures, detections) for question in questions_for(picture, found)]
-    said = answer_batch(loaded, items, settings, batch_size=len(items))
+    examples = [Example(image_path=None, turns=((question, ""),), answer_type="CLOSED", inline_image=picture)
+                for picture, found in zip(pictures, detections) for question in questions_for(loaded.family, picture, found)]
+    said = answer_examples(loaded, examples, settings, batch_size=len(examples))
     return detections, [dict(zip(ASKED, said[4 * k : 4 * k + 4])) for k in range(len(pictures))]
 
 
@@ -217,8 +207,7 @@ def run_comparison(args: argparse.Namespace, loaded=None, detector=None, hold=nu
     print(f"{len(images)} images, {len(images) - len(todo)} already compared", file=sys.stderr)
     if todo:
         if loaded is None:
-            device = None if args.device == "auto" else args.device
-            loaded = models.load(spec, device or models.default_device())
+            loaded = models.load(spec, cli.device_of(args), args.quantize)
         if detector is None:
             detector = Detector(detector_weights, device="cpu" if loaded.device == "cpu" else "0")
         settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=0.0)
@@ -229,7 +218,7 @@ def run_comparison(args: argparse.Namespace, loaded=None, detector=None, hold=nu
                 with hold():
                     detections, answers = compare_batch(loaded, detector, pictures, settings)
                 for (image, boxes), picture, found_here, said in zip(chunk, pictures, detections, answers):
-                    row = findings_row(image, boxes, names, picture.size, found_here, said)
+                    row = findings_row(image, boxes, names, picture, found_here, said)
                     out.write(json.dumps(row) + "\n")
                     rows[image.name] = row
                 out.flush()
@@ -275,14 +264,15 @@ def plot(result: dict, path: Path) -> None:
 def store_in_review_db(db, spec, config: dict, rows: list[dict], result: dict, plot_path: Path) -> dict:
     """The report and plot (for the Evaluation tab), and each side's presence answer per image as a comparison run
     (the detector's as "yes, glioma" / "no"), so physicians grade both sides, disagreements first. -> {side: run id}."""
-    from review.store import Store
+    from medvlm.images import fingerprint, load_image
+    from medvlm.store import Store
 
     store = db if isinstance(db, Store) else Store(db)
     dataset = f"compare:{Path(config['data']).parent.name}"
     store.add_comparison(spec.name, spec.adapter, Path(config["detector"]).name, dataset, config["split"], result,
                          plot_path.read_bytes() if plot_path.is_file() else None)
     items = [store.add_item(dataset, PRESENCE_QUESTION, "yes" if row["label"] else "no", "CLOSED", image_ref=row["path"],
-                            image_hash=row["image"], task="tumor_presence") for row in rows]
+                            image_hash=row.get("fingerprint") or fingerprint(load_image(row["path"])), task="tumor_presence") for row in rows]
     runs = {}
     for side, model, adapter in (("detector", Path(config["detector"]).name, None), ("vlm", spec.name, spec.adapter),
                                  ("vlm_grounded", spec.name, spec.adapter)):
@@ -311,7 +301,8 @@ def format_report(result: dict) -> str:
     kappa = result["agreement"]["kappa_vlm_detector"]
     lines.append(f"detector box IoU >= 0.5: {cell(result['detector_box_iou50'])}")
     if kappa["value"] is not None:
-        lines.append(f"VLM-detector agreement: kappa {kappa['value']:.2f} [{kappa['ci95'][0]:.2f}, {kappa['ci95'][1]:.2f}] on {kappa['n']} clear answers")
+        low, high = kappa["ci95"]
+        lines.append(f"VLM-detector agreement: kappa {kappa['value']:.2f} [{low:.2f}, {high:.2f}] on {kappa['n']} clear answers")
     lines.append("who was right: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result["agreement"]["who_was_right"].items()))
     g = result["grounding"]
     lines.append(f"grounding the VLM on the detector: presence {g['presence']['to_right']} flips to right, {g['presence']['to_wrong']} to wrong; "
@@ -324,18 +315,13 @@ def format_report(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from medvlm.settings import apply_offline_env
-
-    apply_offline_env()
     args = parse_args(argv)
-    try:
-        result = run_comparison(args)
-    except UserFacingError as e:
-        print(f"medvlm.compare: error: {e}", file=sys.stderr)
-        return 2
+    return cli.run(PROG, lambda: print_report(run_comparison(args), Path(args.output_dir)))
+
+
+def print_report(result: dict, run: Path) -> None:
     print(format_report(result))
-    print(f"report: {Path(args.output_dir) / 'report.json'}, plot: {Path(args.output_dir) / 'plot.png'}")
-    return 0
+    print(f"report: {run / 'report.json'}, plot: {run / 'plot.png'}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ read as a "no".
 from dataclasses import dataclass, field
 
 from medvlm.metrics import normalize_tokens
-from review.stats import kappa_with_interval, wilson_interval
+from medvlm.stats import kappa_with_interval, wilson_interval
 
 SIDES = ("detector", "vlm", "vlm_grounded")
 
@@ -53,7 +53,7 @@ def report(cases: list[Case], names: list[str]) -> dict:
     free = [c for c in cases if c.label is None]
     presence, types, wrong = {}, {}, {}
     for side in SIDES:
-        right = lambda c: c.presence.get(side) is (c.label is not None)  # noqa: E731
+        right = lambda c, side=side: c.presence.get(side) is (c.label is not None)  # noqa: E731
         presence[side] = {
             "sensitivity": rate(sum(right(c) for c in tumour), len(tumour)),
             "specificity": rate(sum(right(c) for c in free), len(free)),

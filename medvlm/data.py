@@ -43,6 +43,12 @@ class Example:
         return self.inline_image if self.inline_image is not None else load_image(self.image_path)
 
     @property
+    def image_key(self):
+        """Where the image comes from (its file, or its inline object), to find the examples that share it without
+        decoding; its content's identity is medvlm.images.fingerprint."""
+        return self.image_path if self.inline_image is None else id(self.inline_image)
+
+    @property
     def question(self) -> str:
         return self.turns[-1][0]
 

@@ -14,40 +14,23 @@ from medvlm import metrics
 from medvlm.chat import GenerationSettings
 from medvlm.data import Example
 from medvlm.labels import stable_fraction
-from medvlm.predict import answer_batch, with_instruction
-from review.stats import wilson_interval
-
-
-def _image_key(example: Example):
-    return example.image_path if example.inline_image is None else id(example.inline_image)
+from medvlm.predict import answer_examples
+from medvlm.stats import wilson_interval
 
 
 def swap_images(examples: list[Example]) -> list[Example]:
     """The closed questions of `examples`, each about a different image of the same list (none when it has one image)."""
     images = {}
     for example in examples:
-        images.setdefault(_image_key(example), example)
+        images.setdefault(example.image_key, example)
     if len(images) < 2:
         return []
     order = sorted(images, key=lambda key: (stable_fraction("swap", str(images[key].image_path or images[key].id)), str(key)))
     successor = {key: images[order[(i + 1) % len(order)]] for i, key in enumerate(order)}
     return [
-        replace(e, image_path=successor[_image_key(e)].image_path, inline_image=successor[_image_key(e)].inline_image)
+        replace(e, image_path=successor[e.image_key].image_path, inline_image=successor[e.image_key].inline_image)
         for e in examples if e.answer_type.upper() == "CLOSED"
     ]
-
-
-def answer_examples(loaded, examples: list[Example], short_answer: bool, settings: GenerationSettings, batch_size: int,
-                    on_batch=None) -> list[str]:
-    """Batched answers; each image file is decoded once (test sets ask several questions per image)."""
-    images: dict = {}
-    items = []
-    for example in examples:
-        key = _image_key(example)
-        if key not in images:
-            images[key] = example.image()
-        items.append((images[key], with_instruction(example.question, short_answer)))
-    return answer_batch(loaded, items, settings, batch_size=batch_size, on_batch=on_batch)
 
 
 def as_record(example: Example, prediction: str, swapped: bool = False) -> dict:
@@ -88,7 +71,7 @@ def evaluate(loaded, examples: list[Example], short_answer: bool, settings: Gene
              on_batch=None) -> tuple[dict, list[dict]]:
     """(scores, records): every example about its own image, then its closed questions about swapped images."""
     swapped = swap_images(examples)
-    answers = answer_examples(loaded, examples + swapped, short_answer, settings, batch_size, on_batch)
+    answers = answer_examples(loaded, examples + swapped, settings, batch_size, short_answer, on_batch)
     records = [as_record(e, a) for e, a in zip(examples, answers)]
     records += [as_record(e, a, swapped=True) for e, a in zip(swapped, answers[len(examples):])]
     return score(records), records

@@ -2,9 +2,11 @@
 detector (loaded on first use)."""
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from medvlm import models
+from medvlm import chat, models
 from medvlm.errors import UserFacingError
 from medvlm.models import LoadedModel, ModelSpec, card
 from medvlm.settings import DEFAULT_MODEL, DETECTOR_WEIGHTS
@@ -40,6 +42,21 @@ class ModelHost:
             self.startup_notice = f"Could not start with {name}: {e} Using {DEFAULT_MODEL} instead."
             log.warning(self.startup_notice)
         self.start(DEFAULT_MODEL)
+
+    def stream_reply(self, history: list, question: str, image, settings: chat.GenerationSettings) -> Iterator[str]:
+        """The loaded model's answer as it grows (medvlm.chat.stream_reply), one generation at a time: the lock is
+        held until the answer ends, so a switch never pulls a model out from under it."""
+        with self.lock:
+            if self.current is None:
+                raise UserFacingError("No model is loaded: pick one that can load here.")
+            yield from chat.stream_reply(self.current, history, question, image, settings)
+
+    @contextmanager
+    def holding(self):
+        """Both models held, for a batch of a dataset comparison: chats and single-image compares wait at most one
+        batch, never the whole run."""
+        with self.lock, self.detector_lock:
+            yield
 
     def detector(self):
         """The detector (medvlm.detect.Detector), loaded on first use; callers hold detector_lock while it runs."""
@@ -109,3 +126,4 @@ class ModelHost:
                     "the language model alone and do not reflect the image. Use it to try the app, not to read scans."
                 )
         return "\n\n".join(line for line in lines if line)
+

@@ -3,6 +3,7 @@
 Every image the models see goes through `load_image`. The result is a fresh image with no metadata: EXIF and DICOM
 tags (patient name, IDs, dates) never travel further than this module, and error messages never quote tag values.
 """
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,14 @@ RASTER_FORMATS = ("PNG", "JPEG")
 # that, on a file Pillow cannot identify, tries to install and import a HEIF plugin (an ImportError offline).
 _pil_open = Image.open
 DICOM_SUFFIXES = (".dcm", ".dicom")
+
+
+def fingerprint(image: Image.Image) -> str:
+    """The one identity of an image's content (the review database's image_hash, batching by image): its decoded
+    pixels, so the same scan is one image whatever file, format or metadata it came in."""
+    digest = hashlib.blake2b(f"{image.mode}:{image.size}:".encode(), digest_size=16)
+    digest.update(image.tobytes())
+    return digest.hexdigest()
 
 
 def load_image(path) -> Image.Image:

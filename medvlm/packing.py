@@ -10,20 +10,31 @@ packs (image, question, answer) sequences (train.vlm); evaluation packs prompts 
 """
 import torch
 
+from medvlm.settings import IGNORE_INDEX
+
 PREFIX = -1  # branch id of the prefix that every sequence shares
+
+
+def rows_by_image(keys: list, size: int) -> list[list[int]]:
+    """Indices grouped by image key, in first-seen order, cut into rows of at most `size`: what one packed row holds
+    (a training row, or a row of questions answered together)."""
+    groups: dict = {}
+    for index, key in enumerate(keys):
+        groups.setdefault(key, []).append(index)
+    return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
 
 
 def pack(items: list[dict]) -> dict:
     """One row from encoded sequences of the same image (processor outputs with 1-D input_ids and labels).
 
     The row is a prefix tree laid out depth first: tokens several sequences share are stored once, as long as they
-    hold no labelled token (labels != -100), so every sequence keeps all of its own targets. Branch ids: PREFIX for
+    hold no labelled token (labels != IGNORE_INDEX), so every sequence keeps all of its own targets. Branch ids: PREFIX for
     what all share, k for what only sequence k has, len(items) and up for a part that some of them share (its
     "parents" entry names the part it continues). A single item is returned unchanged.
     """
     if len(items) == 1:
         return items[0]
-    unlabelled = [int((item["labels"] != -100).nonzero()[0, 0]) for item in items]
+    unlabelled = [int((item["labels"] != IGNORE_INDEX).nonzero()[0, 0]) for item in items]
     parents: list[int] = [PREFIX] * len(items)  # segment id -> the segment it continues
     pieces: list[tuple[int, int, int]] = []  # (segment id, source item, start): in row order, ancestors first
 

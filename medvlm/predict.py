@@ -1,37 +1,66 @@
-"""Batched answers for many (image, question) pairs: evaluation and scoring use this, chat uses medvlm.chat.
+"""Batched answers for many questions: every score (train.vlm's final evaluation, medvlm.evaluate, medvlm.compare,
+the benches) goes through `answer_examples`; chat streams through medvlm.chat.
 
 Greedy answers from families that can pack (LLaVA, MedVLM-Tiny) are decoded with every question about one image in
 one row behind a single copy of the image's prompt prefix (medvlm.packing): the prefix is computed once per image,
 not once per question. Sampling, text-only questions and IDEFICS go through model.generate, left-padded.
 """
-import hashlib
 from collections.abc import Callable
 
 import torch
 
 from medvlm import packing
 from medvlm.chat import GenerationSettings, final_answer, generate_kwargs
+from medvlm.data import Example
+from medvlm.images import fingerprint
 from medvlm.models.loading import LoadedModel
-from medvlm.settings import EVAL_MAX_NEW_TOKENS
+from medvlm.settings import EVAL_MAX_NEW_TOKENS, IGNORE_INDEX, PACK_SIZE
 
-SHORT_ANSWER_INSTRUCTION = "Answer with a single word or phrase."
-MAX_BRANCHES = 8  # questions per row; more would make rows long and padding wasteful
+SCORING = GenerationSettings(max_new_tokens=EVAL_MAX_NEW_TOKENS, temperature=0.0)
 
 
-def with_instruction(question: str, short_answer: bool) -> str:
-    """The question as the model sees it, in training and evaluation alike."""
-    return f"{question}\n{SHORT_ANSWER_INSTRUCTION}" if short_answer else question
+class DecodedImages:
+    """Each example's image decoded once while it is in use (test sets ask several questions about one image).
+    Pass one to several answer_examples calls to share it; decoded scans are large, so it keeps a bounded set."""
+
+    def __init__(self, limit: int = 256):
+        self.limit, self.images = limit, {}
+
+    def __call__(self, example: Example):
+        key = example.image_key
+        if key not in self.images:
+            if len(self.images) >= self.limit:
+                self.images.clear()
+            self.images[key] = example.image()
+        return self.images[key]
+
+
+def answer_examples(
+    loaded: LoadedModel,
+    examples: list[Example],
+    settings: GenerationSettings = SCORING,
+    batch_size: int = 16,
+    short_answer: bool = True,
+    on_batch: Callable[[int], None] | None = None,
+    images: DecodedImages | None = None,
+    share_prefix: bool = True,
+) -> list[str]:
+    """Each example's last question about its image (None: text only), asked as the family asks it (with the
+    short-answer instruction unless short_answer=False) -> its answers, in order."""
+    images = images or DecodedImages()
+    items = [(images(e) if e.image_key is not None else None, loaded.family.ask(e.question, short_answer)) for e in examples]
+    return answer_batch(loaded, items, settings, batch_size, on_batch, share_prefix)
 
 
 def answer_batch(
     loaded: LoadedModel,
     items: list[tuple],
-    settings: GenerationSettings = GenerationSettings(max_new_tokens=EVAL_MAX_NEW_TOKENS, temperature=0.0),
+    settings: GenerationSettings = SCORING,
     batch_size: int = 8,
     on_batch: Callable[[int], None] | None = None,
     share_prefix: bool = True,
 ) -> list[str]:
-    """Greedy (or sampled) answers for [(image or None, question)], in order, about batch_size questions at a time.
+    """Greedy (or sampled) answers for [(image or None, prompt text)], in order, about batch_size questions at a time.
 
     share_prefix=False forces plain model.generate on left-padded batches (batch_size=1: one question at a time).
     """
@@ -52,15 +81,8 @@ def answer_batch(
     return answers
 
 
-def _image_key(image) -> tuple:
-    return image.size, image.mode, hashlib.blake2b(image.tobytes(), digest_size=16).digest()
-
-
 def _answer_packed(loaded: LoadedModel, items: list[tuple], max_new_tokens: int, batch_size: int, on_batch) -> list[str]:
-    by_image: dict[tuple, list[int]] = {}
-    for index, (image, _) in enumerate(items):
-        by_image.setdefault(_image_key(image), []).append(index)
-    rows = [group[i : i + MAX_BRANCHES] for group in by_image.values() for i in range(0, len(group), MAX_BRANCHES)]
+    rows = packing.rows_by_image([fingerprint(image) for image, _ in items], PACK_SIZE)
     # Rows of a batch are padded to its widest (branches) and longest (tokens) row: rows of alike width batch together.
     rows.sort(key=len, reverse=True)
     answers: list[str | None] = [None] * len(items)
@@ -90,7 +112,7 @@ def _greedy_rows(loaded: LoadedModel, rows: list[list[tuple]], max_new_tokens: i
         encoded = []
         for _, question in row:
             item = {k: v[0] for k, v in family.encode(processor, [(question, None)], image).items()}
-            item["labels"] = torch.full_like(item["input_ids"], -100)
+            item["labels"] = torch.full_like(item["input_ids"], IGNORE_INDEX)
             item["labels"][-1] = 0  # the last prompt token stays in its branch: its logits give the first answer token
             encoded.append(item)
         packed.append(packing.pack(encoded))

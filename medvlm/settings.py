@@ -6,7 +6,11 @@ from pathlib import Path
 HOST = "127.0.0.1"
 PORT = 7860
 DEFAULT_MODEL = "medvlm-tiny"
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+QUANTIZE_CHOICES = ("auto", "nf4", "none")  # auto: nf4 for the 7B/9B families on CUDA, none elsewhere
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"  # what ships in the package: adapters, detector
+MEDVLM_TINY_ADAPTER = WEIGHTS_DIR / "medvlm-tiny-grounded"  # trained by python -m train.vlm (see the README)
+DEFAULT_DB = "medvlm.db"  # the review database: runs, answers, reviewers, verdicts
 
 # Detector (medvlm.detect, train.yolo): the default weights ship in the package.
 DETECTOR_WEIGHTS = WEIGHTS_DIR / "yolov8n-brain-tumor.pt"
@@ -27,6 +31,12 @@ DEFAULT_MAX_NEW_TOKENS = 128
 EVAL_MAX_NEW_TOKENS = 16
 MAX_NEW_TOKENS_LIMIT = 1024
 DEFAULT_TEMPERATURE = 0.0
+
+# Packing (medvlm.packing): questions about one image share one row behind the image's prompt prefix, in training
+# rows (train.vlm --pack_size) and in batched greedy answers alike. More would make rows long and padding wasteful.
+PACK_SIZE = 8
+# Label value of tokens the loss ignores (prompt, image, padding): PyTorch's cross-entropy default.
+IGNORE_INDEX = -100
 
 # Switches that keep the app from calling out (hub, telemetry, update checks). A user who sets one keeps it.
 OFFLINE_ENV = {

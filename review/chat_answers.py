@@ -1,11 +1,11 @@
 """Chat answers sent to review: each becomes a prediction of a per-model "chat" run, its image kept beside the
 database (Gradio's upload folder is emptied after an hour) so reviewers see what the model saw."""
-import hashlib
 import io
 from pathlib import Path
 
+from medvlm.images import fingerprint
 from medvlm.metrics import yes_no
-from review.store import Store
+from medvlm.store import Store
 
 CHAT_DATASET = "chat"
 
@@ -18,13 +18,13 @@ def submit(store: Store, model: str, adapter: str | None, image, question: str, 
     """Store one chat turn for review -> prediction id. A resubmitted turn is stored once."""
     image_ref = image_hash = None
     if image is not None:
-        png = io.BytesIO()
-        image.save(png, format="PNG")
-        image_hash = hashlib.blake2b(png.getvalue(), digest_size=16).hexdigest()
+        image_hash = fingerprint(image)
         folder = image_folder(store)
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / f"{image_hash}.png"
         if not target.exists():
+            png = io.BytesIO()
+            image.save(png, format="PNG")
             target.write_bytes(png.getvalue())
         image_ref = str(target)
     run = store.find_run(model, CHAT_DATASET, None, adapter, {}) or store.add_run(model, CHAT_DATASET, None, adapter, {})

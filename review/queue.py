@@ -3,7 +3,7 @@ their own that stays the same across sessions, filtered by run and question type
 first: an image where the VLM and the detector disagree, or where either contradicts the label."""
 import hashlib
 
-from review.store import Store
+from medvlm.store import Store
 
 QUEUE_SQL = """
     SELECT p.id, p.run_id, i.question, i.reference, i.answer_type, i.image_ref, p.answer, p.boxes

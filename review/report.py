@@ -20,10 +20,12 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from medvlm import metrics
+from medvlm import cli, metrics
 from medvlm.errors import UserFacingError
-from review.stats import cohen_kappa, fleiss_kappa, kappa_with_interval, wilson_interval
-from review.store import DEFAULT_DB, Store
+from medvlm.stats import cohen_kappa, fleiss_kappa, kappa_with_interval, wilson_interval
+from medvlm.store import Store
+
+PROG = "python -m review.report"
 
 PREDICTIONS_SQL = """
     SELECT p.id, p.run_id, r.model, r.adapter, r.dataset, r.split, i.question, i.reference, i.answer_type, i.image_ref,
@@ -232,7 +234,8 @@ def format_table(rows: list[dict]) -> str:
                ("strict_open_recall", "open rec"), ("strict_exact", "EM"), ("llava_med_closed", "LLaVA-Med closed <#35*"),
                ("llava_med_closed_n", "counted"), ("llava_med_closed_all", "LLaVA-Med closed >=#35"),
                ("llava_med_open", "LLaVA-Med open recall"), ("lenient_closed", "lenient closed"), ("lenient_open", "lenient open"),
-               ("swapped_closed", "swapped closed"), ("image_reliance", "image reliance"), ("reviewed", "reviewed"), ("physician_accuracy", "physician acc"), ("physician_ci95", "95% CI"),
+               ("swapped_closed", "swapped closed"), ("image_reliance", "image reliance"), ("reviewed", "reviewed"),
+               ("physician_accuracy", "physician acc"), ("physician_ci95", "95% CI"),
                ("auto_wrong_physician_right", "auto wrong/MD right"), ("kappa", "kappa")]
     table = [[title for _, title in columns]] + [[show(row[key]) for key, _ in columns] for row in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
@@ -262,33 +265,32 @@ def format_tasks(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m review.report", description=__doc__.splitlines()[0])
-    parser.add_argument("--db", default=DEFAULT_DB, help=f"review database (default: {DEFAULT_DB})")
+    parser = cli.Parser(PROG, __doc__)
+    cli.add_db_argument(parser)
     parser.add_argument("--export", metavar="FOLDER", help="also write predictions and verdicts as CSV and JSONL")
     args = parser.parse_args(argv)
-    try:
-        store = Store(args.db, readonly=True)
-        rows = run_rows(store)
-        if not rows:
-            raise UserFacingError(f"{args.db} holds no predictions yet: run python -m medvlm.evaluate first.")
-        for answer_type, title in ((None, "All questions"), ("CLOSED", "Closed questions"), ("OPEN", "Open questions")):
-            print(f"\n{title}\n{format_table(run_rows(store, answer_type) if answer_type else rows)}")
-        tasks = task_rows(store)
-        if tasks:
-            print(f"\nLabel questions, per task\n{format_tasks(tasks)}")
-        scorers = scorer_rows(store)
-        if scorers:
-            print(f"\nAutomatic scorers against the physicians (kappa, 95 % interval: which metric to trust)\n{format_rows(scorers)}")
-        comparisons = comparison_rows(store, runs=rows)
-        if comparisons:
-            print(f"\nVLM versus detector over a dataset (python -m medvlm.compare)\n{format_rows(comparisons)}")
-        if args.export:
-            for path in export(store, Path(args.export)):
-                print(f"wrote {path}")
-    except UserFacingError as e:
-        print(f"review.report: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return cli.run(PROG, lambda: print_report(args))
+
+
+def print_report(args: argparse.Namespace) -> None:
+    store = Store(args.db, readonly=True)
+    rows = run_rows(store)
+    if not rows:
+        raise UserFacingError(f"{args.db} holds no predictions yet: run python -m medvlm.evaluate first.")
+    for answer_type, title in ((None, "All questions"), ("CLOSED", "Closed questions"), ("OPEN", "Open questions")):
+        print(f"\n{title}\n{format_table(run_rows(store, answer_type) if answer_type else rows)}")
+    tasks = task_rows(store)
+    if tasks:
+        print(f"\nLabel questions, per task\n{format_tasks(tasks)}")
+    scorers = scorer_rows(store)
+    if scorers:
+        print(f"\nAutomatic scorers against the physicians (kappa, 95 % interval: which metric to trust)\n{format_rows(scorers)}")
+    comparisons = comparison_rows(store, runs=rows)
+    if comparisons:
+        print(f"\nVLM versus detector over a dataset (python -m medvlm.compare)\n{format_rows(comparisons)}")
+    if args.export:
+        for path in export(store, Path(args.export)):
+            print(f"wrote {path}")
 
 
 if __name__ == "__main__":

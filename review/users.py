@@ -3,7 +3,7 @@ asks everyone to sign in (its login page, a session cookie); an admin also sees 
 verdicts and the exports.
 
     python -m review.users add NAME [--admin] [--db medvlm.db]   # asks for the password twice
-    echo "$PASSWORD" | python -m review.users add NAME --password-stdin
+    echo "$PASSWORD" | python -m review.users add NAME --password_stdin
     python -m review.users list [--db medvlm.db]
 """
 import argparse
@@ -18,8 +18,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from medvlm import cli
 from medvlm.errors import UserFacingError
-from review.store import DEFAULT_DB, Store
+from medvlm.store import Store
+
+PROG = "python -m review.users"
 
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 MIN_PASSWORD = 8
@@ -161,38 +164,37 @@ def may_administer(store: Store, accounts: bool, name: str | None) -> bool:
 
 def main(argv=None) -> int:
     # --db is accepted before or after the command; SUPPRESS keeps a command's parser from resetting it to the default.
-    database = argparse.ArgumentParser(add_help=False)
-    database.add_argument("--db", default=argparse.SUPPRESS, help=f"review database (default: {DEFAULT_DB})")
-    parser = argparse.ArgumentParser(prog="python -m review.users", description="Reviewer accounts.")
-    parser.add_argument("--db", default=DEFAULT_DB, help=f"review database (default: {DEFAULT_DB})")
+    database = cli.Parser(PROG, add_help=False)
+    cli.add_db_argument(database, default=argparse.SUPPRESS)
+    parser = cli.Parser(PROG, "Reviewer accounts.")
+    cli.add_db_argument(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     adding = commands.add_parser("add", help="create a reviewer account", parents=[database])
     adding.add_argument("name")
-    adding.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    adding.add_argument("--password_stdin", action="store_true", help="read the password from standard input")
     adding.add_argument("--admin", action="store_true", help="may see every run's model, every reviewer's verdicts, and export")
     commands.add_parser("list", help="list reviewer names", parents=[database])
     args = parser.parse_args(argv)
     try:
-        store = Store(args.db)
-        if args.command == "list":
-            for name, created, admin in store.query("SELECT name, created, admin FROM reviewers ORDER BY name"):
-                print(f"{name}\t{created}\t{'admin' if admin else 'reviewer'}")
-            return 0
-        if args.password_stdin:
-            password = sys.stdin.readline().rstrip("\n")
-        else:
-            password = getpass.getpass(f"Password for {args.name}: ")
-            if password != getpass.getpass("Again: "):
-                raise UserFacingError("The two passwords differ.")
-        add(store, args.name, password, admin=args.admin)
+        return cli.run(PROG, lambda: run(args))
     except (EOFError, KeyboardInterrupt):
-        print("\nreview.users: error: no password given (pipe one in with --password-stdin).", file=sys.stderr)
-        return 2
-    except UserFacingError as e:
-        print(f"review.users: error: {e}", file=sys.stderr)
-        return 2
+        return cli.fail(PROG, "no password given (pipe one in with --password_stdin).")
+
+
+def run(args: argparse.Namespace) -> None:
+    store = Store(args.db)
+    if args.command == "list":
+        for name, created, admin in store.query("SELECT name, created, admin FROM reviewers ORDER BY name"):
+            print(f"{name}\t{created}\t{'admin' if admin else 'reviewer'}")
+        return
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"Password for {args.name}: ")
+        if password != getpass.getpass("Again: "):
+            raise UserFacingError("The two passwords differ.")
+    add(store, args.name, password, admin=args.admin)
     print(f"{'admin' if args.admin else 'reviewer'} {args.name} added to {args.db}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -3,9 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from medvlm.settings import apply_offline_env
+import medvlm  # noqa: F401  first: importing medvlm sets the offline switches, so no test touches the network
 
-apply_offline_env()  # before transformers/gradio are imported by any test: no test touches the network
 sys.path.insert(0, str(Path(__file__).parent))
 
 REPO = Path(__file__).resolve().parents[1]

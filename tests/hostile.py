@@ -1,10 +1,8 @@
 """A corpus of hostile uploads, built on the fly (nothing binary is committed): what a careless or malicious user sends."""
-import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-
 from test_images import PATIENT, PATIENT_ID, write_dicom
 
 

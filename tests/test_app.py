@@ -3,9 +3,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO
 
 from medvlm.host import ModelHost
-from conftest import REPO
 
 
 def run_app(*args, timeout=60):

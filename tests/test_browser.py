@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO
 from test_images import PATIENT, write_dicom
 
@@ -72,8 +71,8 @@ ADMIN, ADMIN_PASSWORD = "prof.lee", "admin password 1"
 def review_db(tmp_path_factory, vqa_rad_image):
     """A review database with one run of four answers about VQA-RAD images (three closed ones also asked about
     another image, one a label question), a reviewer and an admin account: the app asks everyone to sign in."""
+    from medvlm.store import Store
     from review import users
-    from review.store import Store
 
     path = tmp_path_factory.mktemp("review") / "medvlm.db"
     store = Store(path)
@@ -89,9 +88,10 @@ def review_db(tmp_path_factory, vqa_rad_image):
     users.add(store, REVIEWER, PASSWORD)
     users.add(store, ADMIN, ADMIN_PASSWORD, admin=True)
     # A VLM-versus-detector report, as python -m medvlm.compare --db stores it (its figures: test_compare's cases).
+    from test_compare import CASES, NAMES
+
     from medvlm.compare import plot
     from medvlm.comparison import report
-    from test_compare import CASES, NAMES
 
     result = report(CASES, NAMES)
     plot(result, path.parent / "plot.png")
@@ -325,7 +325,7 @@ def test_compare_tab_detector_beside_vlm_and_grounding(page, trap):
 
 
 def test_review_grade_with_keys_undo_blinded_and_evaluation_for_admins(page, browser, app_url, review_db):
-    from review.store import Store
+    from medvlm.store import Store
 
     def review_status():
         return page.locator("#review-status").inner_text()
@@ -422,9 +422,9 @@ def test_api_needs_an_account_and_a_verdict_names_its_answer(app_url, review_db)
     the instant it was shown, is refused; the evaluation and export are not endpoints at all."""
     from gradio_client import Client
 
-    from review.store import Store
+    from medvlm.store import Store
 
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError):  # gradio_client's AuthenticationError
         Client(app_url, verbose=False)
     client = Client(app_url, auth=(ADMIN, ADMIN_PASSWORD), verbose=False)
     endpoints = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
@@ -450,9 +450,8 @@ def test_hostile_inputs_through_the_api_get_one_line_and_the_app_answers(app_url
     then 8 clients at once. Each bad input: one line, nothing identifying, and the next request is answered."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from gradio_client import Client, handle_file
-
     import hostile
+    from gradio_client import Client, handle_file
 
     client = Client(app_url, auth=(REVIEWER, PASSWORD), verbose=False)
     for name, path in hostile.build(tmp_path / "corpus", vqa_rad_image).items():
@@ -545,10 +544,10 @@ def test_admin_compares_over_a_dataset_and_physicians_see_the_detector_boxes(bro
     import io
     import shutil
 
+    from conftest import SHARED_DATA
     from PIL import Image
 
-    from conftest import SHARED_DATA
-    from review.store import Store
+    from medvlm.store import Store
 
     brain = SHARED_DATA / "brain-tumor"
     root = tmp_path / "two"

@@ -1,11 +1,11 @@
 """The chat core: question checks, fitting a conversation into the context, streaming, and stop-string hold-back."""
 import pytest
+from tiny_models import save_tiny_llava
 
 from medvlm import models
 from medvlm.chat import GenerationSettings, check_question, encode_to_fit, final_answer, stream_reply, visible_prefix
 from medvlm.errors import UserFacingError
 from medvlm.settings import MAX_QUESTION_CHARS
-from tiny_models import save_tiny_llava
 
 CONTEXT = 96
 

@@ -5,11 +5,11 @@ import json
 import shutil
 
 import pytest
-
 from conftest import SHARED_DATA
+
 from medvlm.compare import main, vlm_finds_tumour
 from medvlm.comparison import Case, iou, report, vlm_type
-from review.store import Store
+from medvlm.store import Store
 
 NAMES = ["pituitary", "meningioma", "glioma"]
 BRAIN = SHARED_DATA / "brain-tumor"

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 from PIL import Image
 
-from conftest import SHARED_DATA
-from medvlm.compare import agreement, findings_text, grounded_question, vlm_finds_tumour
+from medvlm.compare import agreement, grounded_question, vlm_finds_tumour
 from medvlm.detect import Detection, Detector, draw
 from medvlm.errors import UserFacingError
+from medvlm.models.families import FAMILIES
 from medvlm.settings import DETECTOR_WEIGHTS
 
 BRAIN = SHARED_DATA / "brain-tumor"
@@ -129,7 +130,7 @@ def test_any_input_format_gives_the_same_finding(detector, tmp_path):
     from medvlm.images import load_image
 
     gray = Image.open(BRAIN / "images" / "val" / f"{FOUND_IMAGES[2]}.jpg").convert("L")
-    as16 = Image.fromarray((np.asarray(gray).astype(np.uint16) * 257)).convert("I;16")
+    as16 = Image.fromarray(np.asarray(gray).astype(np.uint16) * 257).convert("I;16")
     rgba = gray.convert("RGBA")
     png16 = tmp_path / "mri16.png"
     as16.save(png16)
@@ -185,9 +186,10 @@ def test_agreement(detections, answer, line):
 
 
 def test_findings_go_into_the_prompt_as_text():
-    text = grounded_question("Is there a tumour?", [BOX], (512, 512))
+    family = FAMILIES["fast_vlm"]
+    text = grounded_question(family, "Is there a tumour?", [BOX], (512, 512))
     assert text.endswith("\nIs there a tumour?") and "glioma (confidence 0.87) at x 100-180, y 120-200" in text
-    assert "no tumour" in findings_text([], (512, 512))
+    assert "no tumour" in family.findings([], (512, 512))
 
 
 def test_bad_uploads_keep_their_one_line_errors_once_the_detector_is_loaded(detector, tmp_path):

@@ -4,10 +4,10 @@ and a rerun resumes the same run instead of answering again."""
 import re
 
 import pytest
-
 from conftest import SHARED_DATA, VQA_RAD
+
 from medvlm.evaluate import main
-from review.store import Store
+from medvlm.store import Store
 
 BRAIN = SHARED_DATA / "brain-tumor"
 

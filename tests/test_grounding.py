@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import SHARED_DATA, VQA_RAD
+
 from medvlm import grounding, labels
 from medvlm.data import Example, MixturePart, load_examples, parse_mixture
 from medvlm.errors import UserFacingError
@@ -207,7 +207,7 @@ def test_probe_fits_a_separable_task_and_reads_image_labels():
     assert probe.accuracy(probe.fit_predict(x[:40], y[:40], x[40:]), y[40:]) >= 90
     rows = probe.image_labels(SOURCES["brain"])
     assert len(rows) == 1005
-    for image, split, found in rows[:40] + rows[-40:]:
+    for image, _, found in rows[:40] + rows[-40:]:
         folder, boxes = brain_truth(image)
         assert found["tumor_presence"] == ("yes" if boxes else "no")
 

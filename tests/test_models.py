@@ -3,12 +3,12 @@ import json
 
 import pytest
 import torch
+from tiny_models import save_tiny_idefics, save_tiny_llava, teach
 
 from medvlm import models
 from medvlm.chat import GenerationSettings, encode_to_fit, generate_kwargs, stream_reply
 from medvlm.errors import UserFacingError
 from medvlm.images import load_image
-from tiny_models import save_tiny_idefics, save_tiny_llava, teach
 
 QUESTION = "What is shown?"
 

@@ -4,7 +4,8 @@ import pytest
 
 from medvlm.chat import GenerationSettings
 from medvlm.images import load_image
-from medvlm.predict import answer_batch, with_instruction
+from medvlm.models.families import FAMILIES
+from medvlm.predict import answer_batch
 
 GREEDY = GenerationSettings(max_new_tokens=12, temperature=0.0)
 
@@ -20,7 +21,7 @@ def questions(vqa_rad_image):
         (head.copy(), "Is this a CT or an MRI? Describe what you see in one sentence."),
         (load_image(vqa_rad_image.parent / "synpic27646.jpg"), "Is this normal?"),
     ]
-    return [(image, with_instruction(q, short_answer=True)) for image, q in asked]
+    return [(image, FAMILIES["fast_vlm"].ask(q, short_answer=True)) for image, q in asked]
 
 
 def test_shared_prefix_answers_equal_one_generate_per_question(medvlm_tiny, questions):

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
+from medvlm.store import Store
 from review import report
-from review.store import Store
 
 
 @pytest.fixture

@@ -4,9 +4,9 @@ import io
 import pytest
 
 from medvlm.errors import UserFacingError
+from medvlm.stats import cohen_kappa, fleiss_kappa, wilson_interval
+from medvlm.store import Store
 from review import users
-from review.stats import cohen_kappa, fleiss_kappa, wilson_interval
-from review.store import Store
 
 
 def test_cohen_kappa_hand_computed():
@@ -63,12 +63,12 @@ def test_users_cli(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # a misplaced --db would create medvlm.db here
     db = str(tmp_path / "cli.db")
     monkeypatch.setattr("sys.stdin", io.StringIO("s3cret-pass\n"))
-    assert users.main(["--db", db, "add", "carol", "--password-stdin"]) == 0
+    assert users.main(["--db", db, "add", "carol", "--password_stdin"]) == 0
     assert users.main(["list", "--db", db]) == 0  # --db after the command, as the README writes it
     assert "carol" in capsys.readouterr().out
     assert not (tmp_path / "medvlm.db").exists()
     monkeypatch.setattr("sys.stdin", io.StringIO("s3cret-pass\n"))
-    assert users.main(["--db", db, "add", "carol", "--password-stdin"]) == 2
+    assert users.main(["--db", db, "add", "carol", "--password_stdin"]) == 2
     assert "already exists" in capsys.readouterr().err
     with pytest.raises(SystemExit) as bad:
         users.main(["--db", db, "remove", "carol"])
@@ -79,4 +79,4 @@ def test_users_cli_without_a_terminal_says_how(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     monkeypatch.setattr("getpass.getpass", lambda prompt="": input(prompt))  # no terminal: input() meets EOF
     assert users.main(["add", "dave", "--db", str(tmp_path / "u.db")]) == 2
-    assert "--password-stdin" in capsys.readouterr().err
+    assert "--password_stdin" in capsys.readouterr().err

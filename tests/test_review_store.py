@@ -9,10 +9,10 @@ import threading
 import time
 
 import pytest
-
 from conftest import REPO
+
 from medvlm.errors import UserFacingError
-from review.store import SCHEMA_VERSION, Store
+from medvlm.store import SCHEMA_VERSION, Store
 
 
 @pytest.fixture
@@ -104,7 +104,7 @@ def test_eight_threads_lose_no_verdict(store):
 
 WRITER = """
 import sys
-from review.store import Store
+from medvlm.store import Store
 store = Store(sys.argv[1])
 reviewer = store.reviewer(sys.argv[2])["id"]
 for p in range(1, int(sys.argv[3]) + 1):
@@ -162,9 +162,9 @@ def test_read_only_and_locked_files_say_so_and_lose_nothing(tmp_path, monkeypatc
         readonly.record_verdict(p, reviewer, "wrong")
     assert readonly.current_verdict(p, reviewer) == "correct"
 
-    import review.store
+    import medvlm.store
 
-    monkeypatch.setattr(review.store, "BUSY_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(medvlm.store, "BUSY_TIMEOUT_S", 0.2)
     waiting = Store(path)
     blocker = sqlite3.connect(path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")  # another writer holds the lock
@@ -214,3 +214,21 @@ def test_chat_answers_keep_their_image_and_are_stored_once(store, vqa_rad_image)
     assert rows[0][1] == "CLOSED" and rows[1] == (None, "OPEN", None)
     assert load_image(rows[0][0]).size == image.size  # the kept copy opens
     assert store.query("SELECT COUNT(*) FROM runs WHERE dataset = 'chat'")[0][0] == 1
+
+
+def test_schema_6_rekeys_items_by_their_pixels(tmp_path, vqa_rad_image):
+    """Items stored before schema 6 (image_hash from file bytes, PNG bytes or a file name) get the pixel fingerprint
+    of their image, so a resumed evaluation finds them; an item whose file is gone keeps its hash."""
+    from medvlm.images import fingerprint, load_image
+
+    path = tmp_path / "old.db"
+    store = Store(path)
+    kept = store.add_item("vqa-rad", "Is it?", "yes", "CLOSED", image_ref=str(vqa_rad_image), image_hash="file-bytes-hash")
+    gone = store.add_item("vqa-rad", "Is it?", "no", "CLOSED", image_ref=str(tmp_path / "gone.jpg"), image_hash="old")
+    store.db.execute("PRAGMA user_version = 5")
+    store.close()
+    store = Store(path)
+    hashes = dict(store.query("SELECT id, image_hash FROM items"))
+    assert store.version == 6 and hashes[gone] == "old"
+    assert hashes[kept] == fingerprint(load_image(vqa_rad_image))
+    assert store.add_item("vqa-rad", "Is it?", "yes", "CLOSED", image_hash=fingerprint(load_image(vqa_rad_image))) == kept

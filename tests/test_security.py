@@ -6,10 +6,10 @@ import threading
 
 import pytest
 
-from medvlm.ui.app import exposure_warning
-from medvlm.ui.text import html_text, markdown_text
+from medvlm.store import MIGRATIONS, Store
 from review import users
-from review.store import MIGRATIONS, Store
+from ui.app import exposure_warning
+from ui.text import html_text, markdown_text
 
 
 class Clock:

@@ -6,15 +6,26 @@ import threading
 
 import pytest
 import torch
-
 from conftest import SHARED_DATA
+from tiny_models import save_tiny_idefics, save_tiny_llava
+
 from medvlm import models
 from medvlm.data import load_examples
 from medvlm.errors import UserFacingError
-from tiny_models import save_tiny_idefics, save_tiny_llava
+from medvlm.settings import IGNORE_INDEX
 from train import conversations
-from train.vlm import (ImagePackedDataset, LoraArguments, TrainArguments, add_lora, answer_loss, collate, encode_with_labels,
-                       freeze_batchnorm, main, make_optimizer)
+from train.vlm import (
+    ImagePackedDataset,
+    LoraArguments,
+    TrainArguments,
+    add_lora,
+    answer_loss,
+    collate,
+    encode_with_labels,
+    freeze_batchnorm,
+    main,
+    make_optimizer,
+)
 
 ISIC = SHARED_DATA / "isic" / "isic_ham10000_sample.jsonl"
 
@@ -38,11 +49,12 @@ def idefics_dir(tmp_path_factory):
 
 @pytest.fixture
 def vqa_jsonl(tmp_path, vqa_rad_image):
+    other = str(vqa_rad_image.parent / "synpic29265.jpg")
     rows = [
         {"image": str(vqa_rad_image), "question": "Is there an infarct?", "answer": "yes", "answer_type": "CLOSED", "split": "train"},
-        {"image": str(vqa_rad_image.parent / "synpic29265.jpg"), "question": "What organ?", "answer": "lungs", "answer_type": "OPEN", "split": "train"},
+        {"image": other, "question": "What organ?", "answer": "lungs", "answer_type": "OPEN", "split": "train"},
         {"image": str(vqa_rad_image), "question": "Is it normal?", "answer": "no", "answer_type": "CLOSED", "split": "test"},
-        {"image": str(vqa_rad_image.parent / "synpic29265.jpg"), "question": "Which plane?", "answer": "axial", "answer_type": "OPEN", "split": "test"},
+        {"image": other, "question": "Which plane?", "answer": "axial", "answer_type": "OPEN", "split": "test"},
     ]
     path = tmp_path / "vqa.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -50,7 +62,7 @@ def vqa_jsonl(tmp_path, vqa_rad_image):
 
 
 def labelled_text(loaded, item) -> str:
-    return loaded.tokenizer.decode(item["input_ids"][item["labels"] != -100])
+    return loaded.tokenizer.decode(item["input_ids"][item["labels"] != IGNORE_INDEX])
 
 
 # --- label mask ----------------------------------------------------------------------------------------------------
@@ -60,7 +72,7 @@ def test_label_mask_is_exactly_the_answers_llava(llava_dir, images):
     loaded = models.load(models.resolve(str(llava_dir)), device="cpu")
     item = encode_with_labels(loaded, [("Is it a fracture?", "yes, a fracture"), ("Where?", "left femur")], images[0])
     assert labelled_text(loaded, item) == " yes, a fracture</s> left femur</s>"
-    assert (item["labels"] != -100).sum() < item["input_ids"].shape[0] // 2  # prompt, image and questions masked
+    assert (item["labels"] != IGNORE_INDEX).sum() < item["input_ids"].shape[0] // 2  # prompt, image and questions masked
 
 
 def test_label_mask_is_exactly_the_answers_idefics(idefics_dir, images):
@@ -93,7 +105,7 @@ def test_pack_shares_every_common_opening_once():
 
     def item(ids):
         ids = torch.tensor(ids)
-        labels = torch.full_like(ids, -100)
+        labels = torch.full_like(ids, IGNORE_INDEX)
         labels[-1] = 0
         return {"input_ids": ids, "labels": labels, "pixel_values": torch.zeros(3, 2, 2)}
 
@@ -128,7 +140,7 @@ def test_packed_row_gives_each_answer_the_logits_it_gets_alone(model, llava_dir,
         inputs = {k: v for k, v in batch.items() if k not in ("labels", "examples")}
         with torch.no_grad():
             logits = loaded.model.eval()(**inputs).logits
-        return logits[:, :-1][batch["labels"][:, 1:] != -100]
+        return logits[:, :-1][batch["labels"][:, 1:] != IGNORE_INDEX]
 
     packed_logits = answer_logits(packed_batch)
     alone_logits = answer_logits(alone_batch)
@@ -359,7 +371,7 @@ def test_conversations_through_an_openai_compatible_endpoint(tmp_path):
     metadata.write_text("".join(json.dumps(dict(r, image=str(ISIC.parent / r["image"]))) + "\n" for r in records))
     try:
         conversations.main(["--metadata", str(metadata), "--out", str(tmp_path / "c.jsonl"),
-                            "--endpoint", f"http://127.0.0.1:{server.server_port}/v1", "--api-key", "test"])
+                            "--endpoint", f"http://127.0.0.1:{server.server_port}/v1", "--api_key", "test"])
     finally:
         server.shutdown()
     assert len(requests) == 2
@@ -377,7 +389,6 @@ def test_every_score_is_read_under_one_answer_cap():
     from medvlm import compare, evaluate
     from medvlm.predict import answer_batch
     from medvlm.settings import EVAL_MAX_NEW_TOKENS
-    from train.vlm import TrainArguments
 
     caps = {TrainArguments().max_new_tokens, evaluate.parse_args(["--model", "m", "--data", "d"]).max_new_tokens,
             compare.parse_args(["--data", "d.yaml"]).max_new_tokens,

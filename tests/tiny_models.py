@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from medvlm.settings import IGNORE_INDEX
+
 CORPUS = [
     "USER: ASSISTANT: User: Assistant: What is shown in this image? Is there a fracture? Yes No",
     "The chest x-ray shows a right sided pneumothorax. The lungs are clear. There is no effusion.",
@@ -111,7 +113,7 @@ def teach(folder: Path, turns, image, continuation: str, steps: int = 80) -> Non
     if "image_attention_mask" in batch:  # IDEFICS: new text tokens see the same image as the last prompt token
         last = batch["image_attention_mask"][:, -1:, :]
         batch["image_attention_mask"] = torch.cat([batch["image_attention_mask"], last.repeat(1, target.shape[1], 1)], 1)
-    labels = torch.full_like(batch["input_ids"], -100)
+    labels = torch.full_like(batch["input_ids"], IGNORE_INDEX)
     labels[:, -target.shape[1]:] = target
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)

@@ -1,7 +1,7 @@
 """Build multi-turn doctor/assistant conversations about images from their metadata, as MIDEFICS did.
 
     python -m train.conversations --metadata ../shared/data/isic/isic_ham10000_sample.jsonl --out runs/isic_conversations.jsonl
-    python -m train.conversations --metadata M.jsonl --out C.jsonl --endpoint http://localhost:8000/v1 --api-key KEY --llm gpt-4o-mini
+    python -m train.conversations --metadata M.jsonl --out C.jsonl --endpoint http://localhost:8000/v1 --api_key KEY --llm gpt-4o-mini
 
 Each conversation is built from its own image's metadata only, and a field that is empty or unknown is never asked
 about. Templates (the default) are deterministic: the same metadata always gives the same conversation. With
@@ -9,13 +9,13 @@ about. Templates (the default) are deterministic: the same metadata always gives
 The split is chosen by a hash of the lesion (or image) id, so one lesion's images never straddle train and test.
 Output lines: {"image", "messages": [{"role": "user"|"assistant", "content"}...], "split"}, read by train.vlm.
 """
-import argparse
 import json
 import os
 import sys
 import urllib.request
 from pathlib import Path
 
+from medvlm import cli
 from medvlm.labels import stable_fraction
 
 UNKNOWN = {"", "unknown", "none", "nan", "null", "n/a"}
@@ -105,21 +105,20 @@ def build(metadata: Path, out: Path, test_fraction: float, endpoint: str | None,
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Build doctor/assistant conversations from image metadata.")
+    parser = cli.Parser("python -m train.conversations", __doc__)
     parser.add_argument("--metadata", type=Path, required=True, help="JSONL with an 'image' path per record")
     parser.add_argument("--out", type=Path, required=True, help="conversations JSONL to write")
-    parser.add_argument("--test-fraction", type=float, default=0.2)
+    parser.add_argument("--test_fraction", type=float, default=0.2)
     parser.add_argument("--endpoint", help="OpenAI-compatible base URL (…/v1); default: deterministic templates")
-    parser.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY", ""))
+    parser.add_argument("--api_key", default=os.environ.get("OPENAI_API_KEY", ""), help="default: $OPENAI_API_KEY")
     parser.add_argument("--llm", default="gpt-4o-mini", help="model name for --endpoint")
     args = parser.parse_args(argv)
     if not args.metadata.is_file():
         parser.error(f"no metadata file at {args.metadata}")
     if not 0 <= args.test_fraction < 1:
-        parser.error("--test-fraction must be in [0, 1)")
-    written = build(args.metadata, args.out, args.test_fraction, args.endpoint, args.api_key, args.llm)
-    print(f"wrote {written} conversations to {args.out}")
-    return 0
+        parser.error("--test_fraction must be in [0, 1)")
+    return cli.run(parser.prog, lambda: print(
+        f"wrote {build(args.metadata, args.out, args.test_fraction, args.endpoint, args.api_key, args.llm)} conversations to {args.out}"))
 
 
 if __name__ == "__main__":

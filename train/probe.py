@@ -9,21 +9,18 @@ regression (L2, L-BFGS). Tasks, from medvlm.labels: VQA-RAD region (5-fold cross
 by a hash of the image name), brain-tumour presence and type (4 classes with "none"; fitted on train, scored on
 val), ISIC diagnosis (fitted on train lesions, scored on the held-out ones). Accuracy in %, with the majority class.
 """
-import argparse
 import sys
 from collections import Counter
 from dataclasses import replace
 
-from medvlm.settings import apply_offline_env
+import torch
 
-apply_offline_env()
+from medvlm import cli, labels, models
+from medvlm.data import load_examples
+from medvlm.errors import UserFacingError
+from medvlm.images import load_image
 
-import torch  # noqa: E402
-
-from medvlm import labels, models  # noqa: E402
-from medvlm.data import load_examples  # noqa: E402
-from medvlm.errors import UserFacingError  # noqa: E402
-from medvlm.images import load_image  # noqa: E402
+PROG = "python -m train.probe"
 
 SOURCES = (
     "labels:../shared/data/vqa-rad/vqa_rad.jsonl",
@@ -135,27 +132,23 @@ def probe(loaded: models.LoadedModel, sources) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.probe", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="medvlm-tiny", help="registered name, local folder or hub id")
+    parser = cli.Parser(PROG, __doc__)
+    cli.add_model_arguments(parser, adapter=False, quantize=False)  # an adapter never changes the frozen tower
     parser.add_argument("--data", default=",".join(SOURCES), help="comma-separated labels:PATH sources")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     args = parser.parse_args(argv)
     sources = [s.strip() for s in args.data.split(",") if s.strip()]
     bad = [s for s in sources if not labels.is_label_source(s)]
     if bad or not sources:
         parser.error(f"--data takes labels:PATH sources (comma-separated); not: {', '.join(bad) or 'nothing'}")
-    try:
-        spec = replace(models.resolve(args.model), adapter=None)  # an adapter never changes the frozen tower
-        loaded = models.load(spec, models.default_device() if args.device == "auto" else args.device)
-        results = probe(loaded, sources)
-    except UserFacingError as e:
-        print(f"train.probe: error: {e}", file=sys.stderr)
-        return 2
+    return cli.run(PROG, lambda: print_results(probe(models.load(replace(models.resolve(args.model), adapter=None),
+                                                                 cli.device_of(args)), sources)))
+
+
+def print_results(results: list[dict]) -> None:
     print(f"{'source':<56}{'task':<18}{'how':<19}{'images':>7}{'classes':>8}{'acc %':>8}{'bal %':>8}{'majority %':>11}")
     for r in results:
         print(f"{r['source']:<56}{r['task']:<18}{r['how']:<19}{r['images']:>7}{r['classes']:>8}{r['accuracy']:>8}"
               f"{r['balanced_accuracy']:>8}{r['majority']:>11}")
-    return 0
 
 
 if __name__ == "__main__":

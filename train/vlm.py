@@ -14,23 +14,18 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from medvlm.models.loading import QUANTIZE_CHOICES
-from medvlm.settings import EVAL_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, apply_offline_env
+import torch
+from transformers import HfArgumentParser, get_cosine_schedule_with_warmup, set_seed
 
-apply_offline_env()
-
-import torch  # noqa: E402
-from transformers import HfArgumentParser, get_cosine_schedule_with_warmup, set_seed  # noqa: E402
-
-from medvlm import grounding, labels, metrics, models, packing  # noqa: E402
-from medvlm.chat import GenerationSettings  # noqa: E402
-from medvlm.data import Example, load_examples, parse_mixture  # noqa: E402
-from medvlm.errors import UserFacingError  # noqa: E402
-from medvlm.images import load_image  # noqa: E402
-from medvlm.predict import with_instruction  # noqa: E402
+from medvlm import cli, grounding, labels, metrics, models, packing
+from medvlm.chat import GenerationSettings
+from medvlm.data import Example, load_examples, parse_mixture
+from medvlm.errors import UserFacingError
+from medvlm.images import load_image
+from medvlm.settings import EVAL_MAX_NEW_TOKENS, IGNORE_INDEX, MAX_NEW_TOKENS_LIMIT, PACK_SIZE, QUANTIZE_CHOICES
 
 
 def arg(default, help: str, **kwargs):
@@ -74,7 +69,7 @@ class TrainArguments:
     epochs: float = arg(3.0, "passes over the training mixture")
     max_steps: int = arg(-1, "> 0 overrides --epochs")
     batch_size: int = arg(2, "rows per step; a row packs up to --pack_size examples about one image")
-    pack_size: int = arg(8, "examples packed in one row (1: no packing)")
+    pack_size: int = arg(PACK_SIZE, "examples packed in one row (1: no packing)")
     grad_accum: int = arg(1, "steps whose gradients are summed before an update")
     lr: float | None = arg(None, "LoRA learning rate; default: the family's (1e-3 for MedVLM-Tiny, 2e-4 for the 7B/9B models)")
     projector_lr: float = arg(1e-3, "learning rate of modules trained in full (MedVLM-Tiny's fresh projector)")
@@ -120,12 +115,8 @@ class ImagePackedDataset(torch.utils.data.Dataset):
             max_branches = 1
         self.packs, self.order = [], []  # order: the pack drawn at each dataset index
         for number, (examples, weight) in enumerate(sources):
-            by_image: dict = {}
-            for example in examples:
-                key = example.image_path if example.inline_image is None else id(example.inline_image)
-                by_image.setdefault(key, []).append(example)
             first = len(self.packs)
-            self.packs += [group[i : i + max_branches] for group in by_image.values() for i in range(0, len(group), max_branches)]
+            self.packs += [[examples[i] for i in row] for row in packing.rows_by_image([e.image_key for e in examples], max_branches)]
             indices = range(first, len(self.packs))
             whole, fraction = divmod(weight, 1)
             self.order += [i for _ in range(int(whole)) for i in indices]
@@ -140,7 +131,7 @@ class ImagePackedDataset(torch.utils.data.Dataset):
         if index not in self.encoded:
             group = self.packs[index]
             image = group[0].image()
-            items = [encode_with_labels(self.loaded, [(with_instruction(q, self.short_answer), a) for q, a in e.turns], image) for e in group]
+            items = [encode_with_labels(self.loaded, [(self.loaded.family.ask(q, self.short_answer), a) for q, a in e.turns], image) for e in group]
             self.encoded[index] = packing.pack(items)
         if self.augment is None:
             return self.encoded[index]
@@ -162,7 +153,7 @@ def image_augmentation():
 
 
 def encode_with_labels(loaded: models.LoadedModel, turns: list[tuple[str, str]], image) -> dict:
-    """Processor outputs for the whole conversation, plus labels that are -100 everywhere but the answers.
+    """Processor outputs for the whole conversation, plus labels that are IGNORE_INDEX everywhere but the answers.
 
     Answer spans come from token positions (prefix lengths), not from pad or eos ids: when pad == eos, masking by id
     would also drop each answer's own end-of-turn token.
@@ -170,7 +161,7 @@ def encode_with_labels(loaded: models.LoadedModel, turns: list[tuple[str, str]],
     family, processor = loaded.family, loaded.processor
     full = family.encode(processor, turns, image)
     ids = full["input_ids"][0]
-    labels = torch.full_like(ids, -100)
+    labels = torch.full_like(ids, IGNORE_INDEX)
     for k, (question, _) in enumerate(turns):
         start = family.encode(processor, turns[:k] + [(question, None)], image)["input_ids"].shape[1]
         end = ids.shape[0] if k == len(turns) - 1 else family.encode(processor, turns[: k + 1], image)["input_ids"].shape[1]
@@ -194,7 +185,7 @@ def collate(pad_token_id: int):
         batch = {
             "input_ids": pad([i["input_ids"] for i in items], pad_token_id),
             "attention_mask": pad([i["attention_mask"] for i in items], 0),
-            "labels": pad([i["labels"] for i in items], -100),
+            "labels": pad([i["labels"] for i in items], IGNORE_INDEX),
         }
         if "pixel_values" in items[0]:
             batch["pixel_values"] = torch.stack([i["pixel_values"] for i in items])
@@ -215,7 +206,7 @@ def answer_loss(model, batch: dict) -> torch.Tensor:
     batch.pop("examples", None)
     labels = batch.pop("labels")
     keep = torch.zeros_like(labels, dtype=torch.bool)
-    keep[:, :-1] = labels[:, 1:] != -100  # position t predicts token t + 1
+    keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX  # position t predicts token t + 1
     logits = model(**batch, logits_to_keep=keep).logits  # (answer tokens, vocabulary), rows flattened
     return torch.nn.functional.cross_entropy(logits.float(), labels[:, 1:][keep[:, :-1]])
 
@@ -311,18 +302,53 @@ def evaluate(loaded: models.LoadedModel, eval_sets: dict[str, list[Example]], da
     return result
 
 
-def main(argv=None) -> int:
-    parser = HfArgumentParser((ModelArguments, DataArguments, LoraArguments, TrainArguments), prog="python -m train.vlm",
-                              description=__doc__.splitlines()[0])
-    model_args, data_args, lora_args, train_args = parser.parse_args_into_dataclasses(args=argv)
-    problem = check_arguments(data_args, lora_args, train_args)
+PROG = "python -m train.vlm"
+ARGUMENT_GROUPS = {"model": ModelArguments, "data": DataArguments, "lora": LoraArguments, "train": TrainArguments}
+NOT_IN_PRESETS = {"output_dir", "resume"}  # a preset is a recipe, not a run: each run names its own folder
+
+
+def preset(path: str) -> dict:
+    """Argument defaults from a run's config.json, or from an adapter's train_config.json (the same file): the
+    shipped adapter's recipe is `--config medvlm/weights/medvlm-tiny-grounded/train_config.json`."""
+    try:
+        saved = json.loads(Path(path).read_text())
+        groups = {group: saved[group] for group in ARGUMENT_GROUPS}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserFacingError(f"--config {path}: not a train.vlm config.json ({type(e).__name__}: {e}).") from None
+    defaults = {}
+    for group, values in groups.items():
+        known = {f.name for f in fields(ARGUMENT_GROUPS[group])}
+        unknown = set(values) - known
+        if unknown:
+            raise UserFacingError(f"--config {path}: unknown {group} argument(s) {', '.join(sorted(unknown))}.")
+        defaults |= {k: v for k, v in values.items() if k not in NOT_IN_PRESETS}
+    return defaults
+
+
+def parse_arguments(argv=None) -> tuple:
+    """(model, data, lora, train) arguments: a --config FILE's values, overridden by what the command line says."""
+    parser = HfArgumentParser(tuple(ARGUMENT_GROUPS.values()), prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument("--config", metavar="FILE", help="start from a run's config.json or an adapter's train_config.json "
+                        "(all but output_dir and resume); flags given here override it")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    config = parser.parse_known_args(argv)[0].config
+    if config:
+        try:
+            parser.set_defaults(**preset(config))
+        except UserFacingError as e:
+            parser.error(str(e))
+    *groups, _, rest = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)  # _: --config
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    problem = check_arguments(*groups[1:])
     if problem:
         parser.error(problem)
-    try:
-        return train(model_args, data_args, lora_args, train_args)
-    except UserFacingError as e:
-        print(f"train.vlm: error: {e}", file=sys.stderr)
-        return 2
+    return tuple(groups)
+
+
+def main(argv=None) -> int:
+    model_args, data_args, lora_args, train_args = parse_arguments(argv)
+    return cli.run(PROG, lambda: train(model_args, data_args, lora_args, train_args))
 
 
 def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraArguments, train_args: TrainArguments) -> int:

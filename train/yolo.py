@@ -18,15 +18,17 @@ import shutil
 import sys
 from pathlib import Path
 
+from medvlm import cli
 from medvlm.detect import provide_ultralytics_font
 from medvlm.errors import UserFacingError
 from medvlm.settings import DETECTOR_IMAGE_SIZE
 
 provide_ultralytics_font()
+PROG = "python -m train.yolo"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m train.yolo", description=__doc__.splitlines()[0])
+    parser = cli.Parser(PROG, __doc__)
     parser.add_argument("--data", required=True, help="data.yaml of a YOLO-layout dataset")
     parser.add_argument("--model", default="yolov8n.yaml", help="architecture yaml to build from scratch")
     parser.add_argument("--weights", help="a .pt to start from (training) or to evaluate (--val)")
@@ -44,8 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.val and not args.weights:
         parser.error("--val needs --weights")
-    if args.epochs < 1 or args.batch < 1 or args.imgsz < 32 or not 0 < args.fraction <= 1:
-        parser.error("--epochs and --batch must be >= 1, --imgsz >= 32, --fraction in (0, 1]")
+    parser.check({"--epochs": args.epochs < 1, "--imgsz": args.imgsz < 32, "--batch": args.batch < 1, "--workers": args.workers < 0,
+                  "--patience": args.patience < 0, "--fraction": not 0 < args.fraction <= 1})
     return args
 
 
@@ -118,44 +120,43 @@ def print_table(result: dict) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    run = Path(args.output_dir)
     try:
-        run.mkdir(parents=True, exist_ok=True)
-        data = copy_dataset(Path(args.data).expanduser(), run)
-        if args.val:
-            weights = Path(args.weights)
-            if not weights.is_file():
-                raise UserFacingError(f"No weights at {weights}.")
-        else:
-            from ultralytics import YOLO
-
-            last = run / "train" / "weights" / "last.pt"
-            if args.resume:
-                if not last.is_file():
-                    raise UserFacingError(f"Nothing to resume: {last} does not exist.")
-                YOLO(str(last), task="detect").train(resume=True)
-            else:
-                if args.weights and not Path(args.weights).is_file():
-                    raise UserFacingError(f"No weights at {args.weights} (nothing is downloaded: give a local .pt).")
-                if last.exists():
-                    raise UserFacingError(f"{run} already holds a run: pass --resume to continue it, or another --output_dir.")
-                YOLO(args.weights or args.model, task="detect").train(
-                    data=str(data), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, device=args.device,
-                    workers=args.workers, patience=args.patience, fraction=args.fraction, seed=args.seed, deterministic=True,
-                    project=str(run.resolve()), name="train", exist_ok=True, plots=True, pretrained=bool(args.weights),
-                )
-            weights = run / "train" / "weights" / "best.pt"
-            shutil.copyfile(weights, run / "best.pt")
-            weights = run / "best.pt"
-        result = validate(weights, data, args, run)
-    except UserFacingError as e:
-        print(f"train.yolo: error: {e}", file=sys.stderr)
-        return 2
+        return cli.run(PROG, lambda: train(args))
     except OSError as e:  # a disk, permission or file problem: one line, not a traceback
-        print(f"train.yolo: error: {e.strerror or e} ({Path(e.filename).name if e.filename else 'no file named'}).", file=sys.stderr)
-        return 2
+        return cli.fail(PROG, f"{e.strerror or e} ({Path(e.filename).name if e.filename else 'no file named'}).")
+
+
+def train(args: argparse.Namespace) -> None:
+    run = Path(args.output_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    data = copy_dataset(Path(args.data).expanduser(), run)
+    if args.val:
+        weights = Path(args.weights)
+        if not weights.is_file():
+            raise UserFacingError(f"No weights at {weights}.")
+    else:
+        from ultralytics import YOLO
+
+        last = run / "train" / "weights" / "last.pt"
+        if args.resume:
+            if not last.is_file():
+                raise UserFacingError(f"Nothing to resume: {last} does not exist.")
+            YOLO(str(last), task="detect").train(resume=True)
+        else:
+            if args.weights and not Path(args.weights).is_file():
+                raise UserFacingError(f"No weights at {args.weights} (nothing is downloaded: give a local .pt).")
+            if last.exists():
+                raise UserFacingError(f"{run} already holds a run: pass --resume to continue it, or another --output_dir.")
+            YOLO(args.weights or args.model, task="detect").train(
+                data=str(data), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, device=args.device,
+                workers=args.workers, patience=args.patience, fraction=args.fraction, seed=args.seed, deterministic=True,
+                project=str(run.resolve()), name="train", exist_ok=True, plots=True, pretrained=bool(args.weights),
+            )
+        weights = run / "train" / "weights" / "best.pt"
+        shutil.copyfile(weights, run / "best.pt")
+        weights = run / "best.pt"
+    result = validate(weights, data, args, run)
     print_table(result)
-    return 0
 
 
 if __name__ == "__main__":

@@ -22,6 +22,37 @@ class Family:
     # true where the image lives in input_ids and the language model takes a 4D attention mask.
     packable = False
 
+    # The prompt's own words, as data (print a family's whole prompt: python -m medvlm.models --show-prompt NAME).
+    # The short-answer instruction is LLaVA-1.5's for VQA; training and scoring append it alike.
+    short_answer_instruction = "Answer with a single word or phrase."
+    # Text the model is given before the question: the detector's findings (medvlm.compare, the Compare tab).
+    context_format = "{context}\n{question}"
+    findings_none = "A tumour detector (YOLOv8) found no tumour in this {width}x{height} image."
+    findings_some = "A tumour detector (YOLOv8) found, in this {width}x{height} image: {found}."
+    finding = "{label} (confidence {confidence:.2f}) at x {x0:.0f}-{x1:.0f}, y {y0:.0f}-{y1:.0f}"
+    finding_separator = "; "
+
+    def ask(self, question: str, short_answer: bool = False, context: str | None = None) -> str:
+        """The user's question as the model is asked it: after any context, before the short-answer instruction."""
+        if context:
+            question = self.context_format.format(context=context, question=question)
+        return f"{question}\n{self.short_answer_instruction}" if short_answer else question
+
+    def findings(self, detections, size: tuple[int, int]) -> str:
+        """Detections (medvlm.detect.Detection) as one sentence the model can read: MIDEFICS' idea of a model's
+        output as context."""
+        width, height = size
+        if not detections:
+            return self.findings_none.format(width=width, height=height)
+        found = self.finding_separator.join(
+            self.finding.format(label=d.label, confidence=d.confidence, x0=d.box[0], y0=d.box[1], x1=d.box[2], y1=d.box[3])
+            for d in detections)
+        return self.findings_some.format(width=width, height=height, found=found)
+
+    def show_prompt(self, turns: list[Turn], image_marker: str = "<image>") -> str:
+        """The prompt text this family builds for `turns` about an image, the image shown as `image_marker`."""
+        raise NotImplementedError
+
     def load(self, source: str, **from_pretrained_kwargs):
         """(model, processor) from a hub id or local folder."""
         raise NotImplementedError
@@ -70,6 +101,11 @@ class TextPromptFamily(Family):
             if answer is not None:
                 text += self.answer_turn.format(answer=answer, eos=eos)
         return text
+
+    eos_text = "</s>"  # the tokenizer's end-of-sequence text, for show_prompt (encode reads the tokenizer's own)
+
+    def show_prompt(self, turns, image_marker="<image>"):
+        return self.prompt(turns, True, self.eos_text).replace(self.image_placeholder, image_marker + "\n", 1)
 
     def encode(self, processor, turns, image):
         text = self.prompt(turns, image is not None, processor.tokenizer.eos_token)
@@ -129,6 +165,9 @@ class IdeficsFamily(Family):
                 merged.append(item)
         return merged
 
+    def show_prompt(self, turns, image_marker="<image>"):
+        return "".join(item if isinstance(item, str) else image_marker for item in self.prompt_items(turns, image_marker))
+
     def encode(self, processor, turns, image):
         # The IDEFICS processor takes its interleaved prompt only as the `text=` keyword.
         return processor(text=self.prompt_items(turns, image), return_tensors="pt")
@@ -157,6 +196,7 @@ class FastVlmFamily(TextPromptFamily):
     header = f"<|im_start|>system\n{system_prompt}<|im_end|>\n"
     user_turn = "<|im_start|>user\n{image}{question}<|im_end|>\n<|im_start|>assistant\n"
     answer_turn = "{answer}<|im_end|>\n"
+    eos_text = "<|endoftext|>"
 
     def load(self, source, **kwargs):
         from transformers import AutoProcessor, FastVlmForConditionalGeneration

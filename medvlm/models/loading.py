@@ -8,8 +8,8 @@ import torch
 from medvlm.errors import UserFacingError
 from medvlm.models.families import FAMILIES, Family
 from medvlm.models.registry import MEDVLM_TINY_SOURCE, ModelSpec, cached_hub_file, hub_missing_message, looks_like_path
+from medvlm.settings import QUANTIZE_CHOICES
 
-QUANTIZE_CHOICES = ("auto", "nf4", "none")
 # Models this large get nf4 on CUDA under quantize="auto"; smaller ones load in fp16.
 AUTO_4BIT_MIN_PARAMS_BILLION = 3.0
 

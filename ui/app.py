@@ -4,12 +4,12 @@ from starlette.middleware import Middleware
 
 from medvlm.host import ModelHost
 from medvlm.settings import MAX_UPLOAD_BYTES
-from medvlm.ui.chat_tab import build_chat_tab
-from medvlm.ui.compare_tab import build_compare_tab
-from medvlm.ui.evaluation_tab import build_evaluation_tab
-from medvlm.ui.review_tab import KEYBOARD_JS, build_review_tab
+from medvlm.store import Store
 from review import users
-from review.store import Store
+from ui.chat_tab import build_chat_tab
+from ui.compare_tab import build_compare_tab
+from ui.evaluation_tab import build_evaluation_tab
+from ui.review_tab import KEYBOARD_JS, build_review_tab
 
 # System fonts only: the default theme would fetch Google Fonts, and the app makes no network call.
 THEME = gr.themes.Soft(

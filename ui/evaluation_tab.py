@@ -8,9 +8,10 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from medvlm.ui.pictures import picture_file
+from medvlm.store import Store
 from review import report, users
-from review.store import Store
+from ui.events import bind
+from ui.pictures import picture_file
 
 COLUMNS = {
     "run": "run", "model": "model", "questions": "n", "strict_closed": "closed %", "strict_open_recall": "open recall %",
@@ -64,45 +65,50 @@ def build_evaluation_tab(store: Store, tab: gr.Tab, accounts: bool) -> None:
         mix_plot = gr.BarPlot(x="run", y="verdicts", color="verdict", title="Verdict mix", elem_id="eval-mix")
     files = gr.File(label="Exports", file_count="multiple", interactive=False, elem_id="eval-files")
 
-    def allowed(request: gr.Request) -> bool:
-        return users.may_administer(store, accounts, getattr(request, "username", None))
-
-    def load(choice, request: gr.Request):
-        if not allowed(request):
-            empty = pd.DataFrame()
-            return ("Only admins see the evaluation: it names every run's model and holds every reviewer's verdicts.",
-                    empty, empty, empty, empty, None, empty, empty)
-        rows = report.run_rows(store, TYPES[choice])
-        frame = pd.DataFrame([{COLUMNS[k]: (f"{v[0]}-{v[1]}" if isinstance(v, tuple) else v) for k, v in row.items() if k in COLUMNS}
-                              for row in rows], columns=list(COLUMNS.values()))
-        accuracy = pd.DataFrame(
-            [{"bar": f"{row['run']} · {scorer}", "scorer": scorer, "accuracy": row[key] or 0.0}
-             for row in rows for scorer, key in (("strict closed", "strict_closed"), ("LLaVA-Med closed", "llava_med_closed"),
-                                                 ("lenient closed", "lenient_closed"), ("physicians (reviewed)", "physician_accuracy"))],
-            columns=["bar", "scorer", "accuracy"])
-        mix = pd.DataFrame([{"run": str(row["run"]), "verdict": v, "verdicts": n} for row in rows for v, n in row["verdict_mix"].items()],
-                           columns=["run", "verdict", "verdicts"])
-        per_task = pd.DataFrame([{TASK_COLUMNS[k]: v for k, v in row.items()} for row in report.task_rows(store)],
-                                columns=list(TASK_COLUMNS.values()))
-        latest = store.comparisons(1)
-        plot = picture_file(latest[0]["plot"]) if latest else None  # stored as PNG bytes
-        return "", frame, scorer_frame(report.scorer_rows(store)), per_task, pd.DataFrame(report.comparison_rows(store, runs=rows if TYPES[choice] is None else None)), plot, accuracy, mix
-
-    def export_all(request: gr.Request):
-        """Written to a private (0700) temporary folder; Gradio copies the files it serves, and the folder goes at once."""
-        if not allowed(request):
-            return None, "Only admins may export.", None
-        folder = Path(tempfile.mkdtemp(prefix="medvlm-export-"))
-        return [str(p) for p in report.export(store, folder)], "", str(folder)
-
-    def remove(folder):
-        if folder:
-            shutil.rmtree(folder, ignore_errors=True)
-
-    outputs = [notice, table, scorers, tasks, comparisons, comparison_plot, accuracy_plot, mix_plot]
-    refresh.click(load, [kind], outputs, api_visibility="private")
-    kind.change(load, [kind], outputs, api_visibility="private")
-    tab.select(load, [kind], outputs, api_visibility="private")  # fresh numbers every time the tab is opened
+    screen = {"notice": notice, "table": table, "scorers": scorers, "tasks": tasks, "comparisons": comparisons,
+              "comparison_plot": comparison_plot, "accuracy_plot": accuracy_plot, "mix_plot": mix_plot}
+    loading = bind(load, screen, store=store, accounts=accounts)
+    for event in (refresh.click, kind.change, tab.select):  # tab.select: fresh numbers every time the tab is opened
+        loading.on(event, [kind], api_visibility="private")
     export_folder = gr.State(None)
-    export.click(export_all, None, [files, notice, export_folder], api_visibility="private").then(
-        remove, [export_folder], None, api_visibility="private")
+    bind(export_all, {"files": files, "notice": notice, "export_folder": export_folder}, store=store, accounts=accounts).on(
+        export.click, api_visibility="private").then(remove, [export_folder], None, api_visibility="private")
+
+
+def load(store: Store, accounts: bool, choice, request: gr.Request) -> dict:
+    """Every table and plot of the tab, for questions of type `choice`."""
+    if not users.may_administer(store, accounts, getattr(request, "username", None)):
+        empty = pd.DataFrame()
+        return {"notice": "Only admins see the evaluation: it names every run's model and holds every reviewer's verdicts.",
+                "table": empty, "scorers": empty, "tasks": empty, "comparisons": empty, "comparison_plot": None,
+                "accuracy_plot": empty, "mix_plot": empty}
+    rows = report.run_rows(store, TYPES[choice])
+    frame = pd.DataFrame([{COLUMNS[k]: (f"{v[0]}-{v[1]}" if isinstance(v, tuple) else v) for k, v in row.items() if k in COLUMNS}
+                          for row in rows], columns=list(COLUMNS.values()))
+    accuracy = pd.DataFrame(
+        [{"bar": f"{row['run']} · {scorer}", "scorer": scorer, "accuracy": row[key] or 0.0}
+         for row in rows for scorer, key in (("strict closed", "strict_closed"), ("LLaVA-Med closed", "llava_med_closed"),
+                                             ("lenient closed", "lenient_closed"), ("physicians (reviewed)", "physician_accuracy"))],
+        columns=["bar", "scorer", "accuracy"])
+    mix = pd.DataFrame([{"run": str(row["run"]), "verdict": v, "verdicts": n} for row in rows for v, n in row["verdict_mix"].items()],
+                       columns=["run", "verdict", "verdicts"])
+    per_task = pd.DataFrame([{TASK_COLUMNS[k]: v for k, v in row.items()} for row in report.task_rows(store)],
+                            columns=list(TASK_COLUMNS.values()))
+    latest = store.comparisons(1)
+    return {"notice": "", "table": frame, "scorers": scorer_frame(report.scorer_rows(store)), "tasks": per_task,
+            "comparisons": pd.DataFrame(report.comparison_rows(store, runs=rows if TYPES[choice] is None else None)),
+            "comparison_plot": picture_file(latest[0]["plot"]) if latest else None,  # stored as PNG bytes
+            "accuracy_plot": accuracy, "mix_plot": mix}
+
+
+def export_all(store: Store, accounts: bool, request: gr.Request) -> dict:
+    """Written to a private (0700) temporary folder; Gradio copies the files it serves, and the folder goes at once."""
+    if not users.may_administer(store, accounts, getattr(request, "username", None)):
+        return {"files": None, "notice": "Only admins may export.", "export_folder": None}
+    folder = Path(tempfile.mkdtemp(prefix="medvlm-export-"))
+    return {"files": [str(p) for p in report.export(store, folder)], "notice": "", "export_folder": str(folder)}
+
+
+def remove(folder):
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,43 @@
+"""The registered models, and the exact prompt a model's family builds.
+
+    python -m medvlm.models                                # every registered model, its family and source
+    python -m medvlm.models --show-prompt medvlm-tiny      # the prompt text, as the model gets it
+    python -m medvlm.models --show_prompt /path/to/a/llava-checkpoint
+
+The prompt shown is that of a scored question (with the short-answer instruction) and of a two-turn chat whose last
+question carries the detector's findings (the Compare tab); <image> marks where the image's tokens go.
+"""
+import sys
+
+from medvlm import cli
+from medvlm.models.families import FAMILIES
+from medvlm.models.registry import REGISTRY, resolve
+
+PROG = "python -m medvlm.models"
+EXAMPLE_FINDINGS = ()  # no detections: the sentence a tumour-free image gets
+
+
+def show_prompt(name: str) -> str:
+    spec = resolve(name)
+    family = FAMILIES[spec.family]
+    scored = family.show_prompt([(family.ask("Is there a tumor in this brain MRI?", short_answer=True), None)])
+    chat = family.show_prompt([
+        ("What does this image show?", "An axial MRI of the brain."),
+        (family.ask("Is there a tumour? Where?", context=family.findings(EXAMPLE_FINDINGS, (512, 512))), None),
+    ])
+    return f"# {spec.name} ({family.name} family)\n\n## a scored question\n{scored}\n\n## a chat, second turn, with findings\n{chat}"
+
+
+def main(argv=None) -> int:
+    parser = cli.Parser(PROG, __doc__)
+    parser.add_argument("--show_prompt", metavar="NAME", help="a registered model, a local model folder or a hub id")
+    args = parser.parse_args(argv)
+    if args.show_prompt:
+        return cli.run(PROG, lambda: print(show_prompt(args.show_prompt)))
+    for spec in REGISTRY.values():
+        print(f"{spec.name:<14}{spec.family:<10}{spec.source}{' + ' + spec.adapter if spec.adapter else ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

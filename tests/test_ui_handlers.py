@@ -1,0 +1,133 @@
+"""The tabs' handlers, called as Gradio calls them but without a browser: a real model, a real review database."""
+import inspect
+import time
+
+import gradio as gr
+import pytest
+
+from medvlm.host import ModelHost
+from medvlm.store import Store
+from review import users
+from ui import chat_tab, evaluation_tab, review_tab
+from ui.events import bind
+
+PASSWORD = "a long enough password"
+
+
+@pytest.fixture(scope="module")
+def host(medvlm_tiny):
+    host = ModelHost(device="cpu")
+    host.current = medvlm_tiny
+    return host
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store(tmp_path / "review.db")
+    users.add(store, "ada", PASSWORD, admin=True)
+    users.add(store, "bob", PASSWORD)
+    yield store
+    store.close()
+
+
+def signed_in(name: str | None, session: str = "s1") -> gr.Request:
+    return gr.Request(username=name, session_hash=session)
+
+
+def test_bind_keys_updates_by_component_and_hides_the_context():
+    first, second = gr.Textbox(render=False), gr.Markdown(render=False)
+
+    def handler(store, text, request: gr.Request):
+        return {"status": f"{store}:{text}:{request.username}"}
+
+    def streaming(store, text):
+        yield {"status": text}
+        yield {"status": text * 2, "other": store}
+
+    bound = bind(handler, {"status": second, "other": first}, store="db")
+    assert list(inspect.signature(bound.fn).parameters) == ["text", "request"]  # what Gradio fills in
+    assert bound.outputs == [second, first]
+    assert bound.fn("hi", signed_in("ada")) == {second: "db:hi:ada"}
+    streamed = bind(streaming, {"status": second, "other": first}, store="db").fn
+    assert inspect.isgeneratorfunction(streamed)  # so Gradio streams it
+    assert list(streamed("x")) == [{second: "x"}, {second: "xx", first: "db"}]
+    with pytest.raises(TypeError, match="takes no host"):
+        bind(handler, {}, host=None)
+
+
+def test_model_host_holds_its_lock_for_the_whole_answer(host):
+    from medvlm.chat import GenerationSettings
+
+    held = [host.lock.locked() for _ in host.stream_reply([], "Say hello.", None, GenerationSettings(max_new_tokens=4))]
+    assert held and all(held) and not host.lock.locked()
+
+
+def test_chat_upload_ask_and_follow_up(host, vqa_rad_image, tmp_path):
+    bad = tmp_path / "scan.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)  # a truncated PNG
+    before = chat_tab.Conversation()
+    update = chat_tab.on_upload(str(bad), before)
+    assert update["conversation"] is before and "⚠️" in update["status"] and "chatbot" not in update  # nothing else changes
+
+    update = chat_tab.on_upload(str(vqa_rad_image), before)
+    conversation = update["conversation"]
+    assert conversation.image is not None and update["chatbot"] == [] and r"synpic54610\.jpg" in update["status"]  # Markdown-escaped
+
+    updates = list(chat_tab.respond(host, "What organ is shown?", conversation, [], 0.0, 8))
+    assert updates[0]["question"] == "" and "answering" in updates[0]["status"]
+    final = updates[-1]
+    (question, answer), = final["conversation"].turns
+    assert question == "What organ is shown?" and answer and final["chatbot"][-1]["content"]
+    follow_up = list(chat_tab.respond(host, "Are you sure?", final["conversation"], final["chatbot"], 0.0, 8))[-1]
+    assert len(follow_up["conversation"].turns) == 2 and len(follow_up["chatbot"]) == 4
+
+    refused = list(chat_tab.respond(host, "   ", conversation, [], 0.0, 8))
+    assert len(refused) == 1 and refused[0]["chatbot"] == [] and "⚠️" in refused[0]["status"] and "question" not in refused[0]
+
+
+def test_chat_answers_reach_review_only_from_a_signed_in_account(host, store, vqa_rad_image):
+    from medvlm.images import load_image
+
+    conversation = chat_tab.Conversation(image=load_image(vqa_rad_image), turns=(("Is this a CT?", "yes"),))
+    assert "Reviewing is off" in chat_tab.send_to_review(host, store, False, conversation, signed_in("ada"))["status"]
+    assert "Sign in" in chat_tab.send_to_review(host, store, True, conversation, signed_in(None))["status"]
+    assert store.query("SELECT COUNT(*) FROM predictions")[0][0] == 0
+    assert "Sent" in chat_tab.send_to_review(host, store, True, conversation, signed_in("bob"))["status"]
+    assert store.query("SELECT COUNT(*) FROM predictions")[0][0] == 1
+
+
+def test_review_handlers_grade_refuse_stale_and_undo(store):
+    run = store.add_run("medvlm-tiny", "vqa-rad", "test")
+    for k in range(3):
+        store.add_prediction(run, store.add_item("vqa-rad", f"Question {k}?", "yes", "CLOSED", image_hash=f"h{k}"), "yes")
+    desk = review_tab.ReviewDesk(store, accounts=True)
+    assert review_tab.grade(desk, "correct", "x", "", "all", "all", signed_in(None)) == {"status": "⚠️ Sign in first."}
+
+    page = review_tab.open_review(desk, "all", "all", signed_in("bob"))
+    assert page["who"].startswith("Signed in as **bob** (reviewer)") and "0 / 3 graded" in page["progress"]
+    token = page["item"]
+    too_soon = review_tab.grade(desk, "correct", token, "", "all", "all", signed_in("bob"))
+    assert "Not saved" in too_soon["status"]  # within MIN_DWELL_S of being shown: nobody read it
+    time.sleep(review_tab.MIN_DWELL_S)
+    saved = review_tab.grade(desk, "wrong", token, "a note", "all", "all", signed_in("bob"))
+    assert saved["status"] == "Saved **wrong**." and "1 / 3 graded" in saved["progress"]  # no model named to a reviewer
+    stale = review_tab.grade(desk, "correct", token, "", "all", "all", signed_in("bob"))
+    assert "no longer on screen" in stale["status"]
+    assert [v["verdict"] for v in store.current_verdicts()] == ["wrong"]
+
+    undone = review_tab.undo_last(desk, "all", "all", signed_in("bob"))
+    assert undone["status"].startswith("Undone") and undone["item"].split(":")[1] == token.split(":")[1]
+    assert [v["verdict"] for v in store.current_verdicts()] == []
+    # Another session of another reviewer has its own queue and sees the model once it has graded (admin).
+    admin = review_tab.open_review(desk, "all", "all", signed_in("ada", "s2"))
+    time.sleep(review_tab.MIN_DWELL_S)
+    assert "medvlm-tiny (run" in review_tab.grade(desk, "correct", admin["item"], "", "all", "all", signed_in("ada", "s2"))["status"]
+
+
+def test_evaluation_tab_is_for_admins_only(store):
+    run = store.add_run("medvlm-tiny", "vqa-rad", "test")
+    store.add_prediction(run, store.add_item("vqa-rad", "Is it?", "yes", "CLOSED", image_hash="h"), "yes")
+    assert "Only admins" in evaluation_tab.load(store, True, "all", signed_in("bob"))["notice"]
+    assert evaluation_tab.export_all(store, True, signed_in("bob"))["files"] is None
+    shown = evaluation_tab.load(store, True, "all", signed_in("ada"))
+    assert shown["notice"] == "" and shown["table"]["model"].tolist() == ["medvlm-tiny"]

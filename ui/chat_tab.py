@@ -1,0 +1,158 @@
+"""The Chat tab: upload an image (PNG, JPEG, DICOM), ask, watch the answer stream in, follow up, switch models."""
+import logging
+from dataclasses import dataclass, field, replace
+
+import gradio as gr
+from PIL import Image
+
+from medvlm.chat import GenerationSettings, check_question
+from medvlm.errors import UserFacingError
+from medvlm.host import ModelHost
+from medvlm.images import load_image
+from medvlm.settings import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE, MAX_NEW_TOKENS_LIMIT
+from medvlm.store import Store
+from review import chat_answers, users
+from ui.events import MODEL_QUEUE, bind
+from ui.pictures import picture_file
+from ui.text import html_text, markdown_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """One session's chat: the image (kept for follow-ups) and the finished (question, answer) turns."""
+
+    image: Image.Image | None = None
+    image_name: str = ""
+    turns: tuple = field(default_factory=tuple)
+
+
+def warning(message: str) -> str:
+    return f"⚠️ {markdown_text(message)}"
+
+
+def on_upload(path, conversation: Conversation) -> dict:
+    """A new image starts a new conversation. A bad file changes nothing but the status line."""
+    try:
+        image = load_image(path)
+    except UserFacingError as e:
+        return {"preview": None, "conversation": conversation, "status": warning(str(e))}
+    name = path.rsplit("/", 1)[-1]
+    status = f"Loaded {markdown_text(name)} ({image.width}×{image.height}). Ask a question; follow-ups keep this image."
+    return {"preview": picture_file(image), "chatbot": [], "conversation": Conversation(image=image, image_name=name), "status": status}
+
+
+def on_remove_image() -> dict:
+    return {"preview": None, "chatbot": [], "conversation": Conversation(),
+            "status": "Image removed: new conversation; questions are now text-only."}
+
+
+def respond(host: ModelHost, text, conversation: Conversation, messages, temperature, max_new_tokens):
+    """The question's answer streamed into the chat; the turn joins the conversation once the answer is complete."""
+    messages = list(messages or [])
+    try:
+        text = check_question(text)
+        settings = GenerationSettings(max_new_tokens=int(max_new_tokens), temperature=float(temperature)).check()
+        if host.current is None:
+            raise UserFacingError("No model is loaded: pick one that can load here.")
+    except UserFacingError as e:
+        yield {"chatbot": messages, "conversation": conversation, "status": warning(str(e))}
+        return
+    messages += [{"role": "user", "content": html_text(text)}, {"role": "assistant", "content": ""}]
+    yield {"chatbot": messages, "conversation": conversation, "question": "", "status": f"{host.current_name} is answering…"}
+    answer = ""
+    try:
+        for answer in host.stream_reply(list(conversation.turns), text, conversation.image, settings):
+            messages[-1] = {"role": "assistant", "content": html_text(answer)}
+            yield {"chatbot": messages, "conversation": conversation}
+    except UserFacingError as e:
+        yield {"chatbot": messages[:-2], "conversation": conversation, "question": text, "status": warning(str(e))}
+        return
+    except Exception as e:  # keep the app up; the log has the traceback
+        log.exception("generation failed")
+        yield {"chatbot": messages[:-2], "conversation": conversation, "question": text,
+               "status": warning(f"Generation failed ({type(e).__name__}). Try again or pick another model.")}
+        return
+    answer = answer or "(no answer)"
+    messages[-1] = {"role": "assistant", "content": html_text(answer)}
+    yield {"chatbot": messages, "conversation": replace(conversation, turns=conversation.turns + ((text, answer),)), "status": ""}
+
+
+def switch_model(host: ModelHost, name) -> dict:
+    """A model that cannot load leaves the current one in place, and says why."""
+    if name == host.current_name:
+        return {}
+    try:
+        host.switch(name)
+    except UserFacingError as e:
+        return {"picker": gr.update(value=host.current_name, choices=host.choices()), "model_info": host.describe(),
+                "status": warning(str(e))}
+    return {"picker": gr.update(choices=host.choices()), "model_info": host.describe(),
+            "status": f"Switched to {name}; the conversation continues."}
+
+
+def clear_all() -> dict:
+    return {"upload": None, "preview": None, "chatbot": [], "conversation": Conversation(), "question": "", "status": ""}
+
+
+def send_to_review(host: ModelHost, store: Store, accounts: bool, conversation: Conversation, request: gr.Request) -> dict:
+    """The last answer, with its image, into the review queue. Only a signed-in account puts text before reviewers."""
+    if not accounts:
+        return {"status": warning("Reviewing is off: it needs accounts (python -m review.users add NAME), then a restart.")}
+    if users.role(store, getattr(request, "username", None)) is None:
+        return {"status": warning("Sign in to send answers to review.")}
+    if not conversation.turns:
+        return {"status": warning("Ask a question first: there is no answer to send.")}
+    question, answer = conversation.turns[-1]
+    spec = host.current.spec
+    try:
+        chat_answers.submit(store, spec.name, spec.adapter, conversation.image, question, answer)
+    except UserFacingError as e:
+        return {"status": warning(str(e))}
+    return {"status": "Sent to the Review tab: physicians will grade it."}
+
+
+def build_chat_tab(host: ModelHost, store: Store, accounts: bool) -> None:
+    conversation = gr.State(Conversation())
+    with gr.Row():
+        with gr.Column(scale=1):
+            # No file_types filter: DICOM files often have no extension; the decoder checks every upload itself.
+            upload = gr.File(label="Image: PNG, JPEG or DICOM", type="filepath", elem_id="upload")
+            preview = gr.Image(label="What the model sees", type="pil", interactive=False, height=260, elem_id="preview")
+            picker = gr.Dropdown(choices=host.choices(), value=host.current_name, label="Model", elem_id="model")
+            model_info = gr.Markdown(host.describe(), elem_id="model-info")
+            with gr.Accordion("Generation settings", open=False):
+                temperature = gr.Slider(0, 2, value=DEFAULT_TEMPERATURE, step=0.05, label="Temperature (0 = greedy)")
+                max_new_tokens = gr.Slider(
+                    1, MAX_NEW_TOKENS_LIMIT, value=DEFAULT_MAX_NEW_TOKENS, step=1, label="Max new tokens"
+                )
+        with gr.Column(scale=2):
+            # Questions and answers are text: no Markdown, no HTML (a message must not draw a form or fetch an image).
+            chatbot = gr.Chatbot(label="Conversation", height=420, elem_id="chatbot", render_markdown=False, allow_tags=False)
+            question = gr.Textbox(
+                placeholder="Ask about the image (or ask without one) and press Enter", show_label=False,
+                elem_id="question", lines=1, max_lines=6, submit_btn=False,
+            )
+            with gr.Row():
+                ask = gr.Button("Ask", variant="primary", elem_id="ask")
+                clear = gr.Button("Clear", elem_id="clear")
+                send = gr.Button("Send last answer to review", elem_id="send-review")
+            status = gr.Markdown(host.startup_notice and warning(host.startup_notice), elem_id="status")
+
+    screen = {"upload": upload, "preview": preview, "chatbot": chatbot, "conversation": conversation, "question": question,
+              "status": status}
+
+    def outputs(*names):  # each event lists only what its handler may change: the API's outputs, in this order
+        return {name: screen[name] for name in names}
+
+    bind(on_upload, outputs("preview", "chatbot", "conversation", "status")).on(upload.upload, [upload, conversation])
+    bind(on_remove_image, outputs("preview", "chatbot", "conversation", "status")).on(upload.clear)
+    answering = bind(respond, outputs("chatbot", "conversation", "question", "status"), host=host)
+    for event in (ask.click, question.submit):
+        answering.on(event, [question, conversation, chatbot, temperature, max_new_tokens], concurrency_id=MODEL_QUEUE)
+    bind(switch_model, {"picker": picker, "model_info": model_info, "status": status}, host=host).on(
+        picker.change, [picker], concurrency_id=MODEL_QUEUE)
+    bind(send_to_review, outputs("status"), host=host, store=store, accounts=accounts).on(send.click, [conversation],
+                                                                                         api_visibility="private")
+    bind(clear_all, screen).on(clear.click)

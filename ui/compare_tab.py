@@ -1,0 +1,197 @@
+"""The Compare tab: one image, the VLM's answer on the left, the detector's boxes and table on the right, and
+whether they agree underneath. Both run at once and each shows as soon as it is ready; with "give the VLM the
+detector's findings" the detector goes first and its findings are put in the VLM's prompt.
+
+Below, the same over a whole labelled set (python -m medvlm.compare with the app's model and detector): the latest
+stored report, or a new run with a progress bar, stored in the review database, where the contested images go to
+physicians first. With accounts, only admins see or start dataset runs (they name the models)."""
+import logging
+import queue
+import threading
+
+import gradio as gr
+import pandas as pd
+
+from medvlm.chat import GenerationSettings, check_question
+from medvlm.compare import DEFAULT_QUESTION, agreement, grounded_question, parse_args, run_comparison
+from medvlm.comparison import summary_rows
+from medvlm.detect import draw
+from medvlm.errors import UserFacingError
+from medvlm.host import ModelHost
+from medvlm.images import load_image
+from medvlm.settings import COMPARE_DATA, DEFAULT_MAX_NEW_TOKENS
+from medvlm.store import Store
+from review import users
+from ui.events import MODEL_QUEUE, bind
+from ui.pictures import picture_file
+from ui.text import markdown_text
+
+log = logging.getLogger(__name__)
+TABLE_HEADERS = ["class", "confidence", "x1", "y1", "x2", "y2"]
+SETTINGS = GenerationSettings(max_new_tokens=DEFAULT_MAX_NEW_TOKENS, temperature=0.0)  # greedy: both sides are repeatable
+
+
+def detection_rows(detections) -> list[list]:
+    return [[d.label, round(d.confidence, 3)] + [round(v) for v in d.box] for d in detections]
+
+
+def compare(host: ModelHost, path, text, use_findings):
+    """The VLM's answer, the detector's boxes and table, and whether they agree, each shown as soon as it is ready."""
+    try:
+        if not path:
+            raise UserFacingError("Upload an image first.")
+        image = load_image(path)
+        text = check_question(text)
+        if host.current is None:
+            raise UserFacingError("No model is loaded: pick one in the Chat tab.")
+    except UserFacingError as e:
+        yield {"status": f"⚠️ {markdown_text(str(e))}"}
+        return
+    events: queue.Queue = queue.Queue()
+
+    def detect():
+        try:
+            events.put(("detections", host.detect(image)))
+        except UserFacingError as e:
+            events.put(("detector_failed", str(e)))
+        except Exception as e:  # keep the tab up; the log has the traceback
+            log.exception("detection failed")
+            events.put(("detector_failed", f"Detection failed ({type(e).__name__})."))
+
+    def ask(prompt):
+        partial = ""
+        try:
+            for partial in host.stream_reply([], prompt, image, SETTINGS):
+                events.put(("answer", partial))
+            events.put(("answered", partial or "(no answer)"))
+        except UserFacingError as e:
+            events.put(("vlm_failed", str(e)))
+        except Exception as e:
+            log.exception("generation failed")
+            events.put(("vlm_failed", f"Generation failed ({type(e).__name__})."))
+
+    threading.Thread(target=detect, daemon=True).start()
+    if not use_findings:
+        threading.Thread(target=ask, args=(text,), daemon=True).start()
+    detections, final_answer, problems = None, None, []
+    detector_done = vlm_done = False
+    yield {"answer": "…", "boxes": None, "table": None, "agreement": "", "status": "Running the VLM and the detector…"}
+    while not (detector_done and vlm_done):
+        kind, value = events.get()
+        detector_done |= kind in ("detections", "detector_failed")
+        vlm_done |= kind in ("answered", "vlm_failed")
+        if kind in ("answer", "answered"):
+            final_answer = value if kind == "answered" else final_answer
+            yield {"answer": markdown_text(value)}
+        elif kind == "detections":
+            detections = value
+            if use_findings:
+                grounded = grounded_question(host.current.family, text, detections, image.size)
+                threading.Thread(target=ask, args=(grounded,), daemon=True).start()
+            yield {"boxes": picture_file(draw(image, detections)), "table": detection_rows(detections)}
+        elif kind == "detector_failed":
+            problems.append(f"detector: {value}")
+            if use_findings:  # nothing to ground on: the VLM answers the plain question
+                threading.Thread(target=ask, args=(text,), daemon=True).start()
+        else:
+            problems.append(f"VLM: {value}")
+    line = f"**Agreement:** {agreement(detections, final_answer)}" if detections is not None and final_answer is not None else ""
+    grounding = " The VLM was given the detector's findings." if use_findings and detections is not None else ""
+    yield {"agreement": line, "status": ("⚠️ " + markdown_text(" ".join(problems))) if problems else f"Done.{grounding}"}
+
+
+def build_compare_tab(host: ModelHost, store: Store, accounts: bool, tab: gr.Tab) -> None:
+    with gr.Row():
+        with gr.Column(scale=1):
+            upload = gr.File(label="MRI image: PNG, JPEG or DICOM", type="filepath", elem_id="compare-upload")
+            question = gr.Textbox(value=DEFAULT_QUESTION, label="Question for the VLM", lines=1, elem_id="compare-question")
+            grounded = gr.Checkbox(value=False, label="Give the VLM the detector's findings", elem_id="compare-grounded")
+            run = gr.Button("Compare", variant="primary", elem_id="compare-run")
+        with gr.Column(scale=1):
+            gr.Markdown("### VLM")
+            answer = gr.Markdown(elem_id="compare-answer")
+        with gr.Column(scale=1):
+            gr.Markdown("### Detector (YOLOv8)")
+            boxes = gr.Image(type="pil", interactive=False, show_label=False, height=320, elem_id="compare-boxes")
+            table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, elem_id="compare-table")
+    verdict = gr.Markdown(elem_id="agreement")
+    status = gr.Markdown(elem_id="compare-status")
+    screen = {"answer": answer, "boxes": boxes, "table": table, "agreement": verdict, "status": status}
+    bind(compare, screen, host=host).on(run.click, [upload, question, grounded], concurrency_id=MODEL_QUEUE)
+    build_dataset_section(host, store, accounts, tab)
+
+
+def report_summary(comparison: dict) -> str:
+    """A line naming a stored comparison (medvlm.compare's report) and its agreement figures."""
+    r = comparison["report"]
+    kappa = r["agreement"]["kappa_vlm_detector"]
+    right = r["agreement"]["who_was_right"]
+    agreed = "" if kappa["value"] is None else f" Agreement: kappa {kappa['value']:.2f} [{kappa['ci95'][0]:.2f}, {kappa['ci95'][1]:.2f}]."
+    return markdown_text(
+        f"Comparison #{comparison['id']} ({comparison['created'][:16].replace('T', ' ')}): {comparison['model']} versus "
+        f"{comparison['detector']} on {r['images']} {comparison['split'] or ''} images of {comparison['dataset'].removeprefix('compare:')} "
+        f"({r['tumour_images']} with a tumour). When they disagree: detector right {right['detector_only_right']}, "
+        f"VLM right {right['vlm_only_right']}, both wrong {right['both_wrong']}.{agreed}")
+
+
+def build_dataset_section(host: ModelHost, store: Store, accounts: bool, tab: gr.Tab) -> None:
+    with gr.Accordion("Over a labelled dataset", open=True):
+        gr.Markdown("Every image of a YOLO-layout set (a `data.yaml` on the server: boxes per image, an empty label for "
+                    "no tumour), asked of the detector and of the loaded VLM, plainly and given the detector's findings. "
+                    "Same as `python -m medvlm.compare`; resumable; stored in the review database (Evaluation tab), with "
+                    "the images where the sides disagree first in the physicians' queue.")
+        with gr.Row():
+            data = gr.Textbox(value=COMPARE_DATA, label="YOLO data.yaml", scale=3, elem_id="compare-data")
+            split = gr.Radio(["val", "train"], value="val", label="Split", scale=1, elem_id="compare-split")
+            limit = gr.Number(value=0, precision=0, minimum=0, maximum=100_000, label="Images (0: all)", scale=1,
+                              elem_id="compare-limit")
+            start = gr.Button("Compare over the dataset", scale=1, elem_id="compare-dataset-run")
+        summary = gr.Markdown(elem_id="compare-dataset-status")
+        figures = gr.Dataframe(interactive=False, wrap=True, elem_id="compare-dataset-table",
+                               label="Tumour presence and type per side, % [95 % interval]")
+        picture = gr.Image(interactive=False, height=320, show_label=False, elem_id="compare-dataset-plot")
+
+    screen = {"summary": summary, "figures": figures, "picture": picture}
+    bind(latest_comparison, screen, store=store, accounts=accounts).on(tab.select, api_visibility="private")
+    # Its own queue: the model is taken batch by batch (host.holding), so chats go on between batches.
+    bind(run_dataset, screen, host=host, store=store, accounts=accounts).on(
+        start.click, [data, split, limit], concurrency_id="dataset", api_name="compare_dataset")
+
+
+def comparison_shown(comparison: dict | None, line: str = "") -> dict:
+    if comparison is None:
+        return {"summary": line or "No dataset comparison yet.", "figures": pd.DataFrame(), "picture": None}
+    return {"summary": " ".join(filter(None, [line, report_summary(comparison)])),
+            "figures": pd.DataFrame(summary_rows(comparison["report"])), "picture": picture_file(comparison["plot"])}  # PNG bytes
+
+
+def latest_comparison(store: Store, accounts: bool, request: gr.Request) -> dict:
+    if not users.may_administer(store, accounts, getattr(request, "username", None)):
+        return {"summary": "Only admins see dataset comparisons: they name the models.", "figures": pd.DataFrame(), "picture": None}
+    found = store.comparisons(1)
+    return comparison_shown(found[0] if found else None)
+
+
+def run_dataset(host: ModelHost, store: Store, accounts: bool, path, which, how_many, request: gr.Request,
+                progress=gr.Progress(track_tqdm=True)) -> dict:
+    """python -m medvlm.compare with the app's model and detector; run folders live beside the review database."""
+    try:
+        if not users.may_administer(store, accounts, getattr(request, "username", None)):
+            raise UserFacingError("Only admins may start a dataset comparison.")
+        loaded = host.current
+        if loaded is None:
+            raise UserFacingError("No model is loaded: pick one in the Chat tab.")
+        if not (path or "").strip():
+            raise UserFacingError("Give the path of a YOLO data.yaml.")
+        argv = [f"--data={path.strip()}", f"--split={which}", f"--model={loaded.spec.name}"]
+        argv += [f"--adapter={loaded.spec.adapter}"] if loaded.spec.adapter else []
+        argv += [f"--limit={int(how_many)}"] if how_many else []
+        args = parse_args(argv)
+        args.output_dir = str(store.path.parent / args.output_dir)
+        result = run_comparison(args, loaded=loaded, detector=host.detector(), hold=host.holding, store=store)
+    except UserFacingError as e:
+        return {"summary": f"⚠️ {markdown_text(str(e))}"}
+    except Exception as e:  # keep the tab up; the log has the traceback
+        log.exception("dataset comparison failed")
+        return {"summary": f"⚠️ The dataset comparison failed ({type(e).__name__})."}
+    return comparison_shown(store.comparisons(1)[0], f"Done: {result['images']} images.")

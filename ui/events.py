@@ -1,0 +1,58 @@
+"""How a tab wires its handlers: each handler is a module-level function of the app's objects (the model host, the
+review store...) and of the event's inputs, returning (or, when it streams, yielding) {name: value} for the outputs
+it changes. Tests call handlers directly, without a browser; `bind` gives Gradio a function of the inputs alone whose
+updates are keyed by the tab's components.
+
+    bind(respond, {"chatbot": chatbot, "status": status}, host=host).on(ask.click, [question, chatbot], concurrency_id=MODEL_QUEUE)
+"""
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# The one queue of events that run the shared model: Gradio serves them one at a time, in order, and shows the wait.
+# (ModelHost's lock is what keeps two generations apart; the queue keeps the waiting visible and fair.)
+MODEL_QUEUE = "model"
+
+
+@dataclass(frozen=True)
+class Bound:
+    fn: Callable  # a function of the event's inputs, returning {component: value}
+    outputs: list
+
+    def on(self, event: Callable, inputs: list | None = None, **listener_kwargs):
+        """Listen: `event` is a component's listener (button.click, textbox.submit, tab.select, demo.load...)."""
+        return event(self.fn, inputs, self.outputs, **listener_kwargs)
+
+
+def bind(handler: Callable, components: dict, **context) -> Bound:
+    """`handler` with `context` filled in, its {name: value} updates keyed by `components` instead. Gradio reads the
+    function's signature for its inputs and special arguments (gr.Request, gr.Progress)."""
+    signature = inspect.signature(handler)
+    unknown = set(context) - set(signature.parameters)
+    if unknown:
+        raise TypeError(f"{handler.__name__} takes no {', '.join(sorted(unknown))}")
+    inputs = [p for name, p in signature.parameters.items() if name not in context]
+    names = [p.name for p in inputs]
+
+    def call(args, kwargs):
+        return handler(**context, **dict(zip(names, args)), **kwargs)
+
+    def keyed(update: dict) -> dict:
+        return {components[name]: value for name, value in update.items()}
+
+    if inspect.isgeneratorfunction(handler):  # Gradio streams only from a generator function
+        @functools.wraps(handler)
+        def fn(*args, **kwargs):
+            for update in call(args, kwargs):
+                yield keyed(update)
+    else:
+        @functools.wraps(handler)
+        def fn(*args, **kwargs):
+            return keyed(call(args, kwargs))
+
+    del fn.__wrapped__  # Gradio must see the inputs' signature, not the handler's
+    fn.__signature__ = signature.replace(parameters=inputs)
+    fn.__annotations__ = {k: v for k, v in handler.__annotations__.items() if k not in context}
+    return Bound(fn, list(components.values()))
+

@@ -22,17 +22,7 @@ from medvlm import cli, models
 from medvlm.data import load_examples
 from medvlm.predict import SCORING, DecodedImages, answer_examples
 from medvlm.settings import PACK_SIZE
-from train.vlm import (
-    DataArguments,
-    ImagePackedDataset,
-    LoraArguments,
-    TrainArguments,
-    add_lora,
-    answer_loss,
-    collate,
-    freeze_batchnorm,
-    make_optimizer,
-)
+from train import vlm
 
 VQA_RAD = Path(__file__).resolve().parents[2] / "shared/data/vqa-rad/vqa_rad.jsonl"
 
@@ -41,10 +31,10 @@ def main() -> None:
     parser = cli.Parser("python bench/train.py", __doc__)
     parser.add_argument("--data", default=str(VQA_RAD))
     parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--batch_size", type=int, default=TrainArguments.batch_size)
+    parser.add_argument("--batch_size", type=int, default=vlm.TrainArguments.batch_size)
     parser.add_argument("--questions", type=int, default=48)
     parser.add_argument("--eval_batch", type=int, default=16)
-    parser.add_argument("--no_augment", dest="augment", action="store_false", default=DataArguments.augment,
+    parser.add_argument("--no_augment", dest="augment", action="store_false", default=vlm.DataArguments.augment,
                         help="train without train.vlm's augmentation (a new view of each image per draw)")
     parser.add_argument("--adapter", help="evaluate with this adapter (default: the registry's medvlm-tiny)")
     args = parser.parse_args()
@@ -53,21 +43,21 @@ def main() -> None:
     base = dataclasses.replace(models.REGISTRY["medvlm-tiny"], adapter=None)  # a fresh LoRA on the bare base
     loaded = models.load(base, device="cpu")
     examples = load_examples(args.data, "train").examples
-    dataset = ImagePackedDataset(loaded, [(examples, 1.0)], short_answer=True, max_branches=PACK_SIZE, augment=args.augment)
+    dataset = vlm.ImagePackedDataset(loaded, [(examples, 1.0)], short_answer=True, max_branches=PACK_SIZE, augment=args.augment)
     loaded.tokenizer.padding_side = "right"
-    model = add_lora(loaded, LoraArguments(), quantized=False, checkpointing=False)
-    optimizer = make_optimizer(model, loaded.family.lora_lr, TrainArguments.projector_lr, paged_8bit=False)
+    model = vlm.add_lora(loaded, vlm.LoraArguments(), quantized=False, checkpointing=False)
+    optimizer = vlm.make_optimizer(model, loaded.family.lora_lr, vlm.TrainArguments.projector_lr, paged_8bit=False)
     model.train()
-    freeze_batchnorm(model)
+    vlm.freeze_batchnorm(model)
     pad = loaded.tokenizer.pad_token_id
     rows = args.steps * args.batch_size
     for i in range(rows):
         dataset[i]  # tokenised once per run, as in train.vlm: not part of the per-step cost (an augmented view is)
     samples, start = 0, time.perf_counter()
     for s in range(0, rows, args.batch_size):
-        batch = collate(pad)([dataset[i] for i in range(s, s + args.batch_size)])
+        batch = vlm.collate(pad)([dataset[i] for i in range(s, s + args.batch_size)])
         samples += int(batch["examples"])
-        loss = answer_loss(model, batch)
+        loss = vlm.answer_loss(model, batch)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()

@@ -9,7 +9,7 @@ Turn = tuple[str, str | None]
 
 
 class Family:
-    name: str
+    name: str  # the transformers config "model_type" it runs: how a folder or hub id finds its family
     quantizable = True  # whether quantize="auto" may pick 4-bit on CUDA
     stop_strings: tuple[str, ...] = ()  # text that means the model has started inventing the next turn
     # LoRA goes on the language model's attention projections only (transformers 5 module paths), never the

@@ -4,6 +4,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from medvlm.errors import UserFacingError
+from medvlm.models.families import FAMILIES
 from medvlm.settings import MEDVLM_TINY_ADAPTER
 
 # The embedded default is assembled from PyPI packages, not downloaded: see medvlm/models/tiny.py. Its fine-tuned
@@ -51,8 +52,6 @@ REGISTRY = {
     )
 }
 
-# config.json "model_type" -> family, for models named by path or hub id.
-MODEL_TYPE_TO_FAMILY = {"llava": "llava", "idefics": "idefics", "fast_vlm": "fast_vlm"}
 
 
 def resolve(name_or_path: str, adapter: str | None = None) -> ModelSpec:
@@ -62,11 +61,10 @@ def resolve(name_or_path: str, adapter: str | None = None) -> ModelSpec:
         return replace(spec, adapter=adapter) if adapter else spec
     config = _read_config(name_or_path)
     model_type = config.get("model_type")
-    family = MODEL_TYPE_TO_FAMILY.get(model_type)
-    if family is None:
-        supported = ", ".join(sorted(MODEL_TYPE_TO_FAMILY))
+    if model_type not in FAMILIES:  # a family is named after the transformers model_type it runs
+        supported = ", ".join(sorted(FAMILIES))
         raise UserFacingError(f"{name_or_path} is a '{model_type}' model; medvlm runs model types: {supported}.")
-    return ModelSpec(name=name_or_path, family=family, source=name_or_path, adapter=adapter)
+    return ModelSpec(name=name_or_path, family=model_type, source=name_or_path, adapter=adapter)
 
 
 def _read_config(name_or_path: str) -> dict:

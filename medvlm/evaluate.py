@@ -18,7 +18,6 @@ import time
 from medvlm import cli, grounding, models
 from medvlm.chat import GenerationSettings
 from medvlm.data import load_examples
-from medvlm.images import fingerprint
 from medvlm.predict import DecodedImages, answer_examples
 from medvlm.settings import EVAL_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT
 from medvlm.store import Store
@@ -56,7 +55,7 @@ def run_evaluation(args: argparse.Namespace) -> dict:
         run = store.add_run(spec.name, args.data, args.split, spec.adapter, settings)
     images = DecodedImages()
     items = [store.add_item(args.data, e.question, e.answer, e.answer_type, image_ref=e.image_path or e.id,
-                            image_hash=fingerprint(images(e)) if e.image_key is not None else None, task=e.task)
+                            image_hash=images.fingerprint(e) if e.image_key is not None else None, task=e.task)
              for e in examples]
     done = store.predicted_items(run)
     todo = [(item, e) for item, e in zip(items, examples) if item not in done]

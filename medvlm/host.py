@@ -126,4 +126,3 @@ class ModelHost:
                     "the language model alone and do not reflect the image. Use it to try the app, not to read scans."
                 )
         return "\n\n".join(line for line in lines if line)
-

@@ -24,7 +24,7 @@ class DecodedImages:
     Pass one to several answer_examples calls to share it; decoded scans are large, so it keeps a bounded set."""
 
     def __init__(self, limit: int = 256):
-        self.limit, self.images = limit, {}
+        self.limit, self.images, self.fingerprints = limit, {}, {}
 
     def __call__(self, example: Example):
         key = example.image_key
@@ -33,6 +33,13 @@ class DecodedImages:
                 self.images.clear()
             self.images[key] = example.image()
         return self.images[key]
+
+    def fingerprint(self, example: Example) -> str:
+        """medvlm.images.fingerprint of the example's image, computed once per image."""
+        key = example.image_key
+        if key not in self.fingerprints:
+            self.fingerprints[key] = fingerprint(self(example))
+        return self.fingerprints[key]
 
 
 def answer_examples(

@@ -330,19 +330,19 @@ class Store:
         return [row[0] for row in self.query(
             "SELECT verdict FROM verdicts WHERE prediction_id = ? AND reviewer_id = ? ORDER BY id", [prediction_id, reviewer_id])]
 
-    def current_verdicts(self) -> list[dict]:
-        """Every reviewer's current (not withdrawn) verdict on every prediction."""
+    def current_verdicts(self, reviewer_id: int | None = None) -> list[dict]:
+        """Every reviewer's (or one reviewer's) current, not withdrawn, verdict on every prediction."""
         sql = """
             SELECT v.prediction_id, v.reviewer_id, v.verdict, v.note FROM verdicts v
-            JOIN (SELECT prediction_id, reviewer_id, MAX(id) AS id FROM verdicts GROUP BY prediction_id, reviewer_id) latest
+            JOIN (SELECT prediction_id, reviewer_id, MAX(id) AS id FROM verdicts WHERE ? IS NULL OR reviewer_id = ?
+                  GROUP BY prediction_id, reviewer_id) latest
               ON latest.id = v.id
             WHERE v.verdict IS NOT NULL
         """
         names = ("prediction_id", "reviewer_id", "verdict", "note")
-        return [dict(zip(names, row)) for row in self.query(sql)]
+        return [dict(zip(names, row)) for row in self.query(sql, [reviewer_id, reviewer_id])]
 
     def close(self) -> None:
         for conn in self._all_readers:
             conn.close()
         self.db.conn.close()
-

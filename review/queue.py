@@ -3,6 +3,7 @@ their own that stays the same across sessions, filtered by run and question type
 first: an image where the VLM and the detector disagree, or where either contradicts the label."""
 import hashlib
 
+from medvlm.compare import vlm_finds_tumour
 from medvlm.store import Store
 
 QUEUE_SQL = """
@@ -25,8 +26,6 @@ COMPARISON_SQL = """
 
 def contested(store: Store) -> set[int]:
     """Prediction ids of comparison answers about an image where the sides disagree or one contradicts the label."""
-    from medvlm.compare import vlm_finds_tumour
-
     by_item: dict[int, list] = {}
     for prediction, item, answer, reference in store.query(COMPARISON_SQL):
         by_item.setdefault(item, []).append((prediction, vlm_finds_tumour(answer), reference))
@@ -43,7 +42,7 @@ def queue(store: Store, reviewer_id: int, run_id: int | None = None, answer_type
     """(ungraded predictions in this reviewer's order, contested ones first; how many of the filtered predictions
     they have graded)."""
     rows = [dict(zip(FIELDS, row)) for row in store.query(QUEUE_SQL, [run_id, run_id, answer_type, answer_type])]
-    graded = {v["prediction_id"] for v in store.current_verdicts() if v["reviewer_id"] == reviewer_id}
+    graded = {v["prediction_id"] for v in store.current_verdicts(reviewer_id)}
     first = contested(store)
     pending = sorted((r for r in rows if r["prediction_id"] not in graded),
                      key=lambda r: (r["prediction_id"] not in first, _order(reviewer_id, r["prediction_id"])))

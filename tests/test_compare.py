@@ -130,16 +130,6 @@ def test_cli_compares_resumes_and_stores_review_runs(four_val_images, tmp_path, 
     assert "other settings" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--split", "val"], "--data"), (["--data", "d.yaml", "--batch_size", "0"], "--batch_size"),
-    (["--data", "d.yaml", "--split", "test"], "invalid choice"),
-])
-def test_bad_arguments_get_one_line(argv, message, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2 and message in capsys.readouterr().err
-
-
 def test_missing_data_is_one_line(tmp_path, capsys):
     assert main(["--data", str(tmp_path / "none.yaml"), "--output_dir", str(tmp_path / "run")]) == 2
     assert "not a YOLO data.yaml" in capsys.readouterr().err

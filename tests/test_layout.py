@@ -49,6 +49,19 @@ def test_every_command_line_speaks_one_grammar(module, capsys):
     assert done.value.code == 2 and len(errors) == 1 and errors[0].startswith("python ")
 
 
+@pytest.mark.parametrize("module, argv, message", [
+    ("medvlm.compare", ["--split", "val"], "--data"), ("medvlm.compare", ["--data", "d.yaml", "--batch_size", "0"], "--batch_size"),
+    ("medvlm.compare", ["--data", "d.yaml", "--split", "test"], "invalid choice"),
+    ("train.yolo", ["--val", "--data", "x.yaml"], "--val needs --weights"), ("train.yolo", ["--data", "d.yaml", "--epochs", "0"], "--epochs"),
+])
+def test_bad_arguments_get_one_line(module, argv, message, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(module).main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_hyphenated_spellings_read_as_the_same_option():
     from medvlm.evaluate import parse_args
 

@@ -1,7 +1,7 @@
 """The registered models, and the exact prompt a model's family builds.
 
     python -m medvlm.models                                # every registered model, its family and source
-    python -m medvlm.models --show-prompt medvlm-tiny      # the prompt text, as the model gets it
+    python -m medvlm.models --show_prompt medvlm-tiny      # the prompt text, as the model gets it
     python -m medvlm.models --show_prompt /path/to/a/llava-checkpoint
 
 The prompt shown is that of a scored question (with the short-answer instruction) and of a two-turn chat whose last
@@ -14,7 +14,6 @@ from medvlm.models.families import FAMILIES
 from medvlm.models.registry import REGISTRY, resolve
 
 PROG = "python -m medvlm.models"
-EXAMPLE_FINDINGS = ()  # no detections: the sentence a tumour-free image gets
 
 
 def show_prompt(name: str) -> str:
@@ -23,7 +22,7 @@ def show_prompt(name: str) -> str:
     scored = family.show_prompt([(family.ask("Is there a tumor in this brain MRI?", short_answer=True), None)])
     chat = family.show_prompt([
         ("What does this image show?", "An axial MRI of the brain."),
-        (family.ask("Is there a tumour? Where?", context=family.findings(EXAMPLE_FINDINGS, (512, 512))), None),
+        (family.ask("Is there a tumour? Where?", context=family.findings([], (512, 512))), None),
     ])
     return f"# {spec.name} ({family.name} family)\n\n## a scored question\n{scored}\n\n## a chat, second turn, with findings\n{chat}"
 

@@ -22,7 +22,7 @@ class Family:
     # true where the image lives in input_ids and the language model takes a 4D attention mask.
     packable = False
 
-    # The prompt's own words, as data (print a family's whole prompt: python -m medvlm.models --show-prompt NAME).
+    # The prompt's own words, as data (print a family's whole prompt: python -m medvlm.models --show_prompt NAME).
     # The short-answer instruction is LLaVA-1.5's for VQA; training and scoring append it alike.
     short_answer_instruction = "Answer with a single word or phrase."
     # Text the model is given before the question: the detector's findings (medvlm.compare, the Compare tab).

@@ -15,6 +15,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStr
 from medvlm.errors import UserFacingError
 from medvlm.models.families import Turn
 from medvlm.models.loading import LoadedModel
+from medvlm.remote import RemoteModel
 from medvlm.settings import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE, MAX_NEW_TOKENS_LIMIT, MAX_QUESTION_CHARS
 
 # One long-lived thread runs every generation: a fresh thread per answer costs CPU models several per cent
@@ -63,6 +64,11 @@ def encode_to_fit(loaded: LoadedModel, history: list[Turn], question: str, image
     The image stays with the earliest turn kept. A question that does not fit even alone is refused. Special tokens
     spelt out in the questions or answers stay text.
     """
+    return fit_turns(loaded, history, question, image, max_new_tokens)[1]
+
+
+def fit_turns(loaded: LoadedModel, history: list[Turn], question: str, image: Image.Image | None, max_new_tokens: int):
+    """(the turns kept, their processor inputs): encode_to_fit, for callers that batch the turns themselves."""
     context = loaded.family.context_length(loaded.model)
     tokenizer = loaded.tokenizer
     turns = [(defuse_special_tokens(q, tokenizer), a and defuse_special_tokens(a, tokenizer)) for q, a in list(history) + [(question, None)]]
@@ -70,7 +76,7 @@ def encode_to_fit(loaded: LoadedModel, history: list[Turn], question: str, image
         inputs = loaded.family.encode(loaded.processor, turns, image)
         prompt_tokens = inputs["input_ids"].shape[1]
         if prompt_tokens + max_new_tokens <= context:
-            return inputs
+            return turns, inputs
         if len(turns) == 1:
             raise UserFacingError(
                 f"The question is too long for {loaded.spec.name}: the prompt is {prompt_tokens:,} tokens and "
@@ -111,9 +117,13 @@ def stream_reply(
     image: Image.Image | None,
     settings: GenerationSettings = GenerationSettings(),
 ) -> Iterator[str]:
-    """Yield the answer so far as it streams; the last value is the final answer."""
+    """Yield the answer so far as it streams; the last value is the final answer. A served model (medvlm.remote)
+    streams from its server, which fits the conversation into its own context."""
     settings = settings.check()
     question = check_question(question)
+    if isinstance(loaded, RemoteModel):
+        yield from loaded.stream(list(history) + [(question, None)], image, settings)
+        return
     inputs = encode_to_fit(loaded, history, question, image, settings.max_new_tokens)
     streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True)
     cancelled = _Cancelled()

@@ -45,19 +45,30 @@ class Parser(argparse.ArgumentParser):
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, default: str | None = DEFAULT_MODEL, adapter: bool = True,
-                        quantize: bool = True) -> None:
-    """--model [--adapter] --device [--quantize]: which model, and how it is loaded on this machine."""
+                        quantize: bool = True, served: bool = True) -> None:
+    """--model [--adapter] [--served_model] --device [--quantize]: which model, and how it is loaded on this machine
+    (or which server answers for it)."""
     from medvlm.models.registry import REGISTRY
 
     parser.add_argument("--model", default=default, required=default is None,
-                        help=f"registered model ({', '.join(REGISTRY)}), a local model folder, or a hub id"
+                        help=f"registered model ({', '.join(REGISTRY)}), a local model folder, a hub id"
+                             + (", or openai:URL (an OpenAI-compatible server; API key from MEDVLM_API_KEY)" if served else "")
                              + (f" (default: {default})" if default else ""))
     if adapter:
         parser.add_argument("--adapter", help="PEFT adapter for --model: local folder or hub id")
+    if served:
+        parser.add_argument("--served_model", help="with --model openai:URL: the model's name on that server")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="default: cuda if present, else cpu")
     if quantize:
         parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default="auto",
                             help="auto: 4-bit nf4 for the 7B/9B models on CUDA, none on CPU; none turns 4-bit off")
+
+
+def model_spec(args: argparse.Namespace):
+    """The --model, --adapter and --served_model choice as a medvlm.models.ModelSpec."""
+    from medvlm import models
+
+    return models.resolve(args.model, adapter=getattr(args, "adapter", None), served_model=getattr(args, "served_model", None))
 
 
 def device_of(args: argparse.Namespace) -> str | None:

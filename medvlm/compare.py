@@ -2,6 +2,7 @@
 
     python -m medvlm.compare --data ../shared/data/brain-tumor/data.yaml --split val
     python -m medvlm.compare --data ../shared/data/brain-tumor/data.yaml --split val --model medvlm-tiny --db medvlm.db
+    python -m medvlm.compare --data ../shared/data/brain-tumor/data.yaml --model openai:http://gpu-box:8000/v1 --served_model llava
 
 Over a set, every image is asked about by the detector and by the VLM twice (plainly, and given the detector's
 findings as text), batched, with a progress bar; each image's findings are appended to the run folder's
@@ -84,7 +85,8 @@ ASKED = {"vlm_presence": (PRESENCE_QUESTION, False), "vlm_type": (TYPE_QUESTION,
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from medvlm.settings import COMPARE_BATCH_SIZE, DETECTOR_WEIGHTS, EVAL_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT
+    from medvlm.remote import is_remote
+    from medvlm.settings import COMPARE_BATCH_SIZE, DETECTOR_WEIGHTS, EVAL_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, REMOTE_CONCURRENCY
 
     parser = cli.Parser(PROG, __doc__)
     parser.add_argument("--data", required=True, help="a YOLO data.yaml (boxes per image; an empty label = no tumour)")
@@ -95,14 +97,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output_dir", help="run folder (default: runs/compare/DATA-SPLIT-MODEL)")
     parser.add_argument("--limit", type=int, help="only N images, spread evenly over the split (its files sort by class)")
     parser.add_argument("--batch_size", type=int, default=COMPARE_BATCH_SIZE, help="images per batch, 4 questions each")
+    parser.add_argument("--concurrency", type=int, default=REMOTE_CONCURRENCY,
+                        help=f"with --model openai:URL: requests in flight at once (default: {REMOTE_CONCURRENCY})")
     parser.add_argument("--max_new_tokens", type=int, default=EVAL_MAX_NEW_TOKENS)
     args = parser.parse_args(argv)
     parser.check({"--limit": args.limit is not None and args.limit < 1, "--batch_size": args.batch_size < 1,
-                  "--max_new_tokens": not 1 <= args.max_new_tokens <= MAX_NEW_TOKENS_LIMIT})
+                  "--concurrency": not 1 <= args.concurrency <= 256, "--max_new_tokens": not 1 <= args.max_new_tokens <= MAX_NEW_TOKENS_LIMIT})
     if args.output_dir is None:
         data = Path(args.data)
         adapter = f"-{Path(args.adapter).name}" if args.adapter else ""
-        args.output_dir = str(Path("runs") / "compare" / f"{data.parent.name}-{args.split}-{Path(args.model).name}{adapter}")
+        model = f"{args.served_model or 'served'}-{args.model.split('//')[-1]}" if is_remote(args.model) else Path(args.model).name
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{data.parent.name}-{args.split}-{model}{adapter}")
+        args.output_dir = str(Path("runs") / "compare" / name)
     return args
 
 
@@ -161,7 +167,7 @@ def questions_for(family, picture, detections: list[Detection]) -> list[str]:
             for question, grounded in ASKED.values()]
 
 
-def compare_batch(loaded, detector, pictures: list, settings) -> tuple[list[list[Detection]], list[dict]]:
+def compare_batch(loaded, detector, pictures: list, settings, concurrency: int | None = None) -> tuple[list[list[Detection]], list[dict]]:
     """The detector on all pictures in one pass, then every picture's four questions in one batch of the VLM
     (medvlm.predict packs each picture's questions behind one prefix) -> (detections, answers) per picture."""
     from medvlm.data import Example
@@ -170,7 +176,7 @@ def compare_batch(loaded, detector, pictures: list, settings) -> tuple[list[list
     detections = detector.predict_batch(pictures)
     examples = [Example(image_path=None, turns=((question, ""),), answer_type="CLOSED", inline_image=picture)
                 for picture, found in zip(pictures, detections) for question in questions_for(loaded.family, picture, found)]
-    said = answer_examples(loaded, examples, settings, batch_size=len(examples))
+    said = answer_examples(loaded, examples, settings, batch_size=len(examples), concurrency=concurrency or len(examples))
     return detections, [dict(zip(ASKED, said[4 * k : 4 * k + 4])) for k in range(len(pictures))]
 
 
@@ -191,7 +197,7 @@ def run_comparison(args: argparse.Namespace, loaded=None, detector=None, hold=nu
     images = spread(found[args.split], args.limit)
     if not images:
         raise UserFacingError(f"No images in the {args.split} split of {Path(args.data).name}.")
-    spec = loaded.spec if loaded is not None else models.resolve(args.model, adapter=args.adapter)
+    spec = loaded.spec if loaded is not None else cli.model_spec(args)
     detector_weights = detector.weights if detector is not None else Path(args.detector)
     run = Path(args.output_dir)
     run.mkdir(parents=True, exist_ok=True)
@@ -209,14 +215,14 @@ def run_comparison(args: argparse.Namespace, loaded=None, detector=None, hold=nu
         if loaded is None:
             loaded = models.load(spec, cli.device_of(args), args.quantize)
         if detector is None:
-            detector = Detector(detector_weights, device="cpu" if loaded.device == "cpu" else "0")
+            detector = Detector(detector_weights, device="0" if (cli.device_of(args) or models.default_device()).startswith("cuda") else "cpu")
         settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=0.0)
         with open(answers_file, "a") as out, tqdm(total=len(todo), desc="compare", unit="image") as bar:
             for start in range(0, len(todo), args.batch_size):
                 chunk = todo[start : start + args.batch_size]
                 pictures = [load_image(image) for image, _ in chunk]
                 with hold():
-                    detections, answers = compare_batch(loaded, detector, pictures, settings)
+                    detections, answers = compare_batch(loaded, detector, pictures, settings, args.concurrency)
                 for (image, boxes), picture, found_here, said in zip(chunk, pictures, detections, answers):
                     row = findings_row(image, boxes, names, picture, found_here, said)
                     out.write(json.dumps(row) + "\n")

@@ -3,10 +3,12 @@
     python -m medvlm.evaluate --model medvlm-tiny --data ../shared/data/vqa-rad/vqa_rad.jsonl --split test --db medvlm.db
     python -m medvlm.evaluate --model medvlm-tiny --data labels:../shared/data/brain-tumor/data.yaml --split val --db medvlm.db
     python -m medvlm.evaluate --model llava-1.5-7b --adapter runs/pathvqa/adapter --data flaviagiammarino/path-vqa --limit 500
+    python -m medvlm.evaluate --model openai:http://gpu-box:8000/v1 --served_model pathvqa --data ... --concurrency 16
 
-Generation is batched (medvlm.predict) and resumable: a rerun with the same model, adapter, data, split and prompt
-settings continues the same run and skips the questions it already answered. Every closed question is also asked
-about another image of the same set (medvlm.grounding); those answers are stored apart, never queued for review.
+Generation is batched (medvlm.predict; a served model gets --concurrency requests at once) and resumable: a rerun
+with the same model, adapter, data, split and prompt settings continues the same run and skips the questions it
+already answered. Every closed question is also asked about another image of the same set (medvlm.grounding); those
+answers are stored apart, never queued for review.
 The strict scores of the whole run (medvlm.metrics), the closed accuracy with swapped images and its drop ("image
 reliance"), and per-task scores of label questions are printed at the end; physicians grade the answers in the
 app's Review tab.
@@ -19,7 +21,8 @@ from medvlm import cli, grounding, models
 from medvlm.chat import GenerationSettings
 from medvlm.data import load_examples
 from medvlm.predict import DecodedImages, answer_examples
-from medvlm.settings import EVAL_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT
+from medvlm.remote import RemoteModel
+from medvlm.settings import EVAL_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, REMOTE_CONCURRENCY
 from medvlm.store import Store
 
 PROG = "python -m medvlm.evaluate"
@@ -33,23 +36,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--split", default="test")
     parser.add_argument("--limit", type=int, help="only the first N questions")
     cli.add_db_argument(parser)
-    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--batch_size", type=int, default=16, help="questions per batch (a batch is stored at once)")
+    parser.add_argument("--concurrency", type=int, default=REMOTE_CONCURRENCY,
+                        help=f"with --model openai:URL: requests in flight at once (default: {REMOTE_CONCURRENCY})")
     parser.add_argument("--max_new_tokens", type=int, default=EVAL_MAX_NEW_TOKENS)
     parser.add_argument("--long_answers", action="store_true", help="leave out the short-answer instruction")
     args = parser.parse_args(argv)
     parser.check({"--limit": args.limit is not None and args.limit < 1, "--batch_size": args.batch_size < 1,
-                  "--max_new_tokens": not 1 <= args.max_new_tokens <= MAX_NEW_TOKENS_LIMIT})
+                  "--concurrency": not 1 <= args.concurrency <= 256, "--max_new_tokens": not 1 <= args.max_new_tokens <= MAX_NEW_TOKENS_LIMIT})
     return args
 
 
 def run_evaluation(args: argparse.Namespace) -> dict:
     from tqdm import tqdm
 
+    spec = cli.model_spec(args)
     store = Store(args.db)
     examples = load_examples(args.data, args.split, limit=args.limit).examples
     short_answer = not args.long_answers
     settings = {"short_answer": short_answer, "max_new_tokens": args.max_new_tokens, "temperature": 0.0}
-    spec = models.resolve(args.model, adapter=args.adapter)
     run = store.find_run(spec.name, args.data, args.split, spec.adapter, settings)
     if run is None:
         run = store.add_run(spec.name, args.data, args.split, spec.adapter, settings)
@@ -66,18 +71,23 @@ def run_evaluation(args: argparse.Namespace) -> dict:
     if todo or swapped_todo:
         loaded = models.load(spec, cli.device_of(args), args.quantize)
         generation = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=0.0)
+        tokenizer = loaded.tokenizer  # None for a served model: its server counts tokens
+        # Questions stored at once: a served model keeps --concurrency requests in flight within a batch.
+        chunk_size = max(args.batch_size, args.concurrency) if isinstance(loaded, RemoteModel) else args.batch_size
         # Stored a batch at a time: a killed run resumes from the last stored batch.
         for desc, pending, save in (
             ("evaluate", todo, lambda item, e, answer, seconds: store.add_prediction(
-                run, item, answer, latency_s=round(seconds, 4), tokens=len(loaded.tokenizer(answer, add_special_tokens=False).input_ids))),
+                run, item, answer, latency_s=round(seconds, 4),
+                tokens=len(tokenizer(answer, add_special_tokens=False).input_ids) if tokenizer else None)),
             ("swapped images", swapped_todo, lambda item, e, answer, seconds: store.add_swapped_prediction(
                 run, item, e.image_path or e.id, answer)),
         ):
             with tqdm(total=len(pending), desc=desc, unit="q") as bar:
-                for start in range(0, len(pending), args.batch_size):
-                    chunk = pending[start : start + args.batch_size]
+                for start in range(0, len(pending), chunk_size):
+                    chunk = pending[start : start + chunk_size]
                     began = time.perf_counter()
-                    answers = answer_examples(loaded, [e for _, e in chunk], generation, args.batch_size, short_answer, images=images)
+                    answers = answer_examples(loaded, [e for _, e in chunk], generation, args.batch_size, short_answer, images=images,
+                                              concurrency=args.concurrency)
                     per_question = (time.perf_counter() - began) / len(chunk)
                     for (item, example), answer in zip(chunk, answers):
                         save(item, example, answer, per_question)

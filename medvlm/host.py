@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from medvlm import chat, models
+from medvlm import chat, models, remote
 from medvlm.errors import UserFacingError
 from medvlm.models import LoadedModel, ModelSpec, card
 from medvlm.settings import DEFAULT_MODEL, DETECTOR_WEIGHTS
@@ -27,10 +27,10 @@ class ModelHost:
         # Held while a model generates or loads: a switch never pulls a model out from under a running answer.
         self.lock = threading.Lock()
 
-    def start(self, name: str = DEFAULT_MODEL, adapter: str | None = None) -> None:
-        """Load the requested model; if it cannot load here, say why and fall back to the default."""
+    def start(self, name: str = DEFAULT_MODEL, adapter: str | None = None, served_model: str | None = None) -> None:
+        """Load the requested model (or connect to its server); if it cannot, say why and fall back to the default."""
         try:
-            spec = models.resolve(name, adapter=adapter)
+            spec = models.resolve(name, adapter=adapter, served_model=served_model)
             self.specs[spec.name] = spec
             self.current = models.load(spec, self.device, self.quantize)
             return
@@ -44,12 +44,17 @@ class ModelHost:
         self.start(DEFAULT_MODEL)
 
     def stream_reply(self, history: list, question: str, image, settings: chat.GenerationSettings) -> Iterator[str]:
-        """The loaded model's answer as it grows (medvlm.chat.stream_reply), one generation at a time: the lock is
-        held until the answer ends, so a switch never pulls a model out from under it."""
+        """The loaded model's answer as it grows (medvlm.chat.stream_reply), one in-process generation at a time: the
+        lock is held until the answer ends, so a switch never pulls a model out from under it."""
         with self.lock:
-            if self.current is None:
+            current = self.current
+            if current is None:
                 raise UserFacingError("No model is loaded: pick one that can load here.")
-            yield from chat.stream_reply(self.current, history, question, image, settings)
+            if not isinstance(current, remote.RemoteModel):
+                yield from chat.stream_reply(current, history, question, image, settings)
+                return
+        # A server answers many at once, and its client stays usable after a switch: no lock while it streams.
+        yield from chat.stream_reply(current, history, question, image, settings)
 
     @contextmanager
     def holding(self):
@@ -81,12 +86,31 @@ class ModelHost:
         return models.unavailable_reason(self.specs[name], self.device, self.quantize)
 
     def choices(self) -> list[tuple[str, str]]:
-        """(label, name) for the picker: every registered model, and whether it can load here."""
+        """(label, name) for the picker: every registered model and added server, and whether it can answer here
+        (a server that cannot says why: it is asked on each call, so the picker is current when it opens)."""
         labelled = []
-        for name in self.specs:
-            state = "loaded" if name == self.current_name else ("unavailable here" if self.unavailable_reason(name) else "can load")
+        for name, spec in self.specs.items():
+            if remote.is_remote(spec.source):
+                reason = self.unavailable_reason(name)
+                loaded = "loaded" if name == self.current_name else "served"
+                state = f"unavailable: {reason.removeprefix('The model server at ' + remote.base_url(spec.source) + ' ')}" if reason else loaded
+            elif name == self.current_name:
+                state = "loaded"
+            else:
+                state = "unavailable here" if self.unavailable_reason(name) else "can load"
             labelled.append((f"{name} ({state})", name))
         return labelled
+
+    def add_server(self, url: str, served_model: str, api_key: str | None = None) -> str:
+        """Offer a model on an OpenAI-compatible server in the picker -> its name. Raises UserFacingError when the
+        address is not one or the server cannot answer for it now."""
+        source = url.strip() if remote.is_remote(url.strip()) else remote.PREFIX + url.strip()
+        spec = models.resolve(source, served_model=served_model, api_key=(api_key or "").strip() or None)
+        reason = models.unavailable_reason(spec)
+        if reason:
+            raise UserFacingError(reason)
+        self.specs[spec.name] = spec
+        return spec.name
 
     def switch(self, name: str) -> LoadedModel:
         """Load `name` in place of the current model. On failure the current model stays."""
@@ -106,7 +130,11 @@ class ModelHost:
         """Markdown about the loaded model for the UI, including what its answers can be trusted for."""
         if self.current is None:
             return "**No model loaded.** " + self.startup_notice
-        spec, model = self.current.spec, self.current.model
+        spec = self.current.spec
+        if remote.is_remote(spec.source):
+            return "\n\n".join([f"**{spec.served_model}** on a server", spec.description,
+                                  "Its answers are only as trustworthy as the model the server runs: medvlm cannot see its weights."])
+        model = self.current.model
         precision = "4-bit nf4" if getattr(model, "is_loaded_in_4bit", False) else str(model.dtype).replace("torch.", "")
         lines = [f"**{spec.name}** on {self.current.device} ({precision})", spec.description]
         if spec.adapter:

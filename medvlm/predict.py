@@ -1,20 +1,24 @@
 """Batched answers for many questions: every score (train.vlm's final evaluation, medvlm.evaluate, medvlm.compare,
-the benches) goes through `answer_examples`; chat streams through medvlm.chat.
+the benches) goes through `answer_examples`; chat streams through medvlm.chat; medvlm.serve streams the answers to
+conversations that arrive together through `stream_rows`.
 
 Greedy answers from families that can pack (LLaVA, MedVLM-Tiny) are decoded with every question about one image in
 one row behind a single copy of the image's prompt prefix (medvlm.packing): the prefix is computed once per image,
 not once per question. Sampling, text-only questions and IDEFICS go through model.generate, left-padded.
 """
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from medvlm import packing
-from medvlm.chat import GenerationSettings, final_answer, generate_kwargs
+from medvlm.chat import GenerationSettings, final_answer, generate_kwargs, visible_prefix
 from medvlm.data import Example
 from medvlm.images import fingerprint
 from medvlm.models.loading import LoadedModel
-from medvlm.settings import EVAL_MAX_NEW_TOKENS, IGNORE_INDEX, PACK_SIZE
+from medvlm.remote import RemoteModel
+from medvlm.settings import EVAL_MAX_NEW_TOKENS, IGNORE_INDEX, PACK_SIZE, REMOTE_CONCURRENCY
 
 SCORING = GenerationSettings(max_new_tokens=EVAL_MAX_NEW_TOKENS, temperature=0.0)
 
@@ -51,11 +55,15 @@ def answer_examples(
     on_batch: Callable[[int], None] | None = None,
     images: DecodedImages | None = None,
     share_prefix: bool = True,
+    concurrency: int = REMOTE_CONCURRENCY,
 ) -> list[str]:
     """Each example's last question about its image (None: text only), asked as the family asks it (with the
-    short-answer instruction unless short_answer=False) -> its answers, in order."""
+    short-answer instruction unless short_answer=False) -> its answers, in order. A served model (medvlm.remote)
+    is sent `concurrency` questions at once, for its server to batch."""
     images = images or DecodedImages()
     items = [(images(e) if e.image_key is not None else None, loaded.family.ask(e.question, short_answer)) for e in examples]
+    if isinstance(loaded, RemoteModel):
+        return loaded.answer_many(items, settings, concurrency, on_batch)
     return answer_batch(loaded, items, settings, batch_size, on_batch, share_prefix)
 
 
@@ -183,3 +191,69 @@ def _greedy_rows(loaded: LoadedModel, rows: list[list[tuple]], max_new_tokens: i
                     position_ids=next_position.to(loaded.device), past_key_values=cache, use_cache=True)
         cache, logits, next_position = out.past_key_values, out.logits.float().cpu(), next_position + 1
     return processor.tokenizer.batch_decode([g for row in generated for g in row], skip_special_tokens=True)
+
+
+# --- several conversations decoded together, each answer streamed (medvlm.serve) ------------------------------------
+
+
+class _RowStreams(StoppingCriteria):
+    """model.generate's streamer and stopping criterion for a batch of conversations: it follows each row's tokens,
+    tells its reader the visible answer as it grows, and stops a row at its end of turn, its own token limit, or when
+    its reader leaves (the others go on)."""
+
+    def __init__(self, loaded: LoadedModel, limits: list[int], on_text):
+        self.tokenizer, self.limits, self.on_text = loaded.tokenizer, limits, on_text
+        self.stops, self.eos = loaded.family.stop_strings, set(loaded.family.eos_token_ids(loaded.tokenizer))
+        self.tokens = [[] for _ in limits]
+        self.shown = [""] * len(limits)
+        self.done = [False] * len(limits)
+        self.prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:  # generate's first call passes the prompt
+            self.prompt_seen = True
+            return
+        for row, token in enumerate(value.reshape(-1).tolist()):
+            if self.done[row]:
+                continue
+            if token in self.eos:
+                self._finish(row, "stop")
+                continue
+            self.tokens[row].append(token)
+            text = self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
+            if any(stop in text for stop in self.stops):
+                self._finish(row, "stop")
+            elif len(self.tokens[row]) >= self.limits[row]:
+                self._finish(row, "length")
+            else:
+                shown = visible_prefix(text, self.stops)
+                if shown != self.shown[row]:
+                    self.shown[row] = shown
+                    self.done[row] = bool(self.on_text(row, shown, None))  # True: the reader left
+
+    def _finish(self, row: int, reason: str) -> None:
+        self.done[row] = True
+        text = self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
+        self.on_text(row, final_answer(text, self.stops), reason)
+
+    def end(self) -> None:
+        for row, done in enumerate(self.done):
+            if not done:
+                self._finish(row, "length")
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
+
+
+@torch.inference_mode()
+def stream_rows(loaded: LoadedModel, inputs, settings: list[GenerationSettings],
+                on_text: Callable[[int, str, str | None], bool | None]) -> None:
+    """Decode a batch of conversations together: `inputs` from family.encode_batch (left-padded; all with an image,
+    or all without), one temperature, each row up to its own settings' max_new_tokens. on_text(row, answer_so_far,
+    finish) is called as a row's visible answer grows (finish None; return True to drop the row: its reader left)
+    and once when it ends (finish "stop" or "length", with the final answer)."""
+    limits = [int(s.max_new_tokens) for s in settings]
+    streams = _RowStreams(loaded, limits, on_text)
+    kwargs = generate_kwargs(loaded, inputs, replace(settings[0], max_new_tokens=max(limits)))
+    kwargs.update(streamer=streams, stopping_criteria=StoppingCriteriaList([streams]))
+    loaded.model.generate(**kwargs)

@@ -38,6 +38,15 @@ PACK_SIZE = 8
 # Label value of tokens the loss ignores (prompt, image, padding): PyTorch's cross-entropy default.
 IGNORE_INDEX = -100
 
+# Models behind an OpenAI-compatible server (medvlm.remote, medvlm.serve).
+REMOTE_CONNECT_TIMEOUT_S = 5.0
+REMOTE_TIMEOUT_S = 120.0  # the longest wait for the next bytes of an answer (a 7B's first token under load)
+REMOTE_RETRIES = 2  # a 429 or 503 is retried this many times, after the server's Retry-After
+REMOTE_CONCURRENCY = 8  # requests in flight at once when a dataset is scored against a server
+SERVE_PORT = 8000
+SERVE_MAX_BATCH = 8  # requests decoded together by medvlm.serve
+SERVE_MAX_WAITING = 64  # requests queued beyond that are refused with 429
+
 # Switches that keep the app from calling out (hub, telemetry, update checks). A user who sets one keeps it.
 OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",

@@ -133,14 +133,14 @@ def probe(loaded: models.LoadedModel, sources) -> list[dict]:
 
 def main(argv=None) -> int:
     parser = cli.Parser(PROG, __doc__)
-    cli.add_model_arguments(parser, adapter=False, quantize=False)  # an adapter never changes the frozen tower
+    cli.add_model_arguments(parser, adapter=False, quantize=False, served=False)  # an adapter never changes the frozen tower
     parser.add_argument("--data", default=",".join(SOURCES), help="comma-separated labels:PATH sources")
     args = parser.parse_args(argv)
     sources = [s.strip() for s in args.data.split(",") if s.strip()]
     bad = [s for s in sources if not labels.is_label_source(s)]
     if bad or not sources:
         parser.error(f"--data takes labels:PATH sources (comma-separated); not: {', '.join(bad) or 'nothing'}")
-    return cli.run(PROG, lambda: print_results(probe(models.load(replace(models.resolve(args.model), adapter=None),
+    return cli.run(PROG, lambda: print_results(probe(models.load(replace(models.resolve(args.model, in_process=True), adapter=None),
                                                                  cli.device_of(args)), sources)))
 
 

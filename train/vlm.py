@@ -375,7 +375,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraA
 
     # A fresh LoRA on the bare base: a registry entry's own adapter (the shipped MedVLM-Tiny or MIDEFICS weights)
     # is what this trainer produces, not where it starts.
-    spec = replace(models.resolve(model_args.model), adapter=None)
+    spec = replace(models.resolve(model_args.model, in_process=True), adapter=None)
     device = str(accelerator.device)
     quantize = models.loading.resolve_quantize(spec, device, model_args.quantize)
     # Training computes in bf16 where the GPU has it (fp16 overflows more easily in backward passes).

@@ -12,7 +12,7 @@ from medvlm.images import load_image
 from medvlm.settings import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE, MAX_NEW_TOKENS_LIMIT
 from medvlm.store import Store
 from review import chat_answers, users
-from ui.events import MODEL_QUEUE, bind
+from ui.events import MODEL_EVENT, bind
 from ui.pictures import picture_file
 from ui.text import html_text, markdown_text
 
@@ -150,9 +150,9 @@ def build_chat_tab(host: ModelHost, store: Store, accounts: bool) -> None:
     bind(on_remove_image, outputs("preview", "chatbot", "conversation", "status")).on(upload.clear)
     answering = bind(respond, outputs("chatbot", "conversation", "question", "status"), host=host)
     for event in (ask.click, question.submit):
-        answering.on(event, [question, conversation, chatbot, temperature, max_new_tokens], concurrency_id=MODEL_QUEUE)
+        answering.on(event, [question, conversation, chatbot, temperature, max_new_tokens], **MODEL_EVENT)
     bind(switch_model, {"picker": picker, "model_info": model_info, "status": status}, host=host).on(
-        picker.change, [picker], concurrency_id=MODEL_QUEUE)
+        picker.change, [picker], **MODEL_EVENT)
     bind(send_to_review, outputs("status"), host=host, store=store, accounts=accounts).on(send.click, [conversation],
                                                                                          api_visibility="private")
     bind(clear_all, screen).on(clear.click)

@@ -22,7 +22,7 @@ from medvlm.images import load_image
 from medvlm.settings import COMPARE_DATA, DEFAULT_MAX_NEW_TOKENS
 from medvlm.store import Store
 from review import users
-from ui.events import MODEL_QUEUE, bind
+from ui.events import MODEL_EVENT, bind
 from ui.pictures import picture_file
 from ui.text import markdown_text
 
@@ -117,7 +117,7 @@ def build_compare_tab(host: ModelHost, store: Store, accounts: bool, tab: gr.Tab
     verdict = gr.Markdown(elem_id="agreement")
     status = gr.Markdown(elem_id="compare-status")
     screen = {"answer": answer, "boxes": boxes, "table": table, "agreement": verdict, "status": status}
-    bind(compare, screen, host=host).on(run.click, [upload, question, grounded], concurrency_id=MODEL_QUEUE)
+    bind(compare, screen, host=host).on(run.click, [upload, question, grounded], **MODEL_EVENT)
     build_dataset_section(host, store, accounts, tab)
 
 
@@ -183,7 +183,9 @@ def run_dataset(host: ModelHost, store: Store, accounts: bool, path, which, how_
             raise UserFacingError("No model is loaded: pick one in the Chat tab.")
         if not (path or "").strip():
             raise UserFacingError("Give the path of a YOLO data.yaml.")
-        argv = [f"--data={path.strip()}", f"--split={which}", f"--model={loaded.spec.name}"]
+        spec = loaded.spec
+        model = [f"--model={spec.source}", f"--served_model={spec.served_model}"] if spec.served_model else [f"--model={spec.name}"]
+        argv = [f"--data={path.strip()}", f"--split={which}", *model]
         argv += [f"--adapter={loaded.spec.adapter}"] if loaded.spec.adapter else []
         argv += [f"--limit={int(how_many)}"] if how_many else []
         args = parse_args(argv)

@@ -3,16 +3,20 @@ review store...) and of the event's inputs, returning (or, when it streams, yiel
 it changes. Tests call handlers directly, without a browser; `bind` gives Gradio a function of the inputs alone whose
 updates are keyed by the tab's components.
 
-    bind(respond, {"chatbot": chatbot, "status": status}, host=host).on(ask.click, [question, chatbot], concurrency_id=MODEL_QUEUE)
+    bind(respond, {"chatbot": chatbot, "status": status}, host=host).on(ask.click, [question, chatbot], **MODEL_EVENT)
 """
 import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
-# The one queue of events that run the shared model: Gradio serves them one at a time, in order, and shows the wait.
-# (ModelHost's lock is what keeps two generations apart; the queue keeps the waiting visible and fair.)
+from medvlm.settings import REMOTE_CONCURRENCY
+
+# The one queue of events that use the shared model, in order, showing the wait. Up to REMOTE_CONCURRENCY run at once
+# so a model on a server (medvlm.remote) answers several clinicians together; an in-process model still generates
+# one answer at a time (ModelHost's lock), the others waiting their turn.
 MODEL_QUEUE = "model"
+MODEL_EVENT = {"concurrency_id": MODEL_QUEUE, "concurrency_limit": REMOTE_CONCURRENCY}  # every event in the group sets both
 
 
 @dataclass(frozen=True)

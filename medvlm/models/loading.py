@@ -65,6 +65,10 @@ def unavailable_reason(spec: ModelSpec, device: str | None = None, quantize: str
 
     Cheap: looks at the local cache, installed packages and memory; loads nothing.
     """
+    from medvlm import remote
+
+    if remote.is_remote(spec.source):
+        return remote.RemoteModel(spec).problem()
     device = device or default_device()
     if spec.source == MEDVLM_TINY_SOURCE:
         from medvlm.models.tiny import missing_parts_message
@@ -124,7 +128,16 @@ def _memory_reason(spec: ModelSpec, device: str, quantize: str | None) -> str | 
 
 
 def load(spec: ModelSpec, device: str | None = None, quantize: str = "auto", dtype: torch.dtype | None = None) -> LoadedModel:
-    """Load the model, processor and adapter. Raises UserFacingError naming what is missing."""
+    """Load the model, processor and adapter, or connect to its server (a medvlm.remote.RemoteModel, used alike).
+    Raises UserFacingError naming what is missing."""
+    from medvlm import remote
+
+    if remote.is_remote(spec.source):
+        served = remote.RemoteModel(spec)
+        reason = served.problem()
+        if reason:
+            raise UserFacingError(reason)
+        return served
     device = device or default_device()
     reason = unavailable_reason(spec, device, quantize)
     if reason:

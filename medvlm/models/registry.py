@@ -1,6 +1,6 @@
 """The named models, and how any other hub id or local folder is matched to a model family."""
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from medvlm.errors import UserFacingError
@@ -16,10 +16,12 @@ MEDVLM_TINY_SOURCE = "builtin:medvlm-tiny"
 class ModelSpec:
     name: str  # what the picker shows: a registry name, or the path / hub id the user gave
     family: str  # a key of medvlm.models.families.FAMILIES
-    source: str  # hub id, local folder, or MEDVLM_TINY_SOURCE
+    source: str  # hub id, local folder, MEDVLM_TINY_SOURCE, or openai:URL (a model on a server: medvlm.remote)
     adapter: str | None = None  # PEFT adapter: hub id or local folder
     params_billion: float | None = None  # for the "enough memory?" check before a load is tried
     description: str = ""
+    served_model: str | None = None  # openai: the model's name on the server
+    api_key: str | None = field(default=None, repr=False, compare=False)  # openai: never shown, logged or stored
 
 
 REGISTRY = {
@@ -54,8 +56,23 @@ REGISTRY = {
 
 
 
-def resolve(name_or_path: str, adapter: str | None = None) -> ModelSpec:
-    """A registry name, a local model folder, or a hub id (family read from its config.json)."""
+def resolve(name_or_path: str, adapter: str | None = None, served_model: str | None = None, api_key: str | None = None,
+            in_process: bool = False) -> ModelSpec:
+    """A registry name, a local model folder, a hub id (family read from its config.json), or openai:URL with the
+    server's name for the model (api_key: MEDVLM_API_KEY unless given). in_process: the caller needs the weights
+    here (training, probing), so a served model is refused."""
+    from medvlm import remote
+
+    if remote.is_remote(name_or_path):
+        if in_process:
+            raise UserFacingError(f"{name_or_path} is a model on a server; this command needs the model's weights here: "
+                                  "pass a registered model, a model folder or a hub id.")
+        if adapter:
+            raise UserFacingError("A served model's adapter is loaded by its server (vLLM: --lora-modules NAME=PATH): "
+                                  "pass NAME as --served_model instead of --adapter.")
+        return remote_spec(name_or_path, served_model, api_key if api_key is not None else remote.api_key_from_env())
+    if served_model:
+        raise UserFacingError("--served_model names a model on a server: use it with --model openai:URL.")
     if name_or_path in REGISTRY:
         spec = REGISTRY[name_or_path]
         return replace(spec, adapter=adapter) if adapter else spec
@@ -65,6 +82,18 @@ def resolve(name_or_path: str, adapter: str | None = None) -> ModelSpec:
         supported = ", ".join(sorted(FAMILIES))
         raise UserFacingError(f"{name_or_path} is a '{model_type}' model; medvlm runs model types: {supported}.")
     return ModelSpec(name=name_or_path, family=model_type, source=name_or_path, adapter=adapter)
+
+
+def remote_spec(source: str, served_model: str | None, api_key: str | None) -> ModelSpec:
+    from medvlm import remote
+
+    url = remote.base_url(source)
+    served_model = (served_model or "").strip()
+    if not served_model:
+        raise UserFacingError(f"Name the model on {url} with --served_model (its /v1/models lists what it serves).")
+    return ModelSpec(name=remote.spec_name(url, served_model), family=remote.REMOTE_FAMILY.name, source=remote.PREFIX + url,
+                     served_model=served_model, api_key=api_key,
+                     description=f"{served_model}, answered by the OpenAI-compatible server at {url}.")
 
 
 def _read_config(name_or_path: str) -> dict:

@@ -4,6 +4,7 @@
     python app.py --model llava-1.5-7b --adapter runs/pathvqa-qlora   # needs the hub cache and a GPU
     python app.py --model midefics --port 8080 --reveal_model
     python app.py --model /path/to/any/llava-or-idefics-checkpoint
+    python app.py --model openai:http://gpu-box:8000/v1 --served_model llava-hf/llava-1.5-7b-hf   # vLLM, TGI, medvlm.serve
 
 No network call is made unless you set the switches yourself (e.g. HF_HUB_OFFLINE=0 to let the hub download).
 """
@@ -55,7 +56,7 @@ def serve(args: argparse.Namespace) -> int:
     store = Store(args.db)
     model_host = ModelHost(device=cli.device_of(args), quantize=args.quantize, detector_weights=args.detector)
     print(f"medvlm: loading {args.model} on {model_host.device}...", flush=True)
-    model_host.start(args.model, adapter=args.adapter)  # logs why, if it falls back to the default model
+    model_host.start(args.model, adapter=args.adapter, served_model=args.served_model)  # logs why, if it falls back to the default model
     demo = build_app(model_host, store, reveal_model=args.reveal_model)
     warning = exposure_warning(args.host, args.share, demo.accounts)
     if warning:

@@ -92,6 +92,26 @@ def switch_model(host: ModelHost, name) -> dict:
             "status": f"Switched to {name}; the conversation continues."}
 
 
+def add_server(host: ModelHost, store: Store, accounts: bool, url, served_model, api_key, request: gr.Request) -> dict:
+    """A model on an OpenAI-compatible server joins the picker. Admins only: the app would send requests (and the
+    key typed here) wherever the address points. The key field is emptied either way."""
+    try:
+        if not users.may_administer(store, accounts, getattr(request, "username", None)):
+            raise UserFacingError("Only admins may add model servers.")
+        if not (url or "").strip() or not (served_model or "").strip():
+            raise UserFacingError("Give the server's address (http://HOST:PORT/v1) and the model's name on it.")
+        name = host.add_server(url, served_model, api_key)
+    except UserFacingError as e:
+        return {"picker": gr.update(choices=host.choices()), "server_key": "", "status": warning(str(e))}
+    return {"picker": gr.update(choices=host.choices()), "server_key": "",
+            "status": f"Added {markdown_text(name)}: pick it in the Model list."}
+
+
+def refresh_models(host: ModelHost) -> dict:
+    """The picker's list again: each server is asked whether it answers now."""
+    return {"picker": gr.update(choices=host.choices())}
+
+
 def clear_all() -> dict:
     return {"upload": None, "preview": None, "chatbot": [], "conversation": Conversation(), "question": "", "status": ""}
 
@@ -122,6 +142,12 @@ def build_chat_tab(host: ModelHost, store: Store, accounts: bool) -> None:
             preview = gr.Image(label="What the model sees", type="pil", interactive=False, height=260, elem_id="preview")
             picker = gr.Dropdown(choices=host.choices(), value=host.current_name, label="Model", elem_id="model")
             model_info = gr.Markdown(host.describe(), elem_id="model-info")
+            refresh = gr.Button("Check the models again", size="sm", elem_id="refresh-models")
+            with gr.Accordion("Add a model server (admins)", open=False):
+                server_url = gr.Textbox(label="OpenAI-compatible address", placeholder="http://gpu-box:8000/v1", elem_id="server-url")
+                server_model = gr.Textbox(label="Model name on the server", placeholder="llava-hf/llava-1.5-7b-hf", elem_id="server-model")
+                server_key = gr.Textbox(label="API key (if it wants one)", type="password", elem_id="server-key")
+                add = gr.Button("Add server", elem_id="add-server")
             with gr.Accordion("Generation settings", open=False):
                 temperature = gr.Slider(0, 2, value=DEFAULT_TEMPERATURE, step=0.05, label="Temperature (0 = greedy)")
                 max_new_tokens = gr.Slider(
@@ -146,13 +172,19 @@ def build_chat_tab(host: ModelHost, store: Store, accounts: bool) -> None:
     def outputs(*names):  # each event lists only what its handler may change: the API's outputs, in this order
         return {name: screen[name] for name in names}
 
-    bind(on_upload, outputs("preview", "chatbot", "conversation", "status")).on(upload.upload, [upload, conversation])
-    bind(on_remove_image, outputs("preview", "chatbot", "conversation", "status")).on(upload.clear)
+    # The API (gradio_client, README "Use from Python") has one endpoint per user action: /upload, /chat,
+    # /switch_model, /models, /add_server; the rest (Enter in the question box, clearing) are the page's own.
+    bind(on_upload, outputs("preview", "chatbot", "conversation", "status")).on(upload.upload, [upload, conversation], api_name="upload")
+    bind(on_remove_image, outputs("preview", "chatbot", "conversation", "status")).on(upload.clear, api_visibility="private")
     answering = bind(respond, outputs("chatbot", "conversation", "question", "status"), host=host)
-    for event in (ask.click, question.submit):
-        answering.on(event, [question, conversation, chatbot, temperature, max_new_tokens], **MODEL_EVENT)
+    chat_inputs = [question, conversation, chatbot, temperature, max_new_tokens]
+    answering.on(ask.click, chat_inputs, api_name="chat", **MODEL_EVENT)
+    answering.on(question.submit, chat_inputs, api_visibility="private", **MODEL_EVENT)
     bind(switch_model, {"picker": picker, "model_info": model_info, "status": status}, host=host).on(
-        picker.change, [picker], **MODEL_EVENT)
+        picker.change, [picker], api_name="switch_model", **MODEL_EVENT)
+    bind(refresh_models, {"picker": picker}, host=host).on(refresh.click, api_name="models")
+    bind(add_server, {"picker": picker, "server_key": server_key, "status": status}, host=host, store=store, accounts=accounts).on(
+        add.click, [server_url, server_model, server_key], api_name="add_server")
     bind(send_to_review, outputs("status"), host=host, store=store, accounts=accounts).on(send.click, [conversation],
                                                                                          api_visibility="private")
-    bind(clear_all, screen).on(clear.click)
+    bind(clear_all, screen).on(clear.click, api_visibility="private")

@@ -75,20 +75,24 @@ def compare(host: ModelHost, path, text, use_findings):
         threading.Thread(target=ask, args=(text,), daemon=True).start()
     detections, final_answer, problems = None, None, []
     detector_done = vlm_done = False
-    yield {"answer": "…", "boxes": None, "table": None, "agreement": "", "status": "Running the VLM and the detector…"}
+    # The last update carries every output: an API caller (gradio_client) sees only the final values.
+    shown = {"answer": "…", "boxes": None, "table": None}
+    yield shown | {"agreement": "", "status": "Running the VLM and the detector…"}
     while not (detector_done and vlm_done):
         kind, value = events.get()
         detector_done |= kind in ("detections", "detector_failed")
         vlm_done |= kind in ("answered", "vlm_failed")
         if kind in ("answer", "answered"):
             final_answer = value if kind == "answered" else final_answer
-            yield {"answer": markdown_text(value)}
+            shown["answer"] = markdown_text(value)
+            yield {"answer": shown["answer"]}
         elif kind == "detections":
             detections = value
             if use_findings:
                 grounded = grounded_question(host.current.family, text, detections, image.size)
                 threading.Thread(target=ask, args=(grounded,), daemon=True).start()
-            yield {"boxes": picture_file(draw(image, detections)), "table": detection_rows(detections)}
+            shown.update(boxes=picture_file(draw(image, detections)), table=detection_rows(detections))
+            yield {"boxes": shown["boxes"], "table": shown["table"]}
         elif kind == "detector_failed":
             problems.append(f"detector: {value}")
             if use_findings:  # nothing to ground on: the VLM answers the plain question
@@ -97,7 +101,21 @@ def compare(host: ModelHost, path, text, use_findings):
             problems.append(f"VLM: {value}")
     line = f"**Agreement:** {agreement(detections, final_answer)}" if detections is not None and final_answer is not None else ""
     grounding = " The VLM was given the detector's findings." if use_findings and detections is not None else ""
-    yield {"agreement": line, "status": ("⚠️ " + markdown_text(" ".join(problems))) if problems else f"Done.{grounding}"}
+    yield shown | {"agreement": line, "status": ("⚠️ " + markdown_text(" ".join(problems))) if problems else f"Done.{grounding}"}
+
+
+def detect_only(host: ModelHost, path) -> dict:
+    """The detector's boxes and table alone (a second or so, without waiting for the VLM)."""
+    try:
+        if not path:
+            raise UserFacingError("Upload an image first.")
+        image = load_image(path)
+        detections = host.detect(image)
+    except UserFacingError as e:
+        return {"status": f"⚠️ {markdown_text(str(e))}"}
+    found = f"{len(detections)} finding(s)." if detections else "No tumour found."
+    return {"answer": "", "boxes": picture_file(draw(image, detections)), "table": detection_rows(detections), "agreement": "",
+            "status": f"Detector only: {found}"}
 
 
 def build_compare_tab(host: ModelHost, store: Store, accounts: bool, tab: gr.Tab) -> None:
@@ -106,7 +124,9 @@ def build_compare_tab(host: ModelHost, store: Store, accounts: bool, tab: gr.Tab
             upload = gr.File(label="MRI image: PNG, JPEG or DICOM", type="filepath", elem_id="compare-upload")
             question = gr.Textbox(value=DEFAULT_QUESTION, label="Question for the VLM", lines=1, elem_id="compare-question")
             grounded = gr.Checkbox(value=False, label="Give the VLM the detector's findings", elem_id="compare-grounded")
-            run = gr.Button("Compare", variant="primary", elem_id="compare-run")
+            with gr.Row():
+                run = gr.Button("Compare", variant="primary", elem_id="compare-run")
+                detect = gr.Button("Detector only", elem_id="compare-detect")
         with gr.Column(scale=1):
             gr.Markdown("### VLM")
             answer = gr.Markdown(elem_id="compare-answer")
@@ -117,7 +137,8 @@ def build_compare_tab(host: ModelHost, store: Store, accounts: bool, tab: gr.Tab
     verdict = gr.Markdown(elem_id="agreement")
     status = gr.Markdown(elem_id="compare-status")
     screen = {"answer": answer, "boxes": boxes, "table": table, "agreement": verdict, "status": status}
-    bind(compare, screen, host=host).on(run.click, [upload, question, grounded], **MODEL_EVENT)
+    bind(compare, screen, host=host).on(run.click, [upload, question, grounded], api_name="compare", **MODEL_EVENT)
+    bind(detect_only, screen, host=host).on(detect.click, [upload], api_name="detect")
     build_dataset_section(host, store, accounts, tab)
 
 

@@ -3,7 +3,8 @@ cover the page or fetch a remote image."""
 import html
 import re
 
-MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+# ":" too: a Markdown renderer turns "http://..." into a link (and shows backslashes inside it as typed).
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>:])")
 
 
 def html_text(text: str) -> str:

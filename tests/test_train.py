@@ -2,11 +2,13 @@
 adapter round trips, the CLI with --resume, and the conversation builder."""
 import http.server
 import json
+import subprocess
+import sys
 import threading
 
 import pytest
 import torch
-from conftest import SHARED_DATA
+from conftest import REPO, SHARED_DATA
 from tiny_models import save_tiny_idefics, save_tiny_llava
 
 from medvlm import models
@@ -394,3 +396,26 @@ def test_every_score_is_read_under_one_answer_cap():
             compare.parse_args(["--data", "d.yaml"]).max_new_tokens,
             inspect.signature(answer_batch).parameters["settings"].default.max_new_tokens}
     assert caps == {EVAL_MAX_NEW_TOKENS}
+
+
+def test_two_processes_train_as_one(llava_dir, vqa_rad_image, tmp_path):
+    """accelerate's multi-process launcher (torchrun) on CPU: gloo synchronises the gradients of two processes that
+    read different batches, so both end with identical weights; the adapter and the evaluation come once."""
+    other = str(vqa_rad_image.parent / "synpic29265.jpg")
+    rows = [{"image": str(vqa_rad_image) if k % 2 else other, "question": f"Question {k}?", "answer": "yes" if k % 2 else "no",
+             "answer_type": "CLOSED", "split": "train"} for k in range(8)]
+    rows += [{"image": str(vqa_rad_image), "question": "Is it normal?", "answer": "no", "answer_type": "CLOSED", "split": "test"}]
+    data = tmp_path / "vqa.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "train.vlm", "--model", str(llava_dir), "--data", str(data),
+         "--output_dir", str(run), "--batch_size", "1", "--pack_size", "1", "--max_steps", "3", "--eval_batch_size", "2",
+         "--max_new_tokens", "4"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("2 processes: trainable weights identical on every process") == 1
+    assert done.stdout.count("adapter saved to") == 1 and (run / "adapter" / "adapter_config.json").is_file()
+    assert done.stdout.count('"questions": 1') == 1  # the final evaluation ran once, on the main process
+    assert len((run / "predictions.jsonl").read_text().splitlines()) == 1
+    assert json.loads((run / "checkpoint" / "progress.json").read_text())["step"] == 3

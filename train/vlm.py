@@ -3,6 +3,7 @@
     python -m train.vlm --model medvlm-tiny      # the shipped MedVLM-Tiny: VQA-RAD + label questions (DataArguments.data)
     python -m train.vlm --model llava-1.5-7b --data flaviagiammarino/path-vqa --eval_split test   # QLoRA on a GPU
     accelerate launch -m train.vlm --model midefics --data conversations.jsonl --eval_split none  # several GPUs
+    accelerate launch --multi_gpu --num_processes 2 -m train.vlm --model medvlm-tiny   # two CPU processes (gloo)
 
 The loss covers only the assistant's answer tokens (prompt, image and user turns are masked) and each answer ends
 with the family's end-of-turn token, so the tuned model stops by itself. The run folder gets config.json (arguments
@@ -356,7 +357,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraA
     from tqdm import tqdm
 
     set_seed(train_args.seed)
-    accelerator = Accelerator(gradient_accumulation_steps=train_args.grad_accum)
+    # Without CUDA, processes started together (accelerate launch --multi_gpu, torchrun) train as one over gloo.
+    accelerator = Accelerator(gradient_accumulation_steps=train_args.grad_accum, cpu=not torch.cuda.is_available())
     run = Path(train_args.output_dir)
     checkpoint = run / "checkpoint"
     if checkpoint.exists() and not train_args.resume:
@@ -415,7 +417,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraA
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
     config = {"model": asdict(model_args), "data": asdict(data_args), "lora": asdict(lora_args), "train": asdict(train_args), "resolved": resolved}
-    (run / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if accelerator.is_main_process:
+        (run / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
     step = 0
     if train_args.resume and checkpoint.exists():
@@ -453,6 +456,15 @@ def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraA
                 break
     bar.close()
 
+    if accelerator.num_processes > 1:
+        # Proof that gradients were synchronised: every process ends with bit-identical trainable weights.
+        sums = torch.stack([p.detach().float().sum() for p in model.parameters() if p.requires_grad])
+        gathered = accelerator.gather(sums.to(accelerator.device)).reshape(accelerator.num_processes, -1)
+        same = all(torch.equal(gathered[0], other) for other in gathered[1:])
+        if accelerator.is_main_process:
+            print(f"{accelerator.num_processes} processes: trainable weights {'identical' if same else 'DIFFER'} on every process")
+        if not same:
+            raise UserFacingError("The processes ended with different weights: gradients were not synchronised.")
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return 0

@@ -54,9 +54,10 @@ def spec_name(url: str, served_model: str) -> str:
 
 
 def image_data_url(image: Image.Image) -> str:
-    """The image as the OpenAI API takes it inline: a PNG (lossless: a scan's grey levels arrive as they were)."""
+    """The image as the OpenAI API takes it inline: a PNG (lossless: a scan's grey levels arrive as they were),
+    compressed at zlib's fastest level (a few per cent larger, several times faster to write)."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", compress_level=1)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

@@ -5,7 +5,8 @@
     python app.py --model openai:http://127.0.0.1:8000/v1 --served_model medvlm-tiny      # an app using it
 
 GET /v1/models lists the one model; POST /v1/chat/completions answers (with "stream": true, as server-sent events).
-Requests that arrive while the model is busy are decoded together, up to --max_batch at once (medvlm.predict);
+Requests that arrive together, or while the model is busy, are decoded together, up to --max_batch at once
+(medvlm.predict);
 beyond --max_waiting queued requests the server answers 429. With MEDVLM_SERVE_API_KEY set, every request must
 carry "Authorization: Bearer <that key>". Errors are OpenAI's JSON: {"error": {"message", "type", "param", "code"}}.
 
@@ -38,6 +39,7 @@ from medvlm.settings import (
     HOST,
     MAX_NEW_TOKENS_LIMIT,
     MAX_UPLOAD_BYTES,
+    SERVE_BATCH_WINDOW_S,
     SERVE_MAX_BATCH,
     SERVE_MAX_WAITING,
     SERVE_PORT,
@@ -70,6 +72,7 @@ class Job:
     loop: asyncio.AbstractEventLoop
     answers: asyncio.Queue = field(default_factory=asyncio.Queue)
     left: bool = False  # the client went away: stop decoding its row
+    inputs: object = None  # the processor's inputs for this conversation alone (from fitting it into the context)
     prompt_tokens: int = 0
     batch: int = 0  # how many requests it was decoded with (the X-Medvlm-Batch header of a whole answer)
 
@@ -101,9 +104,11 @@ class Batcher:
 
         while True:
             jobs = [self.waiting.get()]
+            # Clients that send together arrive a few milliseconds apart: a short wait lets them share one batch.
+            deadline = time.monotonic() + SERVE_BATCH_WINDOW_S
             while len(jobs) < self.max_batch:
                 try:
-                    jobs.append(self.waiting.get_nowait())
+                    jobs.append(self.waiting.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
                     break
             groups: dict[tuple, list[Job]] = {}
@@ -114,7 +119,9 @@ class Batcher:
                 self.batches += 1
                 self.largest_batch = max(self.largest_batch, len(group))
                 try:
-                    inputs = self.loaded.family.encode_batch(self.loaded.processor, [(job.turns, job.image) for job in group])
+                    # A request decoded alone keeps the inputs its context check built: no second pass of the processor.
+                    inputs = group[0].inputs if len(group) == 1 else self.loaded.family.encode_batch(
+                        self.loaded.processor, [(job.turns, job.image) for job in group])
                     for job, length in zip(group, inputs["attention_mask"].sum(1).tolist()):
                         job.prompt_tokens, job.batch = int(length), len(group)
                     stream_rows(self.loaded, inputs, [job.settings for job in group],
@@ -264,10 +271,10 @@ def build_server(loaded, served_name: str, api_key: str | None = None, max_batch
         settings = parse_settings(body)
         turns, image = await run_in_threadpool(parse_messages, body.get("messages"))
         try:
-            turns, _ = await run_in_threadpool(fit_turns, loaded, turns[:-1], turns[-1][0], image, settings.max_new_tokens)
+            turns, inputs = await run_in_threadpool(fit_turns, loaded, turns[:-1], turns[-1][0], image, settings.max_new_tokens)
         except UserFacingError as e:
             raise ApiError(400, str(e), param="messages", code="context_length_exceeded") from None
-        job = Job(turns, image, settings, asyncio.get_running_loop())
+        job = Job(turns, image, settings, asyncio.get_running_loop(), inputs=inputs)
         batcher.submit(job)
         reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         base = {"id": reply_id, "created": created, "model": served_name}

@@ -46,6 +46,7 @@ REMOTE_CONCURRENCY = 8  # requests in flight at once when a dataset is scored ag
 SERVE_PORT = 8000
 SERVE_MAX_BATCH = 8  # requests decoded together by medvlm.serve
 SERVE_MAX_WAITING = 64  # requests queued beyond that are refused with 429
+SERVE_BATCH_WINDOW_S = 0.01  # after a request arrives at an idle server, how long it waits for others to join its batch
 
 # Switches that keep the app from calling out (hub, telemetry, update checks). A user who sets one keeps it.
 OFFLINE_ENV = {

@@ -479,9 +479,13 @@ def test_an_admin_adds_a_model_server_chats_with_it_and_sees_it_go_down(browser,
     finally:
         process.kill()
         page.close()
-    # A reviewer may not add servers: the app would send requests wherever the address points.
-    from gradio_client import Client
+        # The model is the app's, shared by every session: the tests after this one chat with the default again.
+        from gradio_client import Client
 
+        admin = Client(app_url, auth=(ADMIN, ADMIN_PASSWORD), verbose=False)
+        assert "Switched to medvlm-tiny" in admin.predict("medvlm-tiny", api_name="/switch_model")[-1]
+    assert "typed key" not in APP_LOG["path"].read_text()  # the key typed in the form is never logged
+    # A reviewer may not add servers: the app would send requests wherever the address points.
     reviewer = Client(app_url, auth=(REVIEWER, PASSWORD), verbose=False)
     assert "Only admins may add model servers" in reviewer.predict(server, SERVED, "", api_name="/add_server")[-1]
 

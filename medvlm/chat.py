@@ -64,11 +64,6 @@ def encode_to_fit(loaded: LoadedModel, history: list[Turn], question: str, image
     The image stays with the earliest turn kept. A question that does not fit even alone is refused. Special tokens
     spelt out in the questions or answers stay text.
     """
-    return fit_turns(loaded, history, question, image, max_new_tokens)[1]
-
-
-def fit_turns(loaded: LoadedModel, history: list[Turn], question: str, image: Image.Image | None, max_new_tokens: int):
-    """(the turns kept, their processor inputs): encode_to_fit, for callers that batch the turns themselves."""
     context = loaded.family.context_length(loaded.model)
     tokenizer = loaded.tokenizer
     turns = [(defuse_special_tokens(q, tokenizer), a and defuse_special_tokens(a, tokenizer)) for q, a in list(history) + [(question, None)]]
@@ -76,7 +71,7 @@ def fit_turns(loaded: LoadedModel, history: list[Turn], question: str, image: Im
         inputs = loaded.family.encode(loaded.processor, turns, image)
         prompt_tokens = inputs["input_ids"].shape[1]
         if prompt_tokens + max_new_tokens <= context:
-            return turns, inputs
+            return inputs
         if len(turns) == 1:
             raise UserFacingError(
                 f"The question is too long for {loaded.spec.name}: the prompt is {prompt_tokens:,} tokens and "

@@ -245,13 +245,36 @@ class _RowStreams(StoppingCriteria):
         return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
 
 
+# Processor outputs with one entry per prompt token: padded on the left in a batch, as the processors pad them.
+TOKEN_ALIGNED = ("input_ids", "attention_mask", "image_attention_mask")
+
+
+def left_padded(encoded: list[dict], pad_id: int) -> dict:
+    """Conversations encoded one by one (family.encode) as one left-padded batch, the same tensors the processor
+    gives for them together: no second pass of the processor over prompts already encoded."""
+    length = max(e["input_ids"].shape[1] for e in encoded)
+    batch = {}
+    for key in encoded[0]:
+        parts = []
+        for e in encoded:
+            value, missing = e[key], length - e["input_ids"].shape[1]
+            if missing and key in TOKEN_ALIGNED:
+                fill = value.new_full((value.shape[0], missing, *value.shape[2:]), pad_id if key == "input_ids" else 0)
+                value = torch.cat([fill, value], dim=1)
+            parts.append(value)
+        batch[key] = torch.cat(parts)
+    return batch
+
+
 @torch.inference_mode()
-def stream_rows(loaded: LoadedModel, inputs, settings: list[GenerationSettings],
+def stream_rows(loaded: LoadedModel, encoded: list[dict], settings: list[GenerationSettings],
                 on_text: Callable[[int, str, str | None], bool | None]) -> None:
-    """Decode a batch of conversations together: `inputs` from family.encode_batch (left-padded; all with an image,
-    or all without), one temperature, each row up to its own settings' max_new_tokens. on_text(row, answer_so_far,
-    finish) is called as a row's visible answer grows (finish None; return True to drop the row: its reader left)
-    and once when it ends (finish "stop" or "length", with the final answer)."""
+    """Decode conversations together: `encoded`, each one's family.encode outputs (all with an image, or all
+    without), left-padded into one batch; one temperature; each row up to its own settings' max_new_tokens.
+    on_text(row, answer_so_far, finish) is called as a row's visible answer grows (finish None; return True to drop
+    the row: its reader left) and once when it ends (finish "stop" or "length", with the final answer)."""
+    pad_id = loaded.family.generate_kwargs(loaded.processor)["pad_token_id"]
+    inputs = encoded[0] if len(encoded) == 1 else left_padded(encoded, pad_id)
     limits = [int(s.max_new_tokens) for s in settings]
     streams = _RowStreams(loaded, limits, on_text)
     kwargs = generate_kwargs(loaded, inputs, replace(settings[0], max_new_tokens=max(limits)))

@@ -30,8 +30,11 @@ PREFIX = "openai:"
 API_KEY_ENV = "MEDVLM_API_KEY"
 # What a family decides in-process (the prompt template, where an answer ends) is the server's job; the words medvlm
 # adds to a question (the short-answer instruction, the detector's findings) are the same for every model.
-REMOTE_FAMILY = Family()
-REMOTE_FAMILY.name = "openai"
+class ServedFamily(Family):
+    name = "openai"
+
+
+REMOTE_FAMILY = ServedFamily()
 
 
 def is_remote(source: str | None) -> bool:
@@ -127,7 +130,8 @@ class RemoteModel:
             return UserFacingError(f"{self.where} failed ({status}: {said}).")
         return UserFacingError(f"{self.where} refused the request ({status}: {said}).")
 
-    def _network(self, error: httpx.HTTPError, got: str = "") -> UserFacingError:
+    def _network(self, error: httpx.HTTPError, got: str | None = None) -> UserFacingError:
+        """got: the answer received so far, when the error broke off a stream."""
         if isinstance(error, httpx.ConnectTimeout):
             return UserFacingError(f"{self.where} did not accept a connection in time: is the address right?")
         if isinstance(error, httpx.TimeoutException):
@@ -135,7 +139,7 @@ class RemoteModel:
         if isinstance(error, httpx.ConnectError):
             why = "connection refused" if "refused" in str(error).lower() else (str(error).strip() or type(error).__name__)
             return UserFacingError(f"{self.where} cannot be reached ({why}): is it running?")
-        if got:
+        if got is not None:
             return UserFacingError(f"{self.where} broke off the answer after {len(got)} characters ({type(error).__name__}).")
         return UserFacingError(f"{self.where} closed the connection ({type(error).__name__}).")
 
@@ -224,7 +228,7 @@ class RemoteModel:
                         yield text.strip()
                     finished = finished or choice.get("finish_reason") is not None
         except httpx.HTTPError as e:
-            raise self._network(e, text or " ") from None
+            raise self._network(e, text) from None
         finally:
             response.close()
         if not finished:
@@ -259,6 +263,16 @@ class RemoteModel:
                 if on_done:
                     on_done(len(done))
         return answers
+
+
+def problem(spec) -> str | None:
+    """Why the served model cannot answer now, asked quickly (the connect timeout bounds the whole probe: a picker
+    must not wait minutes on a stuck server), on a client closed afterwards."""
+    served = RemoteModel(spec, timeout=REMOTE_CONNECT_TIMEOUT_S)
+    try:
+        return served.problem()
+    finally:
+        served.client.close()
 
 
 def api_key_from_env() -> str | None:

@@ -30,7 +30,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from medvlm import cli
-from medvlm.chat import GenerationSettings, check_question, fit_turns
+from medvlm.chat import GenerationSettings, check_question, encode_to_fit
 from medvlm.errors import UserFacingError
 from medvlm.images import load_image
 from medvlm.settings import (
@@ -66,13 +66,12 @@ class ApiError(Exception):
 class Job:
     """One request: what to decode, and where its answer goes (an asyncio queue on the server's event loop)."""
 
-    turns: list
+    inputs: dict  # the processor's inputs for this conversation alone (built while fitting it into the context)
     image: object
     settings: GenerationSettings
     loop: asyncio.AbstractEventLoop
     answers: asyncio.Queue = field(default_factory=asyncio.Queue)
     left: bool = False  # the client went away: stop decoding its row
-    inputs: object = None  # the processor's inputs for this conversation alone (from fitting it into the context)
     prompt_tokens: int = 0
     batch: int = 0  # how many requests it was decoded with (the X-Medvlm-Batch header of a whole answer)
 
@@ -90,8 +89,6 @@ class Batcher:
     def __init__(self, loaded, max_batch: int, max_waiting: int):
         self.loaded, self.max_batch, self.max_waiting = loaded, max_batch, max_waiting
         self.waiting: queue.Queue = queue.Queue()
-        self.batches = 0  # how many model.generate calls ran (the tests and bench read it)
-        self.largest_batch = 0
         threading.Thread(target=self._run, name="medvlm-serve-decode", daemon=True).start()
 
     def submit(self, job: Job) -> None:
@@ -116,15 +113,11 @@ class Batcher:
                 if not job.left:
                     groups.setdefault((job.image is not None, job.settings.temperature), []).append(job)
             for group in groups.values():
-                self.batches += 1
-                self.largest_batch = max(self.largest_batch, len(group))
+                for job in group:
+                    job.prompt_tokens, job.batch = int(job.inputs["input_ids"].shape[1]), len(group)
                 try:
-                    # A request decoded alone keeps the inputs its context check built: no second pass of the processor.
-                    inputs = group[0].inputs if len(group) == 1 else self.loaded.family.encode_batch(
-                        self.loaded.processor, [(job.turns, job.image) for job in group])
-                    for job, length in zip(group, inputs["attention_mask"].sum(1).tolist()):
-                        job.prompt_tokens, job.batch = int(length), len(group)
-                    stream_rows(self.loaded, inputs, [job.settings for job in group],
+                    # Each request's inputs were built when its context was checked: batched, not encoded again.
+                    stream_rows(self.loaded, [job.inputs for job in group], [job.settings for job in group],
                                 lambda row, text, finish, group=group: group[row].tell(text, finish))
                 except Exception as e:  # one bad batch must not stop the server; its clients hear why
                     log.exception("decoding failed")
@@ -271,10 +264,10 @@ def build_server(loaded, served_name: str, api_key: str | None = None, max_batch
         settings = parse_settings(body)
         turns, image = await run_in_threadpool(parse_messages, body.get("messages"))
         try:
-            turns, inputs = await run_in_threadpool(fit_turns, loaded, turns[:-1], turns[-1][0], image, settings.max_new_tokens)
+            inputs = await run_in_threadpool(encode_to_fit, loaded, turns[:-1], turns[-1][0], image, settings.max_new_tokens)
         except UserFacingError as e:
             raise ApiError(400, str(e), param="messages", code="context_length_exceeded") from None
-        job = Job(turns, image, settings, asyncio.get_running_loop(), inputs=inputs)
+        job = Job(inputs, image, settings, asyncio.get_running_loop())
         batcher.submit(job)
         reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         base = {"id": reply_id, "created": created, "model": served_name}

@@ -217,3 +217,19 @@ def test_cuda_kwargs_are_nf4_double_quant_with_the_chosen_compute_dtype():
     assert config.bnb_4bit_compute_dtype == torch.float16 and kwargs["device_map"] == {"": "cuda:0"}
     assert from_pretrained_kwargs("cuda:0", "nf4", torch.bfloat16)["quantization_config"].bnb_4bit_compute_dtype == torch.bfloat16
     assert from_pretrained_kwargs("cpu", None)["dtype"] == torch.float32
+
+
+@pytest.mark.parametrize("family", ["llava", "idefics"])
+def test_conversations_encoded_one_by_one_batch_as_the_processor_batches_them(family, llava_dir, idefics_dir, image):
+    """medvlm.serve encodes each request while checking its context, then batches those tensors (predict.left_padded):
+    they must be what the processor gives for the conversations together."""
+    from medvlm.predict import left_padded
+
+    loaded = models.load(models.resolve(str(llava_dir if family == "llava" else idefics_dir)), device="cpu")
+    conversations = [([(QUESTION, None)], image), ([("Which organ is it, and is there a fracture?", "No."), ("Sure?", None)], image)]
+    one_by_one = [loaded.family.encode(loaded.processor, turns, picture) for turns, picture in conversations]
+    together = loaded.family.encode_batch(loaded.processor, conversations)
+    padded = left_padded(one_by_one, loaded.family.generate_kwargs(loaded.processor)["pad_token_id"])
+    assert set(padded) == set(together)
+    for key, value in together.items():
+        assert torch.equal(padded[key], value), key

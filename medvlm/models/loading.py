@@ -68,7 +68,7 @@ def unavailable_reason(spec: ModelSpec, device: str | None = None, quantize: str
     from medvlm import remote
 
     if remote.is_remote(spec.source):
-        return remote.RemoteModel(spec).problem()
+        return remote.problem(spec)
     device = device or default_device()
     if spec.source == MEDVLM_TINY_SOURCE:
         from medvlm.models.tiny import missing_parts_message
@@ -132,16 +132,12 @@ def load(spec: ModelSpec, device: str | None = None, quantize: str = "auto", dty
     Raises UserFacingError naming what is missing."""
     from medvlm import remote
 
-    if remote.is_remote(spec.source):
-        served = remote.RemoteModel(spec)
-        reason = served.problem()
-        if reason:
-            raise UserFacingError(reason)
-        return served
     device = device or default_device()
     reason = unavailable_reason(spec, device, quantize)
     if reason:
         raise UserFacingError(reason)
+    if remote.is_remote(spec.source):
+        return remote.RemoteModel(spec)
     family = FAMILIES[spec.family]
     kwargs = from_pretrained_kwargs(device, resolve_quantize(spec, device, quantize), dtype)
     try:

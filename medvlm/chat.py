@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
+from medvlm.answers import Answer, yes_probability
 from medvlm.errors import UserFacingError
 from medvlm.models.families import Turn
 from medvlm.models.loading import LoadedModel
@@ -123,12 +124,14 @@ def stream_reply(
     streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True)
     cancelled = _Cancelled()
     kwargs = generate_kwargs(loaded, inputs, settings)
-    kwargs.update(streamer=streamer, stopping_criteria=StoppingCriteriaList([cancelled]))
+    # The first step's logits give the answer's p_yes (medvlm.answers.yes_probability): the model's own
+    # distribution, before any sampling.
+    kwargs.update(streamer=streamer, stopping_criteria=StoppingCriteriaList([cancelled]), return_dict_in_generate=True, output_logits=True)
 
     def run():
         try:
             with torch.inference_mode():
-                loaded.model.generate(**kwargs)
+                return loaded.model.generate(**kwargs)
         except BaseException:
             streamer.end()  # unblock the reader; future.result() below re-raises in its thread
             raise
@@ -144,8 +147,9 @@ def stream_reply(
                 yield shown
     finally:
         cancelled.event.set()  # no-op after a normal end; stops the generation if the reader left early
-        future.result()
-    yield final_answer(text, stops)
+        output = future.result()
+    logits = getattr(output, "logits", None)
+    yield Answer(final_answer(text, stops), yes_probability(logits[0][0], loaded.tokenizer) if logits else None)
 
 
 def final_answer(text: str, stop_strings=()) -> str:

@@ -4,8 +4,11 @@
     python -m medvlm.compare --data ../shared/data/brain-tumor/data.yaml --split val --model medvlm-tiny --db medvlm.db
     python -m medvlm.compare --data ../shared/data/brain-tumor/data.yaml --model openai:http://gpu-box:8000/v1 --served_model llava
 
-Over a set, every image is asked about by the detector and by the VLM twice (plainly, and given the detector's
-findings as text), batched, with a progress bar; each image's findings are appended to the run folder's
+Over a set, every image is asked about by the detector and by the VLM (plainly, in every held-out wording of the
+presence and type questions of medvlm.wordings, and given the detector's findings as text), batched, with a progress
+bar; the report gives the VLM's sensitivity and specificity per wording and the worst wording, so one lucky wording
+cannot carry the table. --other_images asks images that are no brain MRI the brain-tumour wordings: how often the
+VLM says "yes" there is the "not a brain MRI" count; each image's findings are appended to the run folder's
 answers.jsonl as it is done, so a rerun resumes. The report (medvlm.comparison) goes to report.json and plot.png in
 the run folder and is printed; with --db, each side's answers are stored as a comparison run that physicians grade
 in the Review tab.
@@ -17,7 +20,7 @@ import sys
 from contextlib import nullcontext
 from pathlib import Path
 
-from medvlm import cli
+from medvlm import cli, wordings
 from medvlm.detect import Detection
 from medvlm.errors import UserFacingError
 from medvlm.metrics import normalize_tokens, yes_no
@@ -78,10 +81,24 @@ def agreement(detections: list[Detection], answer: str) -> str:
 
 # --- a whole labelled set ---------------------------------------------------------------------------------------------
 
-PRESENCE_QUESTION = "Is there a tumor in this brain MRI?"  # the held-out phrasings of medvlm.labels
-TYPE_QUESTION = "What type of tumor is this: pituitary, meningioma or glioma?"
+PRESENCE_WORDINGS = wordings.wordings("tumor_presence", wordings.HELDOUT)
+TYPE_WORDINGS = wordings.wordings("tumor_type", wordings.HELDOUT)
+PRESENCE_QUESTION = PRESENCE_WORDINGS[0].text  # "Is there a tumor in this brain MRI?": the first held-out wording
+TYPE_QUESTION = TYPE_WORDINGS[0].text
 ASKED = {"vlm_presence": (PRESENCE_QUESTION, False), "vlm_type": (TYPE_QUESTION, False),
          "grounded_presence": (PRESENCE_QUESTION, True), "grounded_type": (TYPE_QUESTION, True)}
+# Every other held-out wording, asked plainly: the answers' key is "presence|WORDING" or "type|WORDING".
+MORE_WORDINGS = [("presence", w) for w in PRESENCE_WORDINGS[1:]] + [("type", w) for w in TYPE_WORDINGS[1:]]
+NOT_BRAIN_WORDINGS = wordings.wordings("tumor_presence", wordings.HELDOUT, reversed=False, naming="brain")
+
+
+def presence_said(answer: str, reversed: bool = False) -> bool | None:
+    """vlm_finds_tumour, for a wording that may ask the other way round ("Is this brain normal?" "yes": no tumour).
+    Only a bare yes or no flips; "no, there is a glioma" names its finding whatever the wording."""
+    found = vlm_finds_tumour(answer)
+    if reversed and found is not None and normalize_tokens(answer) in (["yes"], ["no"]):
+        return not found
+    return found
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -96,6 +113,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     cli.add_db_argument(parser, default=None, help="also store each side's answers in this review database, for physicians")
     parser.add_argument("--output_dir", help="run folder (default: runs/compare/DATA-SPLIT-MODEL)")
     parser.add_argument("--limit", type=int, help="only N images, spread evenly over the split (its files sort by class)")
+    parser.add_argument("--other_images", help="a folder of images that are no brain MRI (chest films, skin photos, "
+                        "blanks): asked the brain-tumour wordings, counted as 'not a brain MRI' answers")
     parser.add_argument("--batch_size", type=int, default=COMPARE_BATCH_SIZE, help="images per batch, 4 questions each")
     parser.add_argument("--concurrency", type=int, default=REMOTE_CONCURRENCY,
                         help=f"with --model openai:URL: requests in flight at once (default: {REMOTE_CONCURRENCY})")
@@ -139,13 +158,19 @@ def case_of(row: dict, names: list[str]):
         box_iou = iou(tuple(detections[0]["box"]), labelled)
     elif row["boxes"]:
         box_iou = 0.0  # a labelled tumour the detector missed
+    by_wording = {"presence": {PRESENCE_QUESTION: presence_said(answers["vlm_presence"])},
+                  "type": {TYPE_QUESTION: vlm_type(answers["vlm_type"], names)}}
+    for kind, w in MORE_WORDINGS:
+        if f"{kind}|{w.text}" in answers:
+            said = answers[f"{kind}|{w.text}"]
+            by_wording[kind][w.text] = presence_said(said, w.reversed) if kind == "presence" else vlm_type(said, names)
     return Case(
         image=row["image"], label=row["label"],
         presence={"detector": bool(detections), "vlm": vlm_finds_tumour(answers["vlm_presence"]),
                   "vlm_grounded": vlm_finds_tumour(answers["grounded_presence"])},
         kind={"detector": detections[0]["label"] if detections else None, "vlm": vlm_type(answers["vlm_type"], names),
               "vlm_grounded": vlm_type(answers["grounded_type"], names)},
-        box_iou=box_iou,
+        box_iou=box_iou, wordings=by_wording,
     )
 
 
@@ -161,23 +186,55 @@ def read_rows(path: Path) -> dict[str, dict]:
     return rows
 
 
-def questions_for(family, picture, detections: list[Detection]) -> list[str]:
-    """The four questions asked about one image (ASKED's order), grounded ones after the detector's findings."""
-    return [grounded_question(family, question, detections, picture.size) if grounded else question
-            for question, grounded in ASKED.values()]
+def questions_for(family, picture, detections: list[Detection]) -> dict[str, str]:
+    """The questions asked about one image, by answer key: ASKED's four (grounded ones after the detector's
+    findings), then every other held-out wording of presence and type."""
+    asked = {key: grounded_question(family, question, detections, picture.size) if grounded else question
+             for key, (question, grounded) in ASKED.items()}
+    return asked | {f"{kind}|{w.text}": w.text for kind, w in MORE_WORDINGS}
 
 
 def compare_batch(loaded, detector, pictures: list, settings, concurrency: int | None = None) -> tuple[list[list[Detection]], list[dict]]:
-    """The detector on all pictures in one pass, then every picture's four questions in one batch of the VLM
-    (medvlm.predict packs each picture's questions behind one prefix) -> (detections, answers) per picture."""
+    """The detector on all pictures in one pass, then every picture's questions in one batch of the VLM
+    (medvlm.predict packs each picture's questions behind one prefix) -> (detections, answers) per picture; each
+    answers dict also holds "p_yes": {key: the model's probability of yes} where it was measured."""
     from medvlm.data import Example
     from medvlm.predict import answer_examples
 
     detections = detector.predict_batch(pictures)
+    asked = [questions_for(loaded.family, picture, found) for picture, found in zip(pictures, detections)]
     examples = [Example(image_path=None, turns=((question, ""),), answer_type="CLOSED", inline_image=picture)
-                for picture, found in zip(pictures, detections) for question in questions_for(loaded.family, picture, found)]
-    said = answer_examples(loaded, examples, settings, batch_size=len(examples), concurrency=concurrency or len(examples))
-    return detections, [dict(zip(ASKED, said[4 * k : 4 * k + 4])) for k in range(len(pictures))]
+                for picture, questions in zip(pictures, asked) for question in questions.values()]
+    said = iter(answer_examples(loaded, examples, settings, batch_size=len(examples), concurrency=concurrency or len(examples)))
+    answers = []
+    for questions in asked:
+        row = {key: next(said) for key in questions}
+        answers.append({key: str(a) for key, a in row.items()} | {
+            "p_yes": {key: a.p_yes for key, a in row.items() if getattr(a, "p_yes", None) is not None}})
+    return detections, answers
+
+
+def not_brain_answers(loaded, folder: Path, settings, concurrency: int | None = None) -> dict:
+    """The brain-tumour wordings asked about each image of a folder that holds no brain MRI -> the count of images
+    and answers, and how many answers said a tumour is there (each should say no)."""
+    from medvlm.data import Example
+    from medvlm.images import load_image
+    from medvlm.predict import answer_examples
+
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".dcm")) if Path(folder).is_dir() else []
+    if not files:
+        raise UserFacingError(f"--other_images {folder}: no PNG, JPEG or DICOM images there.")
+    examples = [Example(image_path=None, turns=((w.text, ""),), answer_type="CLOSED", inline_image=load_image(path))
+                for path in files for w in NOT_BRAIN_WORDINGS]
+    said = answer_examples(loaded, examples, settings, batch_size=16, concurrency=concurrency or 8)
+    found = [presence_said(a) for a in said]
+    from medvlm.comparison import rate
+
+    per_wording = {w.text: rate(sum(found[k] is True for k in range(i, len(found), len(NOT_BRAIN_WORDINGS))), len(files))
+                   for i, w in enumerate(NOT_BRAIN_WORDINGS)}
+    return {"images": len(files), "answers": len(said), "said_tumour": rate(sum(f is True for f in found), len(said)),
+            "images_with_a_yes": sum(any(found[k * len(NOT_BRAIN_WORDINGS):(k + 1) * len(NOT_BRAIN_WORDINGS)]) for k in range(len(files))),
+            "per_wording": per_wording}
 
 
 def run_comparison(args: argparse.Namespace, loaded=None, detector=None, hold=nullcontext, store=None) -> dict:
@@ -202,7 +259,8 @@ def run_comparison(args: argparse.Namespace, loaded=None, detector=None, hold=nu
     run = Path(args.output_dir)
     run.mkdir(parents=True, exist_ok=True)
     config = {"data": str(Path(args.data).resolve()), "split": args.split, "model": spec.name, "adapter": spec.adapter,
-              "detector": str(Path(detector_weights).resolve()), "max_new_tokens": args.max_new_tokens}
+              "detector": str(Path(detector_weights).resolve()), "max_new_tokens": args.max_new_tokens,
+              "wordings": [PRESENCE_QUESTION, TYPE_QUESTION] + [w.text for _, w in MORE_WORDINGS]}
     saved = run / "config.json"
     if saved.is_file() and json.loads(saved.read_text()) != config:
         raise UserFacingError(f"{run} holds a comparison with other settings: pass another --output_dir.")
@@ -232,6 +290,12 @@ def run_comparison(args: argparse.Namespace, loaded=None, detector=None, hold=nu
     ordered = [rows[image.name] for image, _ in images]
     result = report([case_of(row, names) for row in ordered], names)
     result["settings"] = config
+    if getattr(args, "other_images", None):
+        if loaded is None:
+            loaded = models.load(spec, cli.device_of(args), args.quantize)
+        with hold():
+            result["not_brain"] = not_brain_answers(loaded, Path(args.other_images), GenerationSettings(
+                max_new_tokens=args.max_new_tokens, temperature=0.0), args.concurrency)
     (run / "report.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(result, run / "plot.png")
     if store is not None or args.db:
@@ -313,6 +377,18 @@ def format_report(result: dict) -> str:
     g = result["grounding"]
     lines.append(f"grounding the VLM on the detector: presence {g['presence']['to_right']} flips to right, {g['presence']['to_wrong']} to wrong; "
                  f"type {g['type']['to_right']} to right, {g['type']['to_wrong']} to wrong")
+    wording = result.get("wordings")
+    if wording:
+        lines.append(f"VLM per presence wording ({len(wording['presence'])}): worst balanced accuracy {wording['worst_presence']['balanced']:.1f} "
+                     f"({wording['worst_presence']['wording']!r}), mean {wording['mean_presence_balanced']:.1f}")
+        for text, entry in wording["presence"].items():
+            lines.append(f"  {text[:60]:60s} sensitivity {cell(entry['sensitivity']):>16s}  specificity {cell(entry['specificity']):>16s}")
+        worst_type = wording["worst_type"]
+        lines.append(f"VLM type per wording ({len(wording['type'])}): worst {cell(worst_type['accuracy'])} ({worst_type['wording']!r})")
+    if "not_brain" in result:
+        nb = result["not_brain"]
+        lines.append(f"not a brain MRI: the VLM said tumour in {cell(nb['said_tumour'])} % of {nb['answers']} answers "
+                     f"about {nb['images']} other images ({nb['images_with_a_yes']} images with a yes)")
     for label, sides in result["per_class"].items():
         lines.append(f"  {label:12s} n={sides['detector']['n']:<4d}" + "  ".join(
             f"{s}: presence {v['presence_accuracy']:.0f}" + (f", type {v['type_accuracy']:.0f}" if v["type_accuracy"] is not None else "")

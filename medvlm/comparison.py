@@ -22,6 +22,7 @@ class Case:
     presence: dict = field(default_factory=dict)  # side -> True / False / None (unclear)
     kind: dict = field(default_factory=dict)  # side -> class name or None (none named, or unclear)
     box_iou: float | None = None  # the detector's best box against the labelled one (one labelled box only)
+    wordings: dict = field(default_factory=dict)  # "presence"/"type" -> {wording: the plain VLM's finding in it}
 
 
 def vlm_type(answer: str, names: list[str]) -> str | None:
@@ -88,7 +89,7 @@ def report(cases: list[Case], names: list[str]) -> dict:
                    "presence_accuracy": rate(sum(c.presence.get(side) is (label is not None) for c in group), len(group))["value"],
                    "type_accuracy": rate(sum(c.kind.get(side) == label for c in group), len(group))["value"] if label else None}
             for side in SIDES}
-    return {
+    result = {
         "images": len(cases), "tumour_images": len(tumour), "classes": names,
         "presence": presence, "type": types,
         "detector_box_iou50": rate(sum(c.box_iou >= 0.5 for c in with_box), len(with_box)),
@@ -100,6 +101,34 @@ def report(cases: list[Case], names: list[str]) -> dict:
         "per_class": per_class,
         "wrong": wrong,
     }
+    by_wording = wording_report(cases)
+    if by_wording:
+        result["wordings"] = by_wording
+    return result
+
+
+def wording_report(cases: list[Case]) -> dict | None:
+    """The plain VLM per wording: presence sensitivity, specificity and their mean (balanced accuracy), type
+    accuracy; the worst wording of each. None when the cases hold one wording only."""
+    texts = {kind: list(dict.fromkeys(w for c in cases for w in c.wordings.get(kind, {}))) for kind in ("presence", "type")}
+    if len(texts["presence"]) < 2:
+        return None
+    tumour, free = [c for c in cases if c.label is not None], [c for c in cases if c.label is None]
+    presence = {}
+    for text in texts["presence"]:
+        sensitivity = rate(sum(c.wordings["presence"].get(text) is True for c in tumour), len(tumour))
+        specificity = rate(sum(c.wordings["presence"].get(text) is False for c in free), len(free))
+        parts = [v["value"] for v in (sensitivity, specificity) if v["value"] is not None]
+        presence[text] = {"sensitivity": sensitivity, "specificity": specificity,
+                          "balanced": round(sum(parts) / len(parts), 2) if parts else None}
+    kinds = {text: rate(sum(c.wordings["type"].get(text) == c.label for c in tumour), len(tumour)) for text in texts["type"]}
+    worst = min(presence, key=lambda t: presence[t]["balanced"] if presence[t]["balanced"] is not None else 101)
+    worst_type = min(kinds, key=lambda t: kinds[t]["value"] if kinds[t]["value"] is not None else 101) if kinds else None
+    balanced = [v["balanced"] for v in presence.values() if v["balanced"] is not None]
+    return {"presence": presence, "type": kinds,
+            "worst_presence": {"wording": worst, "balanced": presence[worst]["balanced"]},
+            "mean_presence_balanced": round(sum(balanced) / len(balanced), 2) if balanced else None,
+            "worst_type": {"wording": worst_type, "accuracy": kinds[worst_type]} if worst_type else None}
 
 
 SIDE_NAMES = {"detector": "detector", "vlm": "VLM", "vlm_grounded": "VLM + findings"}
@@ -117,4 +146,14 @@ def summary_rows(result: dict) -> list[dict]:
                 ("tumour accuracy %", lambda s: cell(result["presence"][s]["accuracy"])),
                 ("type accuracy %", lambda s: cell(result["type"][s])),
                 ("unclear presence", lambda s: str(result["presence"][s]["unclear"])))
-    return [{"measure": name} | {SIDE_NAMES[side]: get(side) for side in SIDES} for name, get in measures]
+    rows = [{"measure": name} | {SIDE_NAMES[side]: get(side) for side in SIDES} for name, get in measures]
+    wordings = result.get("wordings")
+    if wordings:  # the plain VLM's worst wording: a table that shows one wording only would hide it
+        worst = wordings["presence"][wordings["worst_presence"]["wording"]]
+        n = len(wordings["presence"])
+        rows += [{"measure": f"worst of {n} wordings: sensitivity %", "VLM": cell(worst["sensitivity"])},
+                 {"measure": f"worst of {n} wordings: specificity %", "VLM": cell(worst["specificity"])}]
+        if wordings.get("worst_type"):
+            rows.append({"measure": f"worst of {len(wordings['type'])} wordings: type %", "VLM": cell(wordings["worst_type"]["accuracy"])})
+        rows = [{"measure": r["measure"]} | {SIDE_NAMES[side]: r.get(SIDE_NAMES[side], "") for side in SIDES} for r in rows]
+    return rows

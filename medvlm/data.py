@@ -23,7 +23,8 @@ from medvlm.images import load_image
 
 VQA_FIELDS = {"image", "question", "answer"}
 CONVERSATION_FIELDS = {"image", "messages"}
-OPTIONAL_FIELDS = {"answer_type", "split", "id", "question_type", "image_organ", "phrase_type", "file_name", "source", "task"}
+OPTIONAL_FIELDS = {"answer_type", "split", "id", "question_type", "image_organ", "phrase_type", "file_name", "source", "task",
+                   "fact", "wording", "reversed"}
 METADATA_FILE = "metadata.jsonl"
 
 
@@ -38,6 +39,9 @@ class Example:
     id: str = ""
     inline_image: Image.Image | None = None
     task: str = ""  # what a label question asks (medvlm.labels: "tumor_presence", "organ", ...); "" for plain VQA
+    fact: str = ""  # label questions: the fact asked, the same for each of its wordings (medvlm.wordings)
+    wording: str = ""  # label questions: the wording's template
+    reversed: bool = False  # the wording asks the fact the other way round ("normal?"): its yes/no answer is flipped
 
     def image(self) -> Image.Image:
         return self.inline_image if self.inline_image is not None else load_image(self.image_path)
@@ -172,7 +176,8 @@ def _example(record, folder: Path, readable: dict) -> Example:
     turns = _conversation_turns(record["messages"]) if kind is CONVERSATION_FIELDS else ((_text(record, "question"), _text(record, "answer")),)
     answer_type = str(record.get("answer_type") or ("CLOSED" if turns[-1][1].lower() in ("yes", "no") else "OPEN")).upper()
     return Example(str(image_path), turns, answer_type, str(record.get("split", "train")), str(record.get("id", "")),
-                   task=str(record.get("task", "")))
+                   task=str(record.get("task", "")), fact=str(record.get("fact", "")), wording=str(record.get("wording", "")),
+                   reversed=record.get("reversed") is True)
 
 
 def _text(record: dict, field: str) -> str:

@@ -60,15 +60,18 @@ def run_evaluation(args: argparse.Namespace) -> dict:
         run = store.add_run(spec.name, args.data, args.split, spec.adapter, settings)
     images = DecodedImages()
     items = [store.add_item(args.data, e.question, e.answer, e.answer_type, image_ref=e.image_path or e.id,
-                            image_hash=images.fingerprint(e) if e.image_key is not None else None, task=e.task)
+                            image_hash=images.fingerprint(e) if e.image_key is not None else None, task=e.task,
+                            fact=e.fact, wording=e.wording, reversed=e.reversed)
              for e in examples]
     done = store.predicted_items(run)
     todo = [(item, e) for item, e in zip(items, examples) if item not in done]
     closed_items = [item for item, e in zip(items, examples) if e.answer_type.upper() == "CLOSED"]
     swapped_done = store.swapped_items(run)
     swapped_todo = [(item, e) for item, e in zip(closed_items, grounding.swap_images(examples)) if item not in swapped_done]
+    blind_done = store.blind_questions(run)
+    blind_todo = [(None, e) for e in grounding.without_images(examples) if e.question not in blind_done]
     print(f"run {run}: {len(examples)} questions, {len(examples) - len(todo)} already answered", file=sys.stderr)
-    if todo or swapped_todo:
+    if todo or swapped_todo or blind_todo:
         loaded = models.load(spec, cli.device_of(args), args.quantize)
         generation = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=0.0)
         tokenizer = loaded.tokenizer  # None for a served model: its server counts tokens
@@ -78,9 +81,11 @@ def run_evaluation(args: argparse.Namespace) -> dict:
         for desc, pending, save in (
             ("evaluate", todo, lambda item, e, answer, seconds: store.add_prediction(
                 run, item, answer, latency_s=round(seconds, 4),
-                tokens=len(tokenizer(answer, add_special_tokens=False).input_ids) if tokenizer else None)),
+                tokens=len(tokenizer(answer, add_special_tokens=False).input_ids) if tokenizer else None,
+                p_yes=getattr(answer, "p_yes", None))),
             ("swapped images", swapped_todo, lambda item, e, answer, seconds: store.add_swapped_prediction(
                 run, item, e.image_path or e.id, answer)),
+            ("no image", blind_todo, lambda item, e, answer, seconds: store.add_blind_prediction(run, e.question, answer)),
         ):
             with tqdm(total=len(pending), desc=desc, unit="q") as bar:
                 for start in range(0, len(pending), chunk_size):
@@ -93,19 +98,31 @@ def run_evaluation(args: argparse.Namespace) -> dict:
                         save(item, example, answer, per_question)
                     bar.update(len(chunk))
     records = run_records(store, run)
-    result = grounding.score(records) | {"run": run, "questions": sum(not r["swapped_image"] for r in records)}
+    result = grounding.score(records) | {"run": run, "questions": sum(not r["swapped_image"] and not r.get("no_image") for r in records)}
     store.close()
     return result
 
 
+ITEM_COLUMNS = "i.id, i.question, i.reference, i.answer_type, i.task, i.image_hash, i.fact, i.wording, i.reversed"
+
+
 def run_records(store: Store, run: int) -> list[dict]:
-    """The run's answers as medvlm.grounding records: own image, then swapped images."""
-    own = store.query("""SELECT p.answer, i.reference, i.answer_type, i.task FROM predictions p JOIN items i ON i.id = p.item_id
-                         WHERE p.run_id = ?""", [run])
-    swapped = store.query("""SELECT s.answer, i.reference, i.answer_type, i.task FROM swapped_predictions s
-                             JOIN items i ON i.id = s.item_id WHERE s.run_id = ?""", [run])
-    return [{"prediction": a, "answer": r or "", "answer_type": t, "task": task or "", "swapped_image": flag}
-            for flag, rows in ((False, own), (True, swapped)) for a, r, t, task in rows]
+    """The run's answers as medvlm.grounding records: own image, then swapped images, then no image."""
+    def records(rows, **flags):
+        return [{"id": item, "question": question, "answer": reference or "", "answer_type": answer_type, "task": task or "",
+                 "image": image, "prediction": answer, "swapped_image": False} | flags
+                | ({"fact": fact, "wording": wording, "reversed": bool(reversed)} if fact else {})
+                | ({"p_yes": p_yes} if p_yes is not None else {})
+                for item, question, reference, answer_type, task, image, fact, wording, reversed, answer, p_yes in rows]
+
+    own = store.query(f"""SELECT {ITEM_COLUMNS}, p.answer, p.p_yes FROM predictions p JOIN items i ON i.id = p.item_id
+                          WHERE p.run_id = ?""", [run])
+    swapped = store.query(f"""SELECT {ITEM_COLUMNS}, s.answer, NULL FROM swapped_predictions s JOIN items i ON i.id = s.item_id
+                              WHERE s.run_id = ?""", [run])
+    blind = store.query("SELECT question, answer FROM blind_predictions WHERE run_id = ?", [run])
+    return (records(own) + records(swapped, swapped_image=True)
+            + [{"question": q, "prediction": a, "answer": "", "answer_type": "CLOSED", "no_image": True, "swapped_image": False}
+               for q, a in blind])
 
 
 def main(argv=None) -> int:
@@ -115,13 +132,13 @@ def main(argv=None) -> int:
 
 def print_result(result: dict) -> None:
     tasks = result.pop("tasks", {})
+    calibration = result.pop("calibration", None)
     for key, value in result.items():
         print(f"{key:<26}{value}")
-    for task, scores in tasks.items():
-        shown = scores["closed_accuracy"] if scores["closed_n"] else scores["open_recall"]
-        kind = "closed accuracy" if scores["closed_n"] else "open recall"
-        balanced = f", yes/no balanced {scores['yes_no_balanced_accuracy']}" if scores["yes_no_balanced_accuracy"] is not None else ""
-        print(f"task {task:<21}{shown} ({kind}, n={scores['closed_n'] or scores['open_n']}{balanced})")
+    if calibration:
+        print(f"{'yes/no calibration':<26}ECE {calibration['ece']:.3f} over {calibration['n']} answers")
+    for line in grounding.task_lines(tasks):
+        print(line)
 
 
 if __name__ == "__main__":

@@ -19,30 +19,21 @@ from pathlib import Path
 
 import yaml
 
+from medvlm import wordings
 from medvlm.errors import UserFacingError
+from medvlm.wordings import Wording
 
 PREFIX = "labels:"
 TRAIN, HELDOUT = "train", "heldout"  # the splits a label source answers to; "val"/"test" mean held-out as well
 
-PRESENCE = ("Is there a tumor in this brain MRI?", "Does this MRI show a brain tumor?", "Is a tumor visible in this scan?",
-            "Can you see a tumor in this image?")
-TYPE = ("What type of tumor is this: pituitary, meningioma or glioma?", "Which kind of brain tumor does this MRI show?",
-        "What is the tumor type?")
-TYPE_YES_NO = ("Is there a {name} in this image?", "Does this MRI show a {name}?")
-SIDE = ("Is the tumor in the left or the right half of the image?", "On which side of the image is the tumor, left or right?")
-HEIGHT = ("Is the tumor in the upper or the lower half of the image?", "Is the tumor in the top or the bottom half of the image?")
-SIZE = ("How large is the tumor: small, medium or large?", "What is the size of the tumor: small, medium or large?")
-ORGAN = ("Which part of the body does this image show: head, chest or abdomen?", "What body region is imaged here?",
-         "Which region is this scan of?")
-ORGAN_YES_NO = ("Does this image show the {name}?", "Is this an image of the {name}?")
-DIAGNOSIS = ("What is the most likely diagnosis for this skin lesion?", "What does this dermoscopic image show?")
-DIAGNOSIS_YES_NO = ("Is this lesion {name}?", "Does this dermoscopic image show {name}?")
-
 TUMOR_NAMES = {"pituitary": "pituitary tumor", "meningioma": "meningioma", "glioma": "glioma"}
 ORGAN_NAMES = {"HEAD": "head", "CHEST": "chest", "ABD": "abdomen"}
+SIDE_NAMES, HEIGHT_NAMES = ("left", "right"), ("upper", "lower")
 CENTRE_MARGIN = 0.05  # a box centre this close to the midline has no side: no side/height question about it
 SIZE_BOUNDS = ((0.01, "small"), (0.025, "medium"))  # box area as a fraction of the image; about the train tertiles
-NEGATIVE_PRESENCE_SHARE = 0.3  # tumour images asked "is there a tumour?" in training: balances the few tumour-free ones
+# Generated blank and near-blank images: a brain-tumour question about them is answered "no". Training and held-out
+# blanks are drawn with different seeds and levels (medvlm.labels.blank_image).
+BLANKS = {TRAIN: 48, HELDOUT: 12}
 
 
 def is_label_source(source: str) -> bool:
@@ -54,17 +45,51 @@ def stable_fraction(*parts: str) -> float:
     return int(digest[:8], 16) / 0xFFFFFFFF
 
 
-def _pick(options, heldout: bool, *key: str) -> str:
-    return options[0] if heldout else options[int(stable_fraction(*key) * len(options)) % len(options)]
+def _pick(options, *key: str):
+    return options[int(stable_fraction(*key) * len(options)) % len(options)]
 
 
 def _other(names: list[str], true: str, *key: str) -> str:
     others = [n for n in names if n != true]
-    return others[int(stable_fraction(*key, "other") * len(others)) % len(others)]
+    return _pick(others, *key, "other")
 
 
-def record(image: Path, question: str, answer: str, task: str, split: str, answer_type: str = "CLOSED") -> dict:
-    return {"image": str(image), "question": question, "answer": answer, "answer_type": answer_type, "task": task, "split": split}
+def record(image: Path, question: str, answer: str, task: str, split: str, answer_type: str = "CLOSED",
+           fact: str = "", wording: str = "", reversed: bool = False) -> dict:
+    """fact: what the question asks about its image, the same for every wording of it (consistency is scored per
+    image and fact); wording: the wording's template (its text before a name is filled in)."""
+    out = {"image": str(image), "question": question, "answer": answer, "answer_type": answer_type, "task": task, "split": split}
+    if fact:
+        out |= {"fact": fact, "wording": wording or question, "reversed": reversed}
+    return out
+
+
+class Asker:
+    """Label questions about one image: in training, `count` wordings drawn per fact from the training set (case and
+    punctuation varied); held out, every held-out wording of the fact. Yes/no answers flip for reversed wordings."""
+
+    def __init__(self, image: Path, split: str):
+        self.image, self.split, self.out = image, split, []
+        self.heldout = split == HELDOUT
+
+    def chosen(self, task: str, count: int = 1, reversed: bool | None = None, naming: str | None = None, salt: str = "") -> tuple[Wording, ...]:
+        if self.heldout:
+            return wordings.wordings(task, wordings.HELDOUT, reversed, naming)
+        pool = wordings.wordings(task, wordings.TRAIN, reversed, naming)
+        start = int(stable_fraction(self.image.name, task, salt, str(reversed)) * len(pool))
+        step = max(1, len(pool) // max(count, 1) - 1)  # spread over the pool, not neighbours
+        return tuple(pool[(start + k * step) % len(pool)] for k in range(min(count, len(pool))))
+
+    def ask(self, task: str, answer: str, answer_type: str = "CLOSED", name: str = "", fact: str = "", **choose) -> None:
+        """Ask the fact in the chosen wordings; for a yes/no fact `answer` is the answer to its plain (not
+        reversed) wording. name fills {name} in the wording; the fact is task[:name]."""
+        for wording in self.chosen(task, salt=name, **choose):
+            question = wording.text.replace("{name}", name)
+            if not self.heldout:
+                question = wordings.training_variant(question, stable_fraction(self.image.name, question, "variant"))
+            given = {"yes": "no", "no": "yes"}[answer] if wording.reversed else answer
+            self.out.append(record(self.image, question, given, task, self.split, answer_type,
+                                   fact=fact or (f"{task}:{name}" if name else task), wording=wording.text, reversed=wording.reversed))
 
 
 def load_records(source: str, split: str | None) -> list[dict]:
@@ -84,6 +109,8 @@ def load_records(source: str, split: str | None) -> list[dict]:
             records = diagnosis_records(path)
         else:
             raise UserFacingError(f"{path}: no labels medvlm knows (image_organ for VQA-RAD, dx for ISIC).")
+    for number, r in enumerate(records):  # pairs each question with its swapped-image answer
+        r["id"] = f"{path.name}:{number}"
     return [r for r in records if wanted is None or r["split"] == wanted]
 
 
@@ -141,7 +168,50 @@ def brain_tumor_records(data_yaml: Path) -> list[dict]:
     for key, split in (("train", TRAIN), ("val", HELDOUT)):
         for image, boxes in found[key]:
             records += tumor_questions(image, boxes, names, split)
+        for number in range(BLANKS[split]):
+            records += not_brain_questions(blank_image(split, number), split, any_wording=True)
     return records
+
+
+def blank_image(split: str, number: int) -> Path:
+    """A generated blank or near-blank image (flat grey levels, noise, gradients, an empty disc), written once to
+    the cache; training and held-out blanks never share a level or a seed."""
+    import numpy as np
+    from PIL import Image
+
+    from medvlm.settings import cache_dir
+
+    path = cache_dir() / "blanks" / f"{split}-{number}.png"
+    if path.is_file():
+        return path
+    rng = np.random.default_rng([number, 0 if split == TRAIN else 1])
+    level = rng.uniform(0, 255)
+    y, x = np.mgrid[0:256, 0:256] / 255.0
+    kind = number % 4
+    if kind == 0:
+        pixels = np.full((256, 256), level)
+    elif kind == 1:
+        pixels = level + rng.normal(0, rng.uniform(2, 40), (256, 256))
+    elif kind == 2:
+        pixels = level * (x if number % 8 < 4 else y) + rng.uniform(0, 60)
+    else:
+        disc = (x - 0.5) ** 2 + (y - 0.5) ** 2 < rng.uniform(0.08, 0.2)
+        pixels = np.where(disc, level, rng.uniform(0, 30))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.clip(pixels, 0, 255).astype("uint8")).convert("RGB").save(path)
+    return path
+
+
+def not_brain_questions(image: Path, split: str, any_wording: bool = False) -> list[dict]:
+    """Brain-tumour questions about an image that is no brain MRI (a chest film, an abdominal CT, a skin photo, a
+    blank): the answer is "no". Other images are asked the wordings that name the brain ("is there a brain tumour?"),
+    since "is there a mass?" may well be true of a chest film; a blank is asked every plain wording."""
+    asker = Asker(image, split)
+    asker.ask("tumor_presence", "no", fact="tumor_presence", reversed=False, naming=None if any_wording else "brain",
+              count=3 if any_wording else 2)
+    for r in asker.out:
+        r["task"] = "tumor_presence_not_brain"
+    return asker.out
 
 
 def _yolo_boxes(label: Path) -> list[tuple[int, float, float, float, float]]:
@@ -162,35 +232,52 @@ def _yolo_boxes(label: Path) -> list[tuple[int, float, float, float, float]]:
 
 
 def tumor_questions(image: Path, boxes: list, names: list[str], split: str) -> list[dict]:
-    """Questions about one slice. More than one box (not in the shared set) keeps presence only: type, side and size
-    would need to say which tumour."""
-    heldout, key = split == HELDOUT, image.name
-    out = []
-    ask = lambda question, answer, task, answer_type="CLOSED": out.append(record(image, question, answer, task, split, answer_type))  # noqa: E731
+    """Questions about one slice, in training wordings (a few per fact, drawn per image) or in every held-out wording.
+    More than one box (not in the shared set) keeps presence only: type, side and size would need to say which
+    tumour. Tumour-free slices are few (60 of 810 in train): they are asked more presence questions, in both
+    polarities, so that neither the answer word nor the wording's polarity predicts the answer."""
+    key, asker = image.name, Asker(image, split)
     kinds = [TUMOR_NAMES.get(n, n) for n in names]
+    modalities = list(wordings.MODALITY_NAMES.values())
     if not boxes:
-        # Tumour-free slices are few (60 of 810 in train): every presence phrasing, to balance the yes answers.
-        for question in (PRESENCE[:1] if heldout else PRESENCE):
-            ask(question, "no", "tumor_presence")
-        ask(_pick(TYPE_YES_NO, heldout, key, "type").format(name=_other(kinds, "", key)), "no", "tumor_type_yes_no")
-        return out
-    if heldout or stable_fraction(key, "presence") < NEGATIVE_PRESENCE_SHARE:
-        ask(_pick(PRESENCE, heldout, key, "presence"), "yes", "tumor_presence")
+        asker.ask("tumor_presence", "no", reversed=False, count=4)
+        asker.ask("tumor_presence", "no", reversed=True, count=3)
+        asker.ask("tumor_type_yes_no", "no", name=_other(kinds, "", key))
+        if asker.heldout:
+            asker.ask("modality_yes_no", "yes", name=modalities[0])
+        return asker.out
+    if asker.heldout:
+        asker.ask("tumor_presence", "yes")
+    else:  # one presence question per tumour slice, its polarity a coin flip
+        asker.ask("tumor_presence", "yes", reversed=stable_fraction(key, "polarity") < 0.5)
     if len(boxes) > 1:
-        return out
+        return asker.out
     cls, xc, yc, w, h = boxes[0]  # a class within names: yolo_images checked it
     kind = kinds[cls]
-    ask(_pick(TYPE, heldout, key, "type"), kind, "tumor_type")
-    phrasing = _pick(TYPE_YES_NO, heldout, key, "type")
-    ask(phrasing.format(name=kind), "yes", "tumor_type_yes_no")
-    ask(phrasing.format(name=_other(kinds, kind, key)), "no", "tumor_type_yes_no")
-    if abs(xc - 0.5) > CENTRE_MARGIN:
-        ask(_pick(SIDE, heldout, key, "side"), "left" if xc < 0.5 else "right", "tumor_side")
-    if abs(yc - 0.5) > CENTRE_MARGIN:
-        ask(_pick(HEIGHT, heldout, key, "height"), "upper" if yc < 0.5 else "lower", "tumor_height")
+    asker.ask("tumor_type", kind)
+    asker.ask("tumor_type_yes_no", "yes", name=kind)
+    asker.ask("tumor_type_yes_no", "no", name=_other(kinds, kind, key))
+    for task, centre, sides in (("tumor_side", xc, SIDE_NAMES), ("tumor_height", yc, HEIGHT_NAMES)):
+        if abs(centre - 0.5) <= CENTRE_MARGIN:
+            continue
+        true = sides[0] if centre < 0.5 else sides[1]
+        if asker.heldout or stable_fraction(key, task) < 0.5:
+            asker.ask(task, true)
+        if asker.heldout or stable_fraction(key, task) >= 0.5:  # ProbMed-style: the true side and the wrong one
+            asked = true if asker.heldout or stable_fraction(key, task, "yes") < 0.5 else _other(list(sides), true, key)
+            asker.ask(f"{task}_yes_no", "yes" if asked == true else "no", name=asked)
+            if asker.heldout:
+                asker.ask(f"{task}_yes_no", "no", name=_other(list(sides), true, key))
     size = next((name for bound, name in SIZE_BOUNDS if w * h < bound), "large")
-    ask(_pick(SIZE, heldout, key, "size"), size, "tumor_size")
-    return out
+    asker.ask("tumor_size", size)
+    # ProbMed-style: the right modality or a wrong one (all of the set is MRI)
+    if asker.heldout:
+        asker.ask("modality_yes_no", "yes", name=modalities[0])
+        asker.ask("modality_yes_no", "no", name=_other(modalities, modalities[0], key))
+    else:
+        asked = modalities[0] if stable_fraction(key, "modality") < 0.5 else _other(modalities, modalities[0], key)
+        asker.ask("modality_yes_no", "yes" if asked == modalities[0] else "no", name=asked)
+    return asker.out
 
 
 # --- VQA-RAD organ ---------------------------------------------------------------------------------------------------
@@ -210,11 +297,13 @@ def organ_records(jsonl: Path) -> list[dict]:
         if organ[image] not in ORGAN_NAMES:
             continue
         split = HELDOUT if image in test_images else TRAIN
-        heldout, key, name = split == HELDOUT, image.name, ORGAN_NAMES[organ[image]]
-        records.append(record(image, _pick(ORGAN, heldout, key, "organ"), name, "organ", split))
-        phrasing = _pick(ORGAN_YES_NO, heldout, key, "organ")
-        records.append(record(image, phrasing.format(name=name), "yes", "organ_yes_no", split))
-        records.append(record(image, phrasing.format(name=_other(names, name, key)), "no", "organ_yes_no", split))
+        asker, name = Asker(image, split), ORGAN_NAMES[organ[image]]
+        asker.ask("organ", name)
+        asker.ask("organ_yes_no", "yes", name=name)
+        asker.ask("organ_yes_no", "no", name=_other(names, name, image.name))
+        records += asker.out
+        if organ[image] != "HEAD":  # a head image may show a brain tumour: VQA-RAD does not say
+            records += not_brain_questions(image, split)
     return records
 
 
@@ -234,11 +323,11 @@ def diagnosis_records(jsonl: Path) -> list[dict]:
         image = (jsonl.parent / row["image"]).resolve()
         group = str(row.get("lesion_id") or row.get("image_id") or row["image"])
         split = HELDOUT if stable_fraction(group) < HELDOUT_LESIONS else TRAIN
-        heldout, key = split == HELDOUT, image.name
-        records.append(record(image, _pick(DIAGNOSIS, heldout, key, "dx"), name, "lesion_diagnosis", split, "OPEN"))
-        phrasing = _pick(DIAGNOSIS_YES_NO, heldout, key, "dx")
-        records.append(record(image, phrasing.format(name=name), "yes", "lesion_yes_no", split))
-        records.append(record(image, phrasing.format(name=_other(names, name, key)), "no", "lesion_yes_no", split))
+        asker = Asker(image, split)
+        asker.ask("lesion_diagnosis", name, "OPEN")
+        asker.ask("lesion_yes_no", "yes", name=name)
+        asker.ask("lesion_yes_no", "no", name=_other(names, name, image.name))
+        records += asker.out + not_brain_questions(image, split)
     return records
 
 

@@ -13,6 +13,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from medvlm import packing
+from medvlm.answers import Answer, yes_probability
 from medvlm.chat import GenerationSettings, final_answer, generate_kwargs, visible_prefix
 from medvlm.data import Example
 from medvlm.images import fingerprint
@@ -56,10 +57,10 @@ def answer_examples(
     images: DecodedImages | None = None,
     share_prefix: bool = True,
     concurrency: int = REMOTE_CONCURRENCY,
-) -> list[str]:
+) -> list[Answer]:
     """Each example's last question about its image (None: text only), asked as the family asks it (with the
-    short-answer instruction unless short_answer=False) -> its answers, in order. A served model (medvlm.remote)
-    is sent `concurrency` questions at once, for its server to batch."""
+    short-answer instruction unless short_answer=False) -> its answers, in order, each with its p_yes. A served
+    model (medvlm.remote) is sent `concurrency` questions at once, for its server to batch."""
     images = images or DecodedImages()
     items = [(images(e) if e.image_key is not None else None, loaded.family.ask(e.question, short_answer)) for e in examples]
     if isinstance(loaded, RemoteModel):
@@ -74,8 +75,9 @@ def answer_batch(
     batch_size: int = 8,
     on_batch: Callable[[int], None] | None = None,
     share_prefix: bool = True,
-) -> list[str]:
-    """Greedy (or sampled) answers for [(image or None, prompt text)], in order, about batch_size questions at a time.
+) -> list[Answer]:
+    """Greedy (or sampled) answers for [(image or None, prompt text)], in order, about batch_size questions at a time,
+    each with its p_yes (greedy only: under sampling the first token's distribution is not the model's own).
 
     share_prefix=False forces plain model.generate on left-padded batches (batch_size=1: one question at a time).
     """
@@ -87,16 +89,17 @@ def answer_batch(
         chunk = items[start : start + batch_size]
         inputs = loaded.family.encode_batch(loaded.processor, [([(question, None)], image) for image, question in chunk])
         with torch.inference_mode():
-            output = loaded.model.generate(**generate_kwargs(loaded, inputs, settings))
-        new_tokens = output[:, inputs["input_ids"].shape[1]:]  # left padding: every row's answer starts here
-        for text in loaded.tokenizer.batch_decode(new_tokens, skip_special_tokens=True):
-            answers.append(final_answer(text, loaded.family.stop_strings))
+            output = loaded.model.generate(**generate_kwargs(loaded, inputs, settings), return_dict_in_generate=True, output_logits=True)
+        new_tokens = output.sequences[:, inputs["input_ids"].shape[1]:]  # left padding: every row's answer starts here
+        for row, text in enumerate(loaded.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
+            p_yes = yes_probability(output.logits[0][row], loaded.tokenizer) if settings.temperature == 0 else None
+            answers.append(Answer(final_answer(text, loaded.family.stop_strings), p_yes))
         if on_batch:
             on_batch(len(chunk))
     return answers
 
 
-def _answer_packed(loaded: LoadedModel, items: list[tuple], max_new_tokens: int, batch_size: int, on_batch) -> list[str]:
+def _answer_packed(loaded: LoadedModel, items: list[tuple], max_new_tokens: int, batch_size: int, on_batch) -> list[Answer]:
     rows = packing.rows_by_image([fingerprint(image) for image, _ in items], PACK_SIZE)
     # Rows of a batch are padded to its widest (branches) and longest (tokens) row: rows of alike width batch together.
     rows.sort(key=len, reverse=True)
@@ -105,9 +108,9 @@ def _answer_packed(loaded: LoadedModel, items: list[tuple], max_new_tokens: int,
     for k, row in enumerate(rows):
         batch.append(row)
         if sum(map(len, batch)) >= batch_size or k == len(rows) - 1:
-            texts = _greedy_rows(loaded, [[items[i] for i in row] for row in batch], max_new_tokens)
-            for index, text in zip([i for row in batch for i in row], texts):
-                answers[index] = final_answer(text, loaded.family.stop_strings)
+            texts, p_yes = _greedy_rows(loaded, [[items[i] for i in row] for row in batch], max_new_tokens)
+            for index, text, p in zip([i for row in batch for i in row], texts, p_yes):
+                answers[index] = Answer(final_answer(text, loaded.family.stop_strings), p)
             if on_batch:
                 on_batch(sum(map(len, batch)))
             batch = []
@@ -115,9 +118,9 @@ def _answer_packed(loaded: LoadedModel, items: list[tuple], max_new_tokens: int,
 
 
 @torch.inference_mode()
-def _greedy_rows(loaded: LoadedModel, rows: list[list[tuple]], max_new_tokens: int) -> list[str]:
-    """Greedy answers for rows of questions that share an image, decoded together: each step feeds one token per
-    question, which sees its row's prefix, its own prompt and its own answer so far."""
+def _greedy_rows(loaded: LoadedModel, rows: list[list[tuple]], max_new_tokens: int) -> tuple[list[str], list[float | None]]:
+    """Greedy answers for rows of questions that share an image, decoded together, and each one's p_yes: each step
+    feeds one token per question, which sees its row's prefix, its own prompt and its own answer so far."""
     family, processor, model = loaded.family, loaded.processor, loaded.model
     eos = torch.tensor(family.eos_token_ids(processor.tokenizer))
     pad_id = family.generate_kwargs(processor)["pad_token_id"]
@@ -165,6 +168,7 @@ def _greedy_rows(loaded: LoadedModel, rows: list[list[tuple]], max_new_tokens: i
         order += (offset + ends[r, : len(row)].argsort().argsort()).tolist()
         offset += len(row)
     logits[exists] = out.logits.float().cpu()[order]
+    p_yes = [yes_probability(logits[r, k], processor.tokenizer) for r, row in enumerate(rows) for k in range(len(row))]
 
     cache, next_position = out.past_key_values, positions.gather(1, ends) + 1
     alive, generated = exists.clone(), [[[] for _ in row] for row in rows]
@@ -190,7 +194,7 @@ def _greedy_rows(loaded: LoadedModel, rows: list[list[tuple]], max_new_tokens: i
         out = model(input_ids=tokens.masked_fill(~alive, pad_id).to(loaded.device), attention_mask=visible[:, None].to(loaded.device),
                     position_ids=next_position.to(loaded.device), past_key_values=cache, use_cache=True)
         cache, logits, next_position = out.past_key_values, out.logits.float().cpu(), next_position + 1
-    return processor.tokenizer.batch_decode([g for row in generated for g in row], skip_special_tokens=True)
+    return processor.tokenizer.batch_decode([g for row in generated for g in row], skip_special_tokens=True), p_yes
 
 
 # --- several conversations decoded together, each answer streamed (medvlm.serve) ------------------------------------

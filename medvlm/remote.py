@@ -22,6 +22,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 import httpx
 from PIL import Image
 
+from medvlm.answers import Answer, p_yes_from_logprobs
 from medvlm.errors import UserFacingError
 from medvlm.models.families import Family, Turn
 from medvlm.settings import REMOTE_CONNECT_TIMEOUT_S, REMOTE_RETRIES, REMOTE_TIMEOUT_S
@@ -235,14 +236,17 @@ class RemoteModel:
             raise UserFacingError(f"{self.where} broke off the answer after {len(text)} characters (the stream ended early).")
         yield text.strip()
 
-    def complete(self, turns: list[Turn], image, settings) -> str:
-        """The whole answer in one response (no streaming)."""
-        response = self._send("POST", "/chat/completions", json=self.request_body(turns, image, settings, False))
+    def complete(self, turns: list[Turn], image, settings) -> Answer:
+        """The whole answer in one response (no streaming), with its p_yes when the server returns logprobs (OpenAI's
+        `logprobs`/`top_logprobs`, which vLLM and others honour and the rest ignore)."""
+        body = self.request_body(turns, image, settings, False) | {"logprobs": True, "top_logprobs": 5}
+        response = self._send("POST", "/chat/completions", json=body)
         try:
-            message = response.json()["choices"][0]["message"]
+            choice = response.json()["choices"][0]
+            message = choice["message"]
         except (ValueError, KeyError, IndexError, TypeError):
             raise UserFacingError(f"{self.where} sent an answer that is not OpenAI's chat format.") from None
-        return (message.get("content") or "").strip()
+        return Answer((message.get("content") or "").strip(), p_yes_from_logprobs(choice.get("logprobs")))
 
     def answer_many(self, items: list[tuple], settings, concurrency: int = 8,
                     on_done: Callable[[int], None] | None = None) -> list[str]:

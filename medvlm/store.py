@@ -95,8 +95,21 @@ def _schema_6(db: sqlite_utils.Database) -> None:
                 pass  # the statement alone is undone; the migration goes on
 
 
+# 7: label questions' fact, wording template and polarity (medvlm.wordings: consistency across wordings), the
+# model's probability of "yes" per answer (calibration), and each run's closed questions asked with no image.
+_SCHEMA_7 = """
+ALTER TABLE items ADD COLUMN fact TEXT;
+ALTER TABLE items ADD COLUMN wording TEXT;
+ALTER TABLE items ADD COLUMN reversed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE predictions ADD COLUMN p_yes REAL;
+CREATE TABLE blind_predictions (
+    id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id), question TEXT NOT NULL, answer TEXT NOT NULL,
+    created TEXT NOT NULL, UNIQUE (run_id, question)
+);
+"""
+
 # Append, never edit: MIGRATIONS[k] takes version k to k + 1 (SQL statements, or a function of the open database).
-MIGRATIONS = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _SCHEMA_5, _schema_6]
+MIGRATIONS = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _SCHEMA_5, _schema_6, _SCHEMA_7]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -219,10 +232,12 @@ class Store:
         return rows[0][0] if rows else None
 
     def add_item(self, dataset: str, question: str, reference: str | None, answer_type: str,
-                 image_ref: str | None = None, image_hash: str | None = None, task: str | None = None) -> int:
+                 image_ref: str | None = None, image_hash: str | None = None, task: str | None = None,
+                 fact: str | None = None, wording: str | None = None, reversed: bool = False) -> int:
         """The item's id, adding it unless the same (dataset, image, question, reference) is already stored."""
         row = {"dataset": dataset, "image_ref": image_ref, "image_hash": image_hash, "question": question,
-               "reference": reference, "answer_type": answer_type.upper(), "task": task or None}
+               "reference": reference, "answer_type": answer_type.upper(), "task": task or None, "fact": fact or None,
+               "wording": wording or None, "reversed": int(bool(reversed))}
         with self.write() as db:
             found = db.execute(
                 "SELECT id FROM items WHERE dataset = ? AND image_hash IS ? AND question = ? AND reference IS ?",
@@ -233,13 +248,15 @@ class Store:
             return insert(db, "items", row)
 
     def add_prediction(self, run_id: int, item_id: int, answer: str, latency_s: float | None = None,
-                       tokens: int | None = None, boxes: list[dict] | None = None) -> int:
+                       tokens: int | None = None, boxes: list[dict] | None = None, p_yes: float | None = None) -> int:
         """The prediction's id; a second answer for the same run and item keeps the first (resumed runs). `boxes`:
-        the detector's findings on the image, drawn for the physician who grades this answer."""
+        the detector's findings on the image, drawn for the physician who grades this answer; p_yes: the model's
+        probability of "yes" against "no" at the answer's first token."""
         with self.write() as db:
             db.execute(
-                "INSERT OR IGNORE INTO predictions (run_id, item_id, answer, latency_s, tokens, created, boxes) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [run_id, item_id, answer, latency_s, tokens, now(), None if boxes is None else json.dumps(boxes)],
+                "INSERT OR IGNORE INTO predictions (run_id, item_id, answer, latency_s, tokens, created, boxes, p_yes) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [run_id, item_id, str(answer), latency_s, tokens, now(), None if boxes is None else json.dumps(boxes), p_yes],
             )
             return db.execute("SELECT id FROM predictions WHERE run_id = ? AND item_id = ?", [run_id, item_id]).fetchone()[0]
 
@@ -250,10 +267,19 @@ class Store:
         """The run's answer to a closed item's question asked about another image (image_ref); the first one stays."""
         with self.write() as db:
             db.execute("INSERT OR IGNORE INTO swapped_predictions (run_id, item_id, image_ref, answer, created) VALUES (?, ?, ?, ?, ?)",
-                       [run_id, item_id, image_ref, answer, now()])
+                       [run_id, item_id, image_ref, str(answer), now()])
 
     def swapped_items(self, run_id: int) -> set[int]:
         return {row[0] for row in self.query("SELECT item_id FROM swapped_predictions WHERE run_id = ?", [run_id])}
+
+    def add_blind_prediction(self, run_id: int, question: str, answer: str) -> None:
+        """The run's answer to a closed question asked with no image (once per question text); the first one stays."""
+        with self.write() as db:
+            db.execute("INSERT OR IGNORE INTO blind_predictions (run_id, question, answer, created) VALUES (?, ?, ?, ?)",
+                       [run_id, question, str(answer), now()])
+
+    def blind_questions(self, run_id: int) -> set[str]:
+        return {row[0] for row in self.query("SELECT question FROM blind_predictions WHERE run_id = ?", [run_id])}
 
     def add_comparison(self, model: str, adapter: str | None, detector: str, dataset: str, split: str | None,
                        report: dict, plot: bytes | None) -> int:

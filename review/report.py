@@ -20,7 +20,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from medvlm import cli, metrics
+from medvlm import cli, grounding, metrics
 from medvlm.errors import UserFacingError
 from medvlm.stats import cohen_kappa, fleiss_kappa, kappa_with_interval, wilson_interval
 from medvlm.store import Store
@@ -55,22 +55,24 @@ def image_reliance(store: Store) -> dict[int, dict]:
 
 
 def task_rows(store: Store) -> list[dict]:
-    """One row per run and label task: strict accuracy (closed) or recall (open), and the balanced yes/no accuracy."""
-    rows = store.query("""SELECT p.run_id, r.model, r.adapter, i.task, p.answer, i.reference, i.answer_type FROM predictions p
-                          JOIN items i ON i.id = p.item_id JOIN runs r ON r.id = p.run_id WHERE i.task IS NOT NULL
-                          ORDER BY p.run_id, i.task""")
-    groups = defaultdict(list)
-    for run, model, adapter, task, answer, reference, answer_type in rows:
-        groups[(run, model + (f" + {Path(adapter).name}" if adapter else ""), task)].append(
-            {"prediction": answer, "answer": reference or "", "answer_type": answer_type})
+    """One row per run and label task: strict accuracy (closed) or recall (open), the balanced yes/no accuracy, and
+    where the task was asked in several wordings the worst and mean wording, the wording consistency and the shares
+    of ideal and dangerous answers (medvlm.grounding)."""
+    from medvlm.evaluate import run_records
+
+    runs = store.query("""SELECT DISTINCT p.run_id, r.model, r.adapter FROM predictions p JOIN items i ON i.id = p.item_id
+                          JOIN runs r ON r.id = p.run_id WHERE i.task IS NOT NULL ORDER BY p.run_id""")
     out = []
-    for (run, model, task), records in groups.items():
-        s = metrics.score(records)
-        closed = bool(s["closed_n"])
-        out.append({"run": run, "model": model, "task": task, "questions": s["closed_n"] + s["open_n"],
-                    "score": s["closed_accuracy"] if closed else s["open_recall"],
-                    "measure": "closed accuracy" if closed else "open recall",
-                    "yes_no_balanced": s["yes_no_balanced_accuracy"]})
+    for run, model, adapter in runs:
+        scores = grounding.score(run_records(store, run))
+        for task, s in scores.get("tasks", {}).items():
+            closed, wordings, kinds = bool(s["closed_n"]), s.get("wordings") or {}, s.get("kinds") or {}
+            out.append({"run": run, "model": model + (f" + {Path(adapter).name}" if adapter else ""), "task": task,
+                        "questions": s["closed_n"] + s["open_n"], "score": s["closed_accuracy"] if closed else s["open_recall"],
+                        "measure": "closed accuracy" if closed else "open recall", "yes_no_balanced": s["yes_no_balanced_accuracy"],
+                        "wordings": len(wordings.get("per_wording", {})) or None, "worst_wording": wordings.get("worst"),
+                        "mean_wording": wordings.get("mean"), "consistency": (wordings.get("consistency") or {}).get("share"),
+                        "ideal": kinds.get("ideal"), "dangerous": kinds.get("dangerous")})
     return out
 
 
@@ -257,8 +259,13 @@ def format_rows(rows: list[dict]) -> str:
 
 
 def format_tasks(rows: list[dict]) -> str:
-    table = [["run", "model", "task", "n", "score", "measure", "yes/no balanced"]] + [
-        [str(r["run"]), r["model"], r["task"], str(r["questions"]), str(r["score"]), r["measure"], str(r["yes_no_balanced"] or "-")]
+    def show(value):
+        return "-" if value is None else str(value)
+
+    table = [["run", "model", "task", "n", "score", "measure", "yes/no balanced", "wordings", "worst", "mean", "consistent %",
+              "ideal %", "dangerous %"]] + [
+        [str(r["run"]), r["model"], r["task"], str(r["questions"]), str(r["score"]), r["measure"]]
+        + [show(r[k]) for k in ("yes_no_balanced", "wordings", "worst_wording", "mean_wording", "consistency", "ideal", "dangerous")]
         for r in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in table)

@@ -1,14 +1,14 @@
 """VLM versus detector over a labelled set: the report's arithmetic on hand-made cases (figures computed by hand),
 the VLM answer reader on hand-written answers, and `python -m medvlm.compare` on four shared val images with the real
-models: report, plot, resume, review runs, bad arguments."""
+models: report, plot, resume, review runs, every held-out wording, images that are no brain MRI, bad arguments."""
 import json
 import shutil
 
 import pytest
 from conftest import SHARED_DATA
 
-from medvlm.compare import main, vlm_finds_tumour
-from medvlm.comparison import Case, iou, report, vlm_type
+from medvlm.compare import NOT_BRAIN_WORDINGS, PRESENCE_WORDINGS, TYPE_WORDINGS, main, presence_said, vlm_finds_tumour
+from medvlm.comparison import Case, iou, report, summary_rows, vlm_type, wording_report
 from medvlm.store import Store
 
 NAMES = ["pituitary", "meningioma", "glioma"]
@@ -95,6 +95,17 @@ def test_cli_compares_resumes_and_stores_review_runs(four_val_images, tmp_path, 
     assert (run / "plot.png").stat().st_size > 10_000
     rows = (run / "answers.jsonl").read_text().splitlines()
     assert len(rows) == 4 and {json.loads(r)["label"] for r in rows} == {None, "pituitary", "glioma"}
+    # Every held-out wording of presence and type is asked, and the report gives each one and the worst.
+    wordings = result["wordings"]
+    assert list(wordings["presence"]) == [w.text for w in PRESENCE_WORDINGS] and list(wordings["type"]) == [w.text for w in TYPE_WORDINGS]
+    for entry in wordings["presence"].values():
+        assert entry["sensitivity"]["n"] == 2 and entry["specificity"]["n"] == 2
+    worst = wordings["worst_presence"]
+    assert worst["balanced"] == min(e["balanced"] for e in wordings["presence"].values())
+    assert f"VLM per presence wording ({len(PRESENCE_WORDINGS)}): worst balanced accuracy" in out.out
+    assert any(row["measure"].startswith(f"worst of {len(PRESENCE_WORDINGS)} wordings") for row in summary_rows(result))
+    answers = json.loads(rows[0])["answers"]
+    assert set(answers["p_yes"]) >= {"vlm_presence"} and 0 <= answers["p_yes"]["vlm_presence"] <= 1
 
     assert main(args) == 0  # resumed: nothing asked again
     assert "4 images, 4 already compared" in capsys.readouterr().err
@@ -128,6 +139,39 @@ def test_cli_compares_resumes_and_stores_review_runs(four_val_images, tmp_path, 
 
     assert main(args + ["--max_new_tokens", "8"]) == 2  # the same folder with other settings
     assert "other settings" in capsys.readouterr().err
+
+
+def test_reversed_wordings_are_read_the_other_way_round_and_the_per_wording_report():
+    assert presence_said("yes", reversed=True) is False and presence_said("no", reversed=True) is True
+    assert presence_said("no, there is a glioma", reversed=True) is True  # a named finding is what it says
+    normal = next(w.text for w in PRESENCE_WORDINGS if w.reversed)
+    cases = [Case("t1", "glioma", wordings={"presence": {"tumour?": True, normal: True}, "type": {"type?": "glioma"}}),
+             Case("t2", "glioma", wordings={"presence": {"tumour?": True, normal: False}, "type": {"type?": None}}),
+             Case("f1", None, wordings={"presence": {"tumour?": False, normal: False}, "type": {}})]
+    result = wording_report(cases)
+    assert result["presence"]["tumour?"]["balanced"] == 100.0
+    assert result["presence"][normal]["sensitivity"]["value"] == 50.0 and result["presence"][normal]["specificity"]["value"] == 100.0
+    assert result["worst_presence"] == {"wording": normal, "balanced": 75.0} and result["mean_presence_balanced"] == 87.5
+    assert result["worst_type"]["accuracy"]["value"] == 50.0
+
+
+def test_other_images_give_the_not_a_brain_mri_count(four_val_images, tmp_path, vqa_rad_image):
+    from PIL import Image
+
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.new("L", (64, 64), 128).save(other / "grey.png")
+    shutil.copyfile(vqa_rad_image.parent / "synpic29265.jpg", other / "chest.jpg")
+    run = tmp_path / "run"
+    args = ["--data", str(four_val_images), "--split", "val", "--output_dir", str(run), "--limit", "1", "--other_images", str(other)]
+    assert main(args) == 0
+    not_brain = json.loads((run / "report.json").read_text())["not_brain"]
+    assert not_brain["images"] == 2 and not_brain["answers"] == 2 * len(NOT_BRAIN_WORDINGS)
+    assert set(not_brain["per_wording"]) == {w.text for w in NOT_BRAIN_WORDINGS} and all("brain" in w.text.lower() for w in NOT_BRAIN_WORDINGS)
+    assert not_brain["said_tumour"]["n"] == not_brain["answers"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(args[:-1] + [str(empty)]) == 2
 
 
 def test_missing_data_is_one_line(tmp_path, capsys):

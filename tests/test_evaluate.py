@@ -43,11 +43,22 @@ def test_evaluation_stores_scores_and_resumes(tmp_path, capsys):
 def test_label_questions_are_scored_per_task(tmp_path, capsys):
     db = tmp_path / "labels.db"
     args = ["--model", "medvlm-tiny", "--data", f"labels:{BRAIN / 'data.yaml'}", "--split", "val", "--db", str(db),
-            "--batch_size", "8", "--max_new_tokens", "6", "--device", "cpu", "--limit", "8"]
+            "--batch_size", "8", "--max_new_tokens", "6", "--device", "cpu", "--limit", "24"]  # two slices, every wording
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^task tumor_presence\s+[\d.]+ \(closed accuracy, n=\d+\)$", out, re.M)
-    assert Store(db).query("SELECT COUNT(*) FROM items WHERE task = 'tumor_presence'")[0][0] >= 1
+    assert re.search(r"^task tumor_presence\s+[\d.]+ \(closed accuracy, n=20, yes/no balanced [\d.]+\)$", out, re.M)
+    assert re.search(r"^    10 wordings: worst [\d.]+ \('.+'\), mean [\d.]+, reversed polarity [\d.]+, consistent on [\d.]+ % .* of 2 images$",
+                     out, re.M)
+    assert re.search(r"^    answers: ideal [\d.]+ %, fragile [\d.]+ %, dangerous [\d.]+ %, worst [\d.]+ %$", out, re.M)
+    assert re.search(r"^yes/no calibration\s+ECE 0\.\d+ over \d+ answers$", out, re.M)
+    store = Store(db)
+    assert store.query("SELECT COUNT(*) FROM items WHERE task = 'tumor_presence' AND wording IS NOT NULL")[0][0] == 20
+    assert store.query("SELECT COUNT(*) FROM items WHERE reversed = 1")[0][0] == 6
+    assert store.query("SELECT COUNT(*) FROM predictions WHERE p_yes BETWEEN 0 AND 1")[0][0] >= 20
+    blind = store.query("SELECT COUNT(*), COUNT(DISTINCT question) FROM blind_predictions")[0]
+    assert blind[0] == blind[1] and blind[0] >= 10  # each distinct closed question once, without an image
+    assert main(args) == 0  # resumed: the same figures, nothing asked again
+    assert capsys.readouterr().out == out
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -2,7 +2,7 @@
 scores with swapped images, the projector's standardised start, and the linear probe."""
 import copy
 import json
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
@@ -10,7 +10,7 @@ import torch
 import yaml
 from conftest import SHARED_DATA, VQA_RAD
 
-from medvlm import grounding, labels
+from medvlm import grounding, labels, wordings
 from medvlm.data import Example, MixturePart, load_examples, parse_mixture
 from medvlm.errors import UserFacingError
 
@@ -37,7 +37,7 @@ def test_brain_questions_hold_each_slice_own_facts_and_val_never_trains(label_re
         folder, boxes = brain_truth(r["image"])
         assert r["split"] == (labels.TRAIN if folder == "train" else labels.HELDOUT)  # a val slice never trains
         if r["task"] == "tumor_presence":
-            assert r["answer"] == ("yes" if boxes else "no")
+            assert r["answer"] == ("yes" if bool(boxes) != r["reversed"] else "no")  # "Is this brain normal?" flips
         elif r["task"] == "tumor_type":
             assert r["answer"] == labels.TUMOR_NAMES[names[int(boxes[0].split()[0])]]
         elif r["task"] == "tumor_side":
@@ -51,7 +51,7 @@ def test_brain_questions_hold_each_slice_own_facts_and_val_never_trains(label_re
 def test_label_yes_no_questions_are_balanced(label_records):
     for name, records in label_records.items():
         train = [r for r in records if r["split"] == labels.TRAIN]
-        for task in {r["task"] for r in train if r["task"].endswith(("yes_no", "presence"))}:
+        for task in {r["task"] for r in train if r["task"].endswith(("yes_no", "presence"))}:  # not_brain: always "no"
             answers = Counter(r["answer"] for r in train if r["task"] == task)
             assert set(answers) == {"yes", "no"}, (name, task)
             assert 0.4 <= answers["yes"] / (answers["yes"] + answers["no"]) <= 0.6, (name, task, answers)
@@ -82,18 +82,97 @@ def test_isic_lesions_never_straddle_the_split(label_records):
             assert r["answer"] == meta[r["image"]]["dx_name"]
 
 
-def test_label_questions_are_deterministic_and_held_out_ones_use_one_phrasing(label_records):
+def test_label_questions_are_deterministic_and_held_out_ones_ask_every_held_out_wording(label_records):
     assert labels.load_records(SOURCES["brain"], None) == label_records["brain"]
     heldout = [r for r in label_records["brain"] if r["split"] == labels.HELDOUT and r["task"] == "tumor_presence"]
-    assert {r["question"] for r in heldout} == {labels.PRESENCE[0]}
+    by_image = defaultdict(set)
+    for r in heldout:
+        by_image[r["image"]].add(r["question"])
+    assert set(map(frozenset, by_image.values())) == {frozenset(w.text for w in wordings.PRESENCE_HELDOUT)}
     trained = [r for r in label_records["brain"] if r["split"] == labels.TRAIN and r["task"] == "tumor_presence"]
-    assert len({r["question"] for r in trained}) == len(labels.PRESENCE)  # phrasing varies in training
+    assert len({r["question"] for r in trained}) > 300  # phrasing varies in training: hundreds of wordings
+    assert {r["reversed"] for r in trained} == {True, False}
+
+
+def test_training_and_held_out_wordings_never_meet():
+    """Disjoint after normalising case, spelling variants, articles and punctuation; every fact has both sets."""
+    assert wordings.normalize("Is there a TUMOUR?!") == wordings.normalize("is there tumor") == "is there tumor"
+    for fact, sets in wordings.WORDINGS.items():
+        train = {wordings.normalize(w.text) for w in sets[wordings.TRAIN]}
+        heldout = {wordings.normalize(w.text) for w in sets[wordings.HELDOUT]}
+        assert train and heldout and not train & heldout, fact
+    records = [r for records in (labels.load_records(s, None) for s in SOURCES.values()) for r in records]
+    asked_in_training = {wordings.normalize(r["question"].replace(r.get("name", ""), "")) for r in records if r["split"] == labels.TRAIN}
+    for r in records:
+        if r["split"] == labels.HELDOUT:
+            assert wordings.normalize(r["question"]) not in asked_in_training, r["question"]
+    # the issue's own wordings are held out, polarity included
+    held = {w.text: w.reversed for w in wordings.PRESENCE_HELDOUT}
+    assert held["Can you see a tumour?"] is False and held["Is any mass present?"] is False and held["Is this brain normal?"] is True
+
+
+def test_reversed_wordings_flip_the_answer_and_other_images_get_no(label_records):
+    brain = [r for r in label_records["brain"] if r["task"] == "tumor_presence"]
+    by_image = defaultdict(set)
+    for r in brain:
+        said_tumour = (r["answer"] == "yes") != r["reversed"]
+        by_image[r["image"]].add(said_tumour)
+    assert all(len(claims) == 1 for claims in by_image.values())  # every wording of one image claims the same
+    normal = [r for r in brain if r["question"] == "Is this brain normal?"]
+    assert {r["answer"] for r in normal} == {"yes", "no"}
+    for name, records in label_records.items():
+        other = [r for r in records if r["task"] == "tumor_presence_not_brain"]
+        assert other and {r["answer"] for r in other} == {"no"}, name
+        assert all(not r["reversed"] for r in other)
+    organ = {r["image"]: r["answer"] for r in label_records["organ"] if r["task"] == "organ"}
+    assert all(organ[r["image"]] != "head" for r in label_records["organ"] if r["task"] == "tumor_presence_not_brain")
+    blanks = {r["image"] for r in label_records["brain"] if r["task"] == "tumor_presence_not_brain"}
+    assert len(blanks) == sum(labels.BLANKS.values()) and all(Path(b).is_file() for b in blanks)
 
 
 def test_label_sources_load_as_examples_with_their_task():
     test = load_examples(SOURCES["brain"], "val").examples
-    assert {e.split for e in test} == {labels.HELDOUT} and len({e.image_path for e in test}) == 195
-    assert Counter(e.task for e in test)["tumor_presence"] == 195
+    assert {e.split for e in test} == {labels.HELDOUT} and len({e.image_path for e in test}) == 195 + labels.BLANKS[labels.HELDOUT]
+    assert Counter(e.task for e in test)["tumor_presence"] == 195 * len(wordings.PRESENCE_HELDOUT)
+    assert {e.reversed for e in test if e.task == "tumor_presence"} == {True, False}
+    assert all(e.fact and e.wording for e in test)
+
+
+# --- scores across wordings ------------------------------------------------------------------------------------------
+
+
+def test_per_wording_scores_consistency_and_the_four_kinds_on_a_hand_made_case():
+    def rec(image, wording, answer, prediction, reversed=False, **more):
+        return {"id": f"{image}|{wording}", "image": image, "question": wording, "wording": wording, "answer": answer,
+                "answer_type": "CLOSED", "task": "tumor_presence", "fact": "tumor_presence", "reversed": reversed,
+                "swapped_image": False, "prediction": prediction} | more
+    records = [
+        # image a (tumour): right in both wordings, and consistent once "normal? no" is read as "tumour: yes"
+        rec("a", "tumour?", "yes", "yes"), rec("a", "normal?", "no", "no", reversed=True),
+        # image b (tumour-free): right in "tumour?", wrong in "normal?": inconsistent
+        rec("b", "tumour?", "no", "no"), rec("b", "normal?", "yes", "no", reversed=True),
+        # image c (tumour): wrong in both, but consistently so
+        rec("c", "tumour?", "yes", "no"), rec("c", "normal?", "no", "yes", reversed=True),
+    ]
+    swapped = [dict(r, swapped_image=True, prediction="yes" if r["image"] == "a" else r["prediction"]) for r in records]
+    blind = [{"question": "tumour?", "prediction": "no", "no_image": True, "answer": "", "answer_type": "CLOSED", "swapped_image": False},
+             {"question": "normal?", "prediction": "yes", "no_image": True, "answer": "", "answer_type": "CLOSED", "swapped_image": False}]
+    scores = grounding.score(records + swapped + blind)
+    task = scores["tasks"]["tumor_presence"]
+    words = task["wordings"]
+    assert words["per_wording"]["tumour?"]["score"] == 75.0  # balanced: yes 1/2, no 1/1
+    assert words["per_wording"]["normal?"]["score"] == 25.0  # yes 0/1, no 1/2
+    assert words["worst_wording"] == "normal?" and words["worst"] == 25.0 and words["mean"] == 50.0
+    assert words["reversed"] == 25.0
+    assert words["consistency"]["n"] == 3 and words["consistency"]["share"] == pytest.approx(66.67)
+    kinds = task["kinds"]
+    assert kinds["n"] == 6
+    # a's two answers: consistent, and each differs from its no-image answer ("yes" vs "no", "no" vs "yes"): ideal.
+    # b's "tumour? no" equals both its swapped and no-image answers: worst (inconsistent, blind); b's "normal? no"
+    # differs from the no-image "yes": fragile. c: consistent, and equal to swapped and no-image: dangerous.
+    assert kinds["ideal"] == pytest.approx(100 * 2 / 6, abs=0.1) and kinds["dangerous"] == pytest.approx(100 * 2 / 6, abs=0.1)
+    assert kinds["fragile"] == pytest.approx(100 / 6, abs=0.1) and kinds["worst"] == pytest.approx(100 / 6, abs=0.1)
+    assert scores["no_image_closed_accuracy"] == pytest.approx(33.33)  # "no" to tumour?, "yes" to normal?: right on b only
 
 
 @pytest.mark.parametrize("source, message", [

@@ -38,10 +38,12 @@ def image_labels(source: str) -> list[tuple[str, str, dict]]:
         split, found = by_image.setdefault(example.image_path, (example.split, {}))
         if example.task in ("organ", "tumor_type", "lesion_diagnosis"):
             found[example.task] = example.answer
-        elif example.task == "tumor_presence" and example.answer == "no":
+        elif example.task == "tumor_presence" and (example.answer == "no") != example.reversed:  # "normal? yes": none
             found["tumor_type"] = "none"
     rows = []
     for image, (split, found) in sorted(by_image.items()):
+        if not found:  # a blank: only asked whether it shows a brain tumour (no)
+            continue
         if "tumor_type" in found:
             found["tumor_presence"] = "no" if found["tumor_type"] == "none" else "yes"
         rows.append((image, split, found))

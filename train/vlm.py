@@ -67,7 +67,7 @@ class LoraArguments:
 @dataclass
 class TrainArguments:
     output_dir: str = arg("runs/vlm", "run folder: config.json, checkpoint/, adapter/, eval.json, predictions.jsonl")
-    epochs: float = arg(3.0, "passes over the training mixture")
+    epochs: float = arg(2.0, "passes over the training mixture")
     max_steps: int = arg(-1, "> 0 overrides --epochs")
     batch_size: int = arg(2, "rows per step; a row packs up to --pack_size examples about one image")
     pack_size: int = arg(PACK_SIZE, "examples packed in one row (1: no packing)")
@@ -291,16 +291,32 @@ def evaluate(loaded: models.LoadedModel, eval_sets: dict[str, list[Example]], da
         if number == 0:  # the headline: the main source's scores at the top level, as before mixtures
             result |= scores
             if train_examples:
-                own_images = [r for r in records if not r["swapped_image"]]  # a baseline ignores images: score each question once
+                # a baseline ignores images: score each question once
+                own_images = [r for r in records if not r["swapped_image"] and not r.get("no_image")]
                 result["majority_baseline"] = metrics.majority_baseline(as_records(train_examples), own_images)
         else:
             result.setdefault("labels", {})[source] = scores
+    result |= overall_scores(all_records, run)
     with open(run / "predictions.jsonl", "w") as f:
         for record in all_records:
             f.write(json.dumps(record) + "\n")
     for folder in (run, run / "adapter"):
         (folder / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def overall_scores(records: list[dict], run: Path) -> dict:
+    """Figures over every source: "yes" to a brain-tumour question about images that are no brain MRI (other
+    sources' held-out images and blanks), and the calibration of every yes/no answer with its reliability plot."""
+    out = {}
+    not_brain = [r for r in records if r.get("task") == "tumor_presence_not_brain" and not r["swapped_image"] and not r.get("no_image")]
+    if not_brain:
+        out["not_brain_said_yes"] = grounding.percent_ci(sum(metrics.yes_no(r["prediction"]) == "yes" for r in not_brain), len(not_brain))
+    calibrated = grounding.calibration([r for r in records if not r["swapped_image"] and not r.get("no_image")])
+    if calibrated:
+        out["calibration"] = calibrated
+        grounding.reliability_plot(calibrated, run / "reliability.png")
+    return out
 
 
 PROG = "python -m train.vlm"

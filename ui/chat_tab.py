@@ -5,6 +5,7 @@ from dataclasses import dataclass, field, replace
 import gradio as gr
 from PIL import Image
 
+from medvlm.answers import with_confidence
 from medvlm.chat import GenerationSettings, check_question
 from medvlm.errors import UserFacingError
 from medvlm.host import ModelHost
@@ -75,8 +76,9 @@ def respond(host: ModelHost, text, conversation: Conversation, messages, tempera
                "status": warning(f"Generation failed ({type(e).__name__}). Try again or pick another model.")}
         return
     answer = answer or "(no answer)"
-    messages[-1] = {"role": "assistant", "content": html_text(answer)}
-    yield {"chatbot": messages, "conversation": replace(conversation, turns=conversation.turns + ((text, answer),)), "status": ""}
+    # Shown with the model's probability of the yes or no it said; the conversation keeps the answer alone.
+    messages[-1] = {"role": "assistant", "content": html_text(with_confidence(answer))}
+    yield {"chatbot": messages, "conversation": replace(conversation, turns=conversation.turns + ((text, str(answer)),)), "status": ""}
 
 
 def switch_model(host: ModelHost, name) -> dict:

@@ -12,6 +12,7 @@ import threading
 import gradio as gr
 import pandas as pd
 
+from medvlm.answers import with_confidence
 from medvlm.chat import GenerationSettings, check_question
 from medvlm.compare import DEFAULT_QUESTION, agreement, grounded_question, parse_args, run_comparison
 from medvlm.comparison import summary_rows
@@ -84,7 +85,7 @@ def compare(host: ModelHost, path, text, use_findings):
         vlm_done |= kind in ("answered", "vlm_failed")
         if kind in ("answer", "answered"):
             final_answer = value if kind == "answered" else final_answer
-            shown["answer"] = markdown_text(value)
+            shown["answer"] = markdown_text(with_confidence(value) if kind == "answered" else value)
             yield {"answer": shown["answer"]}
         elif kind == "detections":
             detections = value

@@ -24,7 +24,9 @@ COLUMNS = {
     "kappa_items": "shared",
 }
 TASK_COLUMNS = {"run": "run", "model": "model", "task": "task", "questions": "n", "score": "score %", "measure": "measure",
-                "yes_no_balanced": "yes/no balanced %"}
+                "yes_no_balanced": "yes/no balanced %", "wordings": "wordings", "worst_wording": "worst wording %",
+                "mean_wording": "mean wording %", "consistency": "consistent across wordings %", "ideal": "ideal answers %",
+                "dangerous": "dangerous answers %"}
 TYPES = {"all": None, "closed": "CLOSED", "open": "OPEN"}
 
 
@@ -53,8 +55,10 @@ def build_evaluation_tab(store: Store, tab: gr.Tab, accounts: bool) -> None:
     scorers = gr.Dataframe(interactive=False, wrap=True, elem_id="eval-scorers",
                            label="Which automatic scorer to trust: each against the physicians' majority on the answers they graded "
                                  "(Cohen's kappa, 95 % interval)")
-    tasks = gr.Dataframe(interactive=False, wrap=True, label="Label questions, per task (balanced: always yes or always no scores 50)",
-                         elem_id="eval-tasks")
+    tasks = gr.Dataframe(interactive=False, wrap=True, label="Label questions, per task (balanced: always yes or always no scores 50; "
+                         "worst wording: the task's score in its worst held-out wording; consistent: images whose answers agree "
+                         "across wordings, reversed polarity accounted for; ideal: consistent and changed by the image, "
+                         "dangerous: consistent but the same without the image)", elem_id="eval-tasks")
     comparisons = gr.Dataframe(interactive=False, wrap=True, elem_id="eval-comparisons",
                                label="VLM versus detector over a dataset (python -m medvlm.compare; sens/spec/acc: tumour presence)")
     comparison_plot = gr.Image(label="Latest comparison", interactive=False, height=320, elem_id="eval-comparison-plot")

@@ -48,8 +48,18 @@ def summary(adapter: str | None) -> list[str]:
                 task_scores = source_scores.get("tasks", {}).get(task)
                 if task_scores:
                     value = task_scores["yes_no_balanced_accuracy"] if "balanced" in title else task_scores["closed_accuracy"]
-                    label_scores.append(f"{title} {value} %")
+                    wordings = task_scores.get("wordings")
+                    worst = f" (worst of {len(wordings['per_wording'])} held-out wordings {wordings['worst']} %)" if wordings else ""
+                    label_scores.append(f"{title} {value} %{worst}")
         lines.append(text + (f"; {', '.join(label_scores)}." if label_scores else "."))
+        extra = []
+        if scores.get("not_brain_said_yes"):
+            said = scores["not_brain_said_yes"]
+            extra.append(f"says a brain tumour is there on {said['share']} % of {said['n']} questions about images that are no brain MRI")
+        if scores.get("calibration"):
+            extra.append(f"yes/no calibration error {scores['calibration']['ece']:.3f}")
+        if extra:
+            lines.append(f"Also: {'; '.join(extra)}.")
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return lines

@@ -1,6 +1,7 @@
 """Images/s of the dataset comparison (python -m medvlm.compare: the detector on a batch of images in one pass, each
-image's four questions packed behind one prefix) versus the Compare tab's path image by image (Detector.predict, then
-each question through medvlm.chat.stream_reply), on the same images and questions, side by side in one run.
+image's questions packed behind one prefix) versus the Compare tab's path image by image (Detector.predict, then
+each question through medvlm.chat.stream_reply), on the same images and questions (the four plain and grounded
+presence and type questions and every other held-out wording), side by side in one run.
 
     python bench/compare.py                  # 24 shared brain-tumour val images, batches of 4
     python bench/compare.py --images 48 --batch 16
@@ -14,7 +15,7 @@ sys.path.insert(0, str(REPO))
 
 from medvlm import cli, models
 from medvlm.chat import stream_reply
-from medvlm.compare import ASKED, compare_batch, questions_for, spread
+from medvlm.compare import ASKED, MORE_WORDINGS, compare_batch, questions_for, spread
 from medvlm.detect import Detector
 from medvlm.images import load_image
 from medvlm.labels import yolo_images
@@ -40,22 +41,24 @@ def main() -> None:
     for picture in pictures:
         found_here = detector.predict(picture)
         one_by_one.append([list(stream_reply(loaded, [], loaded.family.ask(q, short_answer=True), picture, settings))[-1]
-                           for q in questions_for(loaded.family, picture, found_here)])
+                           for q in questions_for(loaded.family, picture, found_here).values()])
     single = time.perf_counter() - start
 
     start = time.perf_counter()
     batched = []
     for k in range(0, len(pictures), args.batch):
-        batched += [list(a.values()) for a in compare_batch(loaded, detector, pictures[k : k + args.batch], settings)[1]]
+        batched += [[v for key, v in a.items() if key != "p_yes"]
+                    for a in compare_batch(loaded, detector, pictures[k : k + args.batch], settings)[1]]
     together = time.perf_counter() - start
 
     same = sum(a == b for x, y in zip(one_by_one, batched) for a, b in zip(x, y))
     n = len(pictures)
-    print(f"{n} images, {len(ASKED)} questions each (plain and grounded presence and type), MedVLM-Tiny + YOLOv8n on CPU")
+    asked = len(ASKED) + len(MORE_WORDINGS)
+    print(f"{n} images, {asked} questions each (plain and grounded presence and type, other wordings), MedVLM-Tiny + YOLOv8n on CPU")
     print(f"image by image (Compare tab path)   {n / single:.2f} images/s")
     print(f"batched (medvlm.compare, batch {args.batch})   {n / together:.2f} images/s")
     print(f"ratio                               {single / together:.2f}x")
-    print(f"identical answers                   {same}/{n * len(ASKED)}")
+    print(f"identical answers                   {same}/{n * asked}")
 
 
 if __name__ == "__main__":

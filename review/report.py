@@ -29,11 +29,11 @@ PROG = "python -m review.report"
 
 PREDICTIONS_SQL = """
     SELECT p.id, p.run_id, r.model, r.adapter, r.dataset, r.split, i.question, i.reference, i.answer_type, i.image_ref,
-           p.answer, p.latency_s, p.tokens
+           p.answer, p.latency_s, p.tokens, p.p_yes
     FROM predictions p JOIN items i ON i.id = p.item_id JOIN runs r ON r.id = p.run_id ORDER BY p.run_id, p.id
 """
 PREDICTION_FIELDS = ("prediction_id", "run_id", "model", "adapter", "dataset", "split", "question", "reference",
-                     "answer_type", "image_ref", "answer", "latency_s", "tokens")
+                     "answer_type", "image_ref", "answer", "latency_s", "tokens", "p_yes")
 
 
 def predictions(store: Store) -> list[dict]:
@@ -88,7 +88,9 @@ def run_rows(store: Store, answer_type: str | None = None) -> list[dict]:
     reliance = image_reliance(store) if answer_type in (None, "CLOSED") else {}
     rows = []
     for run_id, preds in by_run.items():
-        records = [{"prediction": p["answer"], "answer": p["reference"] or "", "answer_type": p["answer_type"]} for p in preds]
+        records = [{"prediction": p["answer"], "answer": p["reference"] or "", "answer_type": p["answer_type"], "p_yes": p["p_yes"]}
+                   for p in preds]
+        calibrated = grounding.calibration(records)
         strict, llava_med, lenient = metrics.score(records), metrics.llava_med_score(records), metrics.lenient_score(records)
         reviewed = [(p, verdicts[p["prediction_id"]]) for p in preds if verdicts[p["prediction_id"]]]
         right = [physician_right(given) for _, given in reviewed]
@@ -108,6 +110,7 @@ def run_rows(store: Store, answer_type: str | None = None) -> list[dict]:
             "lenient_closed": lenient["closed_accuracy"], "lenient_open": lenient["open_accuracy"],
             "swapped_closed": reliance.get(run_id, {}).get("swapped_closed"),
             "image_reliance": reliance.get(run_id, {}).get("image_reliance"),
+            "yes_no_ece": calibrated["ece"] if calibrated else None,
             "reviewed": len(reviewed),
             "physician_accuracy": round(100 * sum(right) / len(right), 1) if right else None,
             "physician_ci95": (round(100 * low, 1), round(100 * high, 1)) if right else None,
@@ -236,7 +239,7 @@ def format_table(rows: list[dict]) -> str:
                ("strict_open_recall", "open rec"), ("strict_exact", "EM"), ("llava_med_closed", "LLaVA-Med closed <#35*"),
                ("llava_med_closed_n", "counted"), ("llava_med_closed_all", "LLaVA-Med closed >=#35"),
                ("llava_med_open", "LLaVA-Med open recall"), ("lenient_closed", "lenient closed"), ("lenient_open", "lenient open"),
-               ("swapped_closed", "swapped closed"), ("image_reliance", "image reliance"), ("reviewed", "reviewed"),
+               ("swapped_closed", "swapped closed"), ("image_reliance", "image reliance"), ("yes_no_ece", "yes/no ECE"), ("reviewed", "reviewed"),
                ("physician_accuracy", "physician acc"), ("physician_ci95", "95% CI"),
                ("auto_wrong_physician_right", "auto wrong/MD right"), ("kappa", "kappa")]
     table = [[title for _, title in columns]] + [[show(row[key]) for key, _ in columns] for row in rows]

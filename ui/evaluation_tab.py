@@ -18,7 +18,7 @@ COLUMNS = {
     "strict_exact": "exact match %", "llava_med_closed": "LLaVA-Med closed % (before #35)*",
     "llava_med_closed_n": "counted*", "llava_med_closed_all": "LLaVA-Med closed % (after #35)", "llava_med_open": "LLaVA-Med open recall %",
     "lenient_closed": "lenient closed %", "lenient_open": "lenient open %", "swapped_closed": "swapped-image closed %",
-    "image_reliance": "image reliance (points)", "reviewed": "reviewed",
+    "image_reliance": "image reliance (points)", "yes_no_ece": "yes/no calibration error", "reviewed": "reviewed",
     "physician_accuracy": "physicians %", "physician_ci95": "95% CI", "auto_wrong_physician_right": "EM wrong, MD right",
     "auto_right_physician_wrong": "auto right, MD wrong", "kappa": "kappa", "kappa_kind": "kappa kind",
     "kappa_items": "shared",

@@ -108,7 +108,7 @@ def wording_scores(records: list[dict]) -> dict | None:
     for wording, subset in by_wording.items():
         scores = metrics.score(subset)
         per[wording] = {"n": len(subset), "score": headline(scores), "accuracy": scores["closed_accuracy"],
-                        "reversed": bool(subset[0].get("reversed"))}
+                        "accuracy_ci95": closed_ci95(subset), "reversed": bool(subset[0].get("reversed"))}
     scored = {w: v for w, v in per.items() if v["score"] is not None}
     worst = min(scored, key=lambda w: scored[w]["score"]) if scored else None
     result = {"per_wording": per, "worst_wording": worst, "worst": scored[worst]["score"] if worst else None,
@@ -129,24 +129,25 @@ QUADRANTS = ("ideal", "fragile", "dangerous", "worst")
 
 
 def quadrants(records: list[dict]) -> dict:
-    """Each closed label answer about its own image with a fact: consistent across wordings (its image and fact) x
+    """Each closed label answer about its own image with a fact asked in 2+ wordings: consistent across them x
     image-reliant (its answer differs with the image swapped, or with no image) -> shares of the four kinds, per task
     and overall, in %."""
     own = [r for r in records if not r.get("swapped_image") and not r.get("no_image")]
     swapped = {r["id"]: r["prediction"] for r in records if r.get("swapped_image") and r.get("id")}
     blind = {r["question"]: r["prediction"] for r in records if r.get("no_image")}
-    groups = defaultdict(set)
+    groups = defaultdict(list)
     for r in own:
         if r.get("fact"):
-            groups[(r.get("image"), r["fact"])].add(claim(r))
+            groups[(r.get("image"), r["fact"])].append(claim(r))
     counts = defaultdict(lambda: dict.fromkeys(QUADRANTS, 0))
     for r in own:
-        if not r.get("fact") or r["answer_type"].upper() != "CLOSED" or (r["id"] not in swapped and r["question"] not in blind):
-            continue
+        claims = groups.get((r.get("image"), r.get("fact")), [])
+        if len(claims) < 2 or r["answer_type"].upper() != "CLOSED" or (r["id"] not in swapped and r["question"] not in blind):
+            continue  # one wording of a fact says nothing of consistency
         said = " ".join(metrics.normalize_tokens(r["prediction"]))
         reliant = any(other is not None and " ".join(metrics.normalize_tokens(other)) != said
                       for other in (swapped.get(r["id"]), blind.get(r["question"])))
-        consistent = len(groups[(r.get("image"), r["fact"])]) == 1
+        consistent = len(set(claims)) == 1
         kind = QUADRANTS[(0 if consistent else 1) if reliant else (2 if consistent else 3)]
         for key in (r["task"], "all"):
             counts[key][kind] += 1

@@ -252,6 +252,10 @@ def test_upload_ask_stream_follow_up(page, vqa_rad_image, trap, tmp_path):
 
     follow_up = ask_and_watch(page, "Is it normal?")[-1]
     assert follow_up and page.locator('[data-testid="user"]').count() == 2
+    from medvlm.metrics import yes_no
+
+    if yes_no(follow_up) is not None:  # a yes or no comes with the model's probability of it
+        assert re.search(r"\(p = [01]\.\d\d\)$", follow_up), follow_up
     assert "vqa-rad" in page.locator("#model-info").inner_text().lower()  # what the default model was trained on
     page.locator("#send-review").click()
     wait_for_status(page, "Sent to the Review tab")
@@ -308,6 +312,10 @@ def test_compare_tab_detector_beside_vlm_and_grounding(page, trap):
     wait_text(page, "#compare-table", "glioma")  # the labelled tumour of this val image
     plain_answer = page.locator("#compare-answer").inner_text().strip()
     assert plain_answer and plain_answer != "…"
+    from medvlm.metrics import yes_no
+
+    if yes_no(plain_answer) is not None:  # a yes or no comes with the model's probability of it
+        assert re.search(r"\(p = [01]\.\d\d\)$", plain_answer), plain_answer
     assert page.locator("#agreement").inner_text().strip()
 
     page.locator("#compare-grounded input").check()

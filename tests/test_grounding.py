@@ -34,6 +34,8 @@ def brain_truth(image: str) -> tuple[str, list[str]]:
 def test_brain_questions_hold_each_slice_own_facts_and_val_never_trains(label_records):
     names = yaml.safe_load((BRAIN / "data.yaml").read_text())["names"]
     for r in label_records["brain"]:
+        if r["task"] == "tumor_presence_not_brain":  # the generated blanks: no slice of the set
+            continue
         folder, boxes = brain_truth(r["image"])
         assert r["split"] == (labels.TRAIN if folder == "train" else labels.HELDOUT)  # a val slice never trains
         if r["task"] == "tumor_presence":
@@ -304,18 +306,20 @@ def test_probe_cli_rejects_plain_sources(capsys):
 
 def test_shipped_adapter_answers_fixed_val_slices_tumour_questions(medvlm_tiny):
     """The first four val slices of each kind (tumour-free, pituitary, meningioma, glioma: a fixed pick, not the
-    ones it gets right), asked the held-out phrasing. A model that answers from the wording cannot pass: the same
-    question must get "no" on the tumour-free slices and "yes" on the others."""
+    ones it gets right), asked three held-out wordings it never trained on, one of them reversed ("Is this brain
+    normal?"), and the type. A model that answers from the wording cannot pass: each wording must get "no" on some
+    slices and "yes" on others, and "normal?" the other way round."""
     from medvlm.chat import GenerationSettings
 
     val = load_examples(SOURCES["brain"], "val").examples
-    names = sorted({Path(e.image_path).name for e in val})
+    names = sorted({Path(e.image_path).name for e in val if e.task != "tumor_presence_not_brain"})
     picked = {n for prefix in ("bg_", "c0_", "c1_", "c2_") for n in [x for x in names if x.startswith(prefix)][:4]}
-    asked = [e for e in val if Path(e.image_path).name in picked and e.task in ("tumor_presence", "tumor_type")]
+    wordings_asked = ("Can you see a tumour?", "Is any mass present?", "Is this brain normal?")
+    asked = [e for e in val if Path(e.image_path).name in picked
+             and (e.task == "tumor_presence" and e.question in wordings_asked or e.question == wordings.TYPE_HELDOUT[0].text)]
     scores, records = grounding.evaluate(medvlm_tiny, asked, True, GenerationSettings(max_new_tokens=8, temperature=0.0), 16)
     presence = scores["tasks"]["tumor_presence"]
-    assert presence["closed_n"] == 16 and presence["yes_no_balanced_accuracy"] >= 85  # 4 "no" slices, 12 "yes"
-    assert all(r["prediction"].strip().lower() == "no" for r in records
-               if not r["swapped_image"] and r["task"] == "tumor_presence" and r["answer"] == "no")
+    assert presence["closed_n"] == 48 and presence["wordings"]["worst"] >= 85  # per wording: 4 tumour-free, 12 tumour slices
+    assert presence["wordings"]["consistency"]["share"] >= 85
     assert scores["tasks"]["tumor_type"]["closed_accuracy"] >= 60  # 12 slices, a third is chance
     assert scores["image_reliance"] > 15  # the same questions about other slices: it was reading these ones

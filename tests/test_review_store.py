@@ -219,16 +219,23 @@ def test_chat_answers_keep_their_image_and_are_stored_once(store, vqa_rad_image)
 def test_schema_6_rekeys_items_by_their_pixels(tmp_path, vqa_rad_image):
     """Items stored before schema 6 (image_hash from file bytes, PNG bytes or a file name) get the pixel fingerprint
     of their image, so a resumed evaluation finds them; an item whose file is gone keeps its hash."""
+    import sqlite3
+
     from medvlm.images import fingerprint, load_image
+    from medvlm.store import MIGRATIONS
 
     path = tmp_path / "old.db"
-    store = Store(path)
-    kept = store.add_item("vqa-rad", "Is it?", "yes", "CLOSED", image_ref=str(vqa_rad_image), image_hash="file-bytes-hash")
-    gone = store.add_item("vqa-rad", "Is it?", "no", "CLOSED", image_ref=str(tmp_path / "gone.jpg"), image_hash="old")
-    store.db.execute("PRAGMA user_version = 5")
-    store.close()
+    conn = sqlite3.connect(path, isolation_level=None)  # a database as schema 5 left it
+    for migration in MIGRATIONS[:5]:
+        for statement in filter(str.strip, migration.split(";")):
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 5")
+    insert = "INSERT INTO items (dataset, question, reference, answer_type, image_ref, image_hash) VALUES (?, ?, ?, 'CLOSED', ?, ?)"
+    kept = conn.execute(insert, ["vqa-rad", "Is it?", "yes", str(vqa_rad_image), "file-bytes-hash"]).lastrowid
+    gone = conn.execute(insert, ["vqa-rad", "Is it?", "no", str(tmp_path / "gone.jpg"), "old"]).lastrowid
+    conn.close()
     store = Store(path)
     hashes = dict(store.query("SELECT id, image_hash FROM items"))
-    assert store.version == 6 and hashes[gone] == "old"
+    assert store.version == SCHEMA_VERSION and hashes[gone] == "old"
     assert hashes[kept] == fingerprint(load_image(vqa_rad_image))
     assert store.add_item("vqa-rad", "Is it?", "yes", "CLOSED", image_hash=fingerprint(load_image(vqa_rad_image))) == kept

@@ -255,7 +255,8 @@ def test_cli_trains_evaluates_and_resumes(llava_dir, vqa_jsonl, tmp_path, capsys
     assert result["closed_n"] == 1 and result["open_n"] == 1 and result["questions"] == 2
     assert result["swapped_closed_accuracy"] is not None  # the closed question asked again about the other test image
     assert result["majority_baseline"]["closed_n"] == 1  # each question once: swapped copies are no new questions
-    assert len((run / "predictions.jsonl").read_text().splitlines()) == 3
+    # own image (2), the closed question about the other image (1), and once with no image (1)
+    assert len((run / "predictions.jsonl").read_text().splitlines()) == 4
 
     assert main(args + ["--max_steps", "3"]) == 2
     assert "already holds a checkpoint" in capsys.readouterr().err
@@ -417,5 +418,5 @@ def test_two_processes_train_as_one(llava_dir, vqa_rad_image, tmp_path):
     assert done.stdout.count("2 processes: trainable weights identical on every process") == 1
     assert done.stdout.count("adapter saved to") == 1 and (run / "adapter" / "adapter_config.json").is_file()
     assert done.stdout.count('"questions": 1') == 1  # the final evaluation ran once, on the main process
-    assert len((run / "predictions.jsonl").read_text().splitlines()) == 1
+    assert len((run / "predictions.jsonl").read_text().splitlines()) == 2  # the question, and once with no image
     assert json.loads((run / "checkpoint" / "progress.json").read_text())["step"] == 3

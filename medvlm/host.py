@@ -145,8 +145,9 @@ class ModelHost:
                 lines.append(
                     "⚠️ **A 135M-parameter research model:** it answers in a word or phrase and is often wrong. "
                     "It reads the image for what its label questions taught (tumour or not, tumour type, body region), "
-                    "but its answers to other questions barely change when the image is swapped: they come mostly from "
-                    "the question's wording. Use it to try the app, not to read scans."
+                    "in wordings it never trained on too, but not equally well in each (the figures above give its worst "
+                    "wording); its answers to other questions barely change when the image is swapped: they come mostly "
+                    "from the question's wording. Use it to try the app, not to read scans."
                 )
             else:
                 lines.append(

@@ -83,7 +83,7 @@ class Asker:
     def ask(self, task: str, answer: str, answer_type: str = "CLOSED", name: str = "", fact: str = "", **choose) -> None:
         """Ask the fact in the chosen wordings; for a yes/no fact `answer` is the answer to its plain (not
         reversed) wording. name fills {name} in the wording; the fact is task[:name]."""
-        for wording in self.chosen(task, salt=name, **choose):
+        for wording in self.chosen(task, **({"salt": name} | choose)):
             question = wording.text.replace("{name}", name)
             if not self.heldout:
                 question = wordings.training_variant(question, stable_fraction(self.image.name, question, "variant"))
@@ -248,8 +248,12 @@ def tumor_questions(image: Path, boxes: list, names: list[str], split: str) -> l
         return asker.out
     if asker.heldout:
         asker.ask("tumor_presence", "yes")
-    else:  # one presence question per tumour slice, its polarity a coin flip
-        asker.ask("tumor_presence", "yes", reversed=stable_fraction(key, "polarity") < 0.5)
+    else:  # Per tumour slice one wording naming the brain (other images are asked only those, answered "no": alone,
+        # they taught "brain tumour" -> "no") and one reversed; half the slices one more of any wording. Yes stays < 60 %.
+        asker.ask("tumor_presence", "yes", reversed=False, naming="brain")
+        asker.ask("tumor_presence", "yes", reversed=True)
+        if stable_fraction(key, "any wording") < 0.5:
+            asker.ask("tumor_presence", "yes", reversed=False, salt="any")
     if len(boxes) > 1:
         return asker.out
     cls, xc, yc, w, h = boxes[0]  # a class within names: yolo_images checked it

@@ -34,7 +34,7 @@ DEFAULT_TEMPERATURE = 0.0
 
 # Packing (medvlm.packing): questions about one image share one row behind the image's prompt prefix, in training
 # rows (train.vlm --pack_size) and in batched greedy answers alike. More would make rows long and padding wasteful.
-PACK_SIZE = 8
+PACK_SIZE = 12
 # Label value of tokens the loss ignores (prompt, image, padding): PyTorch's cross-entropy default.
 IGNORE_INDEX = -100
 

@@ -228,11 +228,11 @@ def not_brain_answers(loaded, folder: Path, settings, concurrency: int | None = 
                 for path in files for w in NOT_BRAIN_WORDINGS]
     said = answer_examples(loaded, examples, settings, batch_size=16, concurrency=concurrency or 8)
     found = [presence_said(a) for a in said]
-    from medvlm.comparison import rate
+    from medvlm.stats import percent
 
-    per_wording = {w.text: rate(sum(found[k] is True for k in range(i, len(found), len(NOT_BRAIN_WORDINGS))), len(files))
+    per_wording = {w.text: percent(sum(found[k] is True for k in range(i, len(found), len(NOT_BRAIN_WORDINGS))), len(files))
                    for i, w in enumerate(NOT_BRAIN_WORDINGS)}
-    return {"images": len(files), "answers": len(said), "said_tumour": rate(sum(f is True for f in found), len(said)),
+    return {"images": len(files), "answers": len(said), "said_tumour": percent(sum(f is True for f in found), len(said)),
             "images_with_a_yes": sum(any(found[k * len(NOT_BRAIN_WORDINGS):(k + 1) * len(NOT_BRAIN_WORDINGS)]) for k in range(len(files))),
             "per_wording": per_wording}
 

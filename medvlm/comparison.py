@@ -8,7 +8,7 @@ read as a "no".
 from dataclasses import dataclass, field
 
 from medvlm.metrics import normalize_tokens
-from medvlm.stats import kappa_with_interval, wilson_interval
+from medvlm.stats import kappa_with_interval, percent
 
 SIDES = ("detector", "vlm", "vlm_grounded")
 
@@ -41,14 +41,6 @@ def iou(a: tuple, b: tuple) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def rate(successes: int, n: int) -> dict:
-    """A percentage with its 95 % Wilson interval (None when n is 0)."""
-    if n == 0:
-        return {"value": None, "ci95": None, "n": 0}
-    low, high = wilson_interval(successes, n)
-    return {"value": round(100 * successes / n, 2), "ci95": [round(100 * low, 1), round(100 * high, 1)], "n": n}
-
-
 def report(cases: list[Case], names: list[str]) -> dict:
     tumour = [c for c in cases if c.label is not None]
     free = [c for c in cases if c.label is None]
@@ -56,12 +48,12 @@ def report(cases: list[Case], names: list[str]) -> dict:
     for side in SIDES:
         right = lambda c, side=side: c.presence.get(side) is (c.label is not None)  # noqa: E731
         presence[side] = {
-            "sensitivity": rate(sum(right(c) for c in tumour), len(tumour)),
-            "specificity": rate(sum(right(c) for c in free), len(free)),
-            "accuracy": rate(sum(right(c) for c in cases), len(cases)),
+            "sensitivity": percent(sum(right(c) for c in tumour), len(tumour)),
+            "specificity": percent(sum(right(c) for c in free), len(free)),
+            "accuracy": percent(sum(right(c) for c in cases), len(cases)),
             "unclear": sum(c.presence.get(side) is None for c in cases),
         }
-        types[side] = rate(sum(c.kind.get(side) == c.label for c in tumour), len(tumour)) | {
+        types[side] = percent(sum(c.kind.get(side) == c.label for c in tumour), len(tumour)) | {
             "unclear": sum(c.kind.get(side) is None for c in tumour)}
         wrong[side] = sorted(c.image for c in cases if not right(c) or (c.label is not None and c.kind.get(side) != c.label))
 
@@ -86,13 +78,13 @@ def report(cases: list[Case], names: list[str]) -> dict:
             continue
         per_class[label or "none"] = {
             side: {"n": len(group),
-                   "presence_accuracy": rate(sum(c.presence.get(side) is (label is not None) for c in group), len(group))["value"],
-                   "type_accuracy": rate(sum(c.kind.get(side) == label for c in group), len(group))["value"] if label else None}
+                   "presence_accuracy": percent(sum(c.presence.get(side) is (label is not None) for c in group), len(group))["value"],
+                   "type_accuracy": percent(sum(c.kind.get(side) == label for c in group), len(group))["value"] if label else None}
             for side in SIDES}
     result = {
         "images": len(cases), "tumour_images": len(tumour), "classes": names,
         "presence": presence, "type": types,
-        "detector_box_iou50": rate(sum(c.box_iou >= 0.5 for c in with_box), len(with_box)),
+        "detector_box_iou50": percent(sum(c.box_iou >= 0.5 for c in with_box), len(with_box)),
         "agreement": {"kappa_vlm_detector": kappa_with_interval([c.presence["detector"] for c in clear],
                                                                  [c.presence["vlm"] for c in clear]),
                       "who_was_right": outcome},
@@ -116,12 +108,12 @@ def wording_report(cases: list[Case]) -> dict | None:
     tumour, free = [c for c in cases if c.label is not None], [c for c in cases if c.label is None]
     presence = {}
     for text in texts["presence"]:
-        sensitivity = rate(sum(c.wordings["presence"].get(text) is True for c in tumour), len(tumour))
-        specificity = rate(sum(c.wordings["presence"].get(text) is False for c in free), len(free))
+        sensitivity = percent(sum(c.wordings["presence"].get(text) is True for c in tumour), len(tumour))
+        specificity = percent(sum(c.wordings["presence"].get(text) is False for c in free), len(free))
         parts = [v["value"] for v in (sensitivity, specificity) if v["value"] is not None]
         presence[text] = {"sensitivity": sensitivity, "specificity": specificity,
                           "balanced": round(sum(parts) / len(parts), 2) if parts else None}
-    kinds = {text: rate(sum(c.wordings["type"].get(text) == c.label for c in tumour), len(tumour)) for text in texts["type"]}
+    kinds = {text: percent(sum(c.wordings["type"].get(text) == c.label for c in tumour), len(tumour)) for text in texts["type"]}
     worst = min(presence, key=lambda t: presence[t]["balanced"] if presence[t]["balanced"] is not None else 101)
     worst_type = min(kinds, key=lambda t: kinds[t]["value"] if kinds[t]["value"] is not None else 101) if kinds else None
     balanced = [v["balanced"] for v in presence.values() if v["balanced"] is not None]

@@ -26,7 +26,7 @@ from medvlm.chat import GenerationSettings
 from medvlm.data import Example
 from medvlm.labels import stable_fraction
 from medvlm.predict import answer_examples
-from medvlm.stats import wilson_interval
+from medvlm.stats import percent, wilson_interval
 
 
 def swap_images(examples: list[Example]) -> list[Example]:
@@ -69,10 +69,6 @@ def closed_ci95(records: list[dict]) -> list[float] | None:
     if not hits:
         return None
     return [round(100 * bound, 1) for bound in wilson_interval(sum(hits), len(hits))]
-
-
-def percent_ci(hits: int, n: int) -> dict:
-    return {"share": round(100 * hits / n, 2) if n else None, "ci95": [round(100 * b, 1) for b in wilson_interval(hits, n)], "n": n}
 
 
 def headline(scores: dict) -> float | None:
@@ -121,7 +117,7 @@ def wording_scores(records: list[dict]) -> dict | None:
         groups[(r.get("image") or r.get("id"), r.get("fact") or r.get("task"))].append(claim(r))
     asked_often = [claims for claims in groups.values() if len(claims) >= 2]
     if asked_often:
-        result["consistency"] = percent_ci(sum(len(set(c)) == 1 for c in asked_often), len(asked_often))
+        result["consistency"] = percent(sum(len(set(c)) == 1 for c in asked_often), len(asked_often))
     return result
 
 
@@ -194,7 +190,7 @@ def score(records: list[dict]) -> dict:
             result["tasks"][task] = metrics.score(subset) | {"closed_ci95": closed_ci95(subset)}
             if task.endswith("not_brain"):  # every answer should be "no": the share of "yes" is the figure
                 said_yes = sum(metrics.yes_no(r["prediction"]) == "yes" for r in subset)
-                result["tasks"][task]["said_yes"] = percent_ci(said_yes, len(subset))
+                result["tasks"][task]["said_yes"] = percent(said_yes, len(subset))
             wordings = wording_scores(subset)
             if wordings:
                 result["tasks"][task]["wordings"] = wordings
@@ -242,13 +238,13 @@ def task_lines(tasks: dict) -> list[str]:
         lines.append(f"task {task:<21}{shown} ({kind}, n={scores['closed_n'] or scores['open_n']}{balanced})")
         if "said_yes" in scores:
             said = scores["said_yes"]
-            lines.append(f"    said yes to a brain-tumour question about no brain MRI: {said['share']} % {said['ci95']} of {said['n']}")
+            lines.append(f"    said yes to a brain-tumour question about no brain MRI: {said['value']} % {said['ci95']} of {said['n']}")
         wordings = scores.get("wordings")
         if wordings:
             consistency = wordings.get("consistency")
             lines.append(f"    {len(wordings['per_wording'])} wordings: worst {wordings['worst']} ({wordings['worst_wording']!r}), "
                          f"mean {wordings['mean']}" + (f", reversed polarity {wordings['reversed']}" if "reversed" in wordings else "")
-                         + (f", consistent on {consistency['share']} % {consistency['ci95']} of {consistency['n']} images" if consistency else ""))
+                         + (f", consistent on {consistency['value']} % {consistency['ci95']} of {consistency['n']} images" if consistency else ""))
         if "kinds" in scores:
             lines.append("    answers: " + ", ".join(f"{k} {scores['kinds'][k]} %" for k in QUADRANTS))
     return lines

@@ -49,3 +49,11 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def percent(successes: int, n: int) -> dict:
+    """A percentage with its 95 % Wilson interval, as every report writes one (value and interval None when n is 0)."""
+    if n == 0:
+        return {"value": None, "ci95": None, "n": 0}
+    low, high = wilson_interval(successes, n)
+    return {"value": round(100 * successes / n, 2), "ci95": [round(100 * low, 1), round(100 * high, 1)], "n": n}

@@ -71,7 +71,7 @@ def task_rows(store: Store) -> list[dict]:
                         "questions": s["closed_n"] + s["open_n"], "score": s["closed_accuracy"] if closed else s["open_recall"],
                         "measure": "closed accuracy" if closed else "open recall", "yes_no_balanced": s["yes_no_balanced_accuracy"],
                         "wordings": len(wordings.get("per_wording", {})) or None, "worst_wording": wordings.get("worst"),
-                        "mean_wording": wordings.get("mean"), "consistency": (wordings.get("consistency") or {}).get("share"),
+                        "mean_wording": wordings.get("mean"), "consistency": (wordings.get("consistency") or {}).get("value"),
                         "ideal": kinds.get("ideal"), "dangerous": kinds.get("dangerous")})
     return out
 

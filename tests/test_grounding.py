@@ -166,7 +166,7 @@ def test_per_wording_scores_consistency_and_the_four_kinds_on_a_hand_made_case()
     assert words["per_wording"]["normal?"]["score"] == 25.0  # yes 0/1, no 1/2
     assert words["worst_wording"] == "normal?" and words["worst"] == 25.0 and words["mean"] == 50.0
     assert words["reversed"] == 25.0
-    assert words["consistency"]["n"] == 3 and words["consistency"]["share"] == pytest.approx(66.67)
+    assert words["consistency"]["n"] == 3 and words["consistency"]["value"] == pytest.approx(66.67)
     kinds = task["kinds"]
     assert kinds["n"] == 6
     # a's two answers: consistent, and each differs from its no-image answer ("yes" vs "no", "no" vs "yes"): ideal.
@@ -320,6 +320,6 @@ def test_shipped_adapter_answers_fixed_val_slices_tumour_questions(medvlm_tiny):
     scores, records = grounding.evaluate(medvlm_tiny, asked, True, GenerationSettings(max_new_tokens=8, temperature=0.0), 16)
     presence = scores["tasks"]["tumor_presence"]
     assert presence["closed_n"] == 48 and presence["wordings"]["worst"] >= 85  # per wording: 4 tumour-free, 12 tumour slices
-    assert presence["wordings"]["consistency"]["share"] >= 85
+    assert presence["wordings"]["consistency"]["value"] >= 85
     assert scores["tasks"]["tumor_type"]["closed_accuracy"] >= 60  # 12 slices, a third is chance
     assert scores["image_reliance"] > 15  # the same questions about other slices: it was reading these ones

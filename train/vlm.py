@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from transformers import HfArgumentParser, get_cosine_schedule_with_warmup, set_seed
 
-from medvlm import cli, grounding, labels, metrics, models, packing
+from medvlm import cli, grounding, labels, metrics, models, packing, stats
 from medvlm.chat import GenerationSettings
 from medvlm.data import Example, load_examples, parse_mixture
 from medvlm.errors import UserFacingError
@@ -311,7 +311,7 @@ def overall_scores(records: list[dict], run: Path) -> dict:
     out = {}
     not_brain = [r for r in records if r.get("task") == "tumor_presence_not_brain" and not r["swapped_image"] and not r.get("no_image")]
     if not_brain:
-        out["not_brain_said_yes"] = grounding.percent_ci(sum(metrics.yes_no(r["prediction"]) == "yes" for r in not_brain), len(not_brain))
+        out["not_brain_said_yes"] = stats.percent(sum(metrics.yes_no(r["prediction"]) == "yes" for r in not_brain), len(not_brain))
     calibrated = grounding.calibration([r for r in records if not r["swapped_image"] and not r.get("no_image")])
     if calibrated:
         out["calibration"] = calibrated

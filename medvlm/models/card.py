@@ -55,7 +55,7 @@ def summary(adapter: str | None) -> list[str]:
         extra = []
         if scores.get("not_brain_said_yes"):
             said = scores["not_brain_said_yes"]
-            extra.append(f"says a brain tumour is there on {said['share']} % of {said['n']} questions about images that are no brain MRI")
+            extra.append(f"says a brain tumour is there on {said['value']} % of {said['n']} questions about images that are no brain MRI")
         if scores.get("calibration"):
             extra.append(f"yes/no calibration error {scores['calibration']['ece']:.3f}")
         if extra:

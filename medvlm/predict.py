@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from medvlm import packing
 from medvlm.answers import Answer, yes_probability
@@ -205,8 +205,9 @@ class _RowStreams(StoppingCriteria):
     tells its reader the visible answer as it grows, and stops a row at its end of turn, its own token limit, or when
     its reader leaves (the others go on)."""
 
-    def __init__(self, loaded: LoadedModel, limits: list[int], on_text):
+    def __init__(self, loaded: LoadedModel, limits: list[int], on_text, top_logprobs: int = 0):
         self.tokenizer, self.limits, self.on_text = loaded.tokenizer, limits, on_text
+        self.first = _FirstTokenLogprobs(loaded.tokenizer, top_logprobs) if top_logprobs else None
         self.stops, self.eos = loaded.family.stop_strings, set(loaded.family.eos_token_ids(loaded.tokenizer))
         self.tokens = [[] for _ in limits]
         self.shown = [""] * len(limits)
@@ -233,12 +234,15 @@ class _RowStreams(StoppingCriteria):
                 shown = visible_prefix(text, self.stops)
                 if shown != self.shown[row]:
                     self.shown[row] = shown
-                    self.done[row] = bool(self.on_text(row, shown, None))  # True: the reader left
+                    self.done[row] = bool(self.on_text(row, shown, None, self._top(row)))  # True: the reader left
+
+    def _top(self, row: int) -> list | None:
+        return self.first.top[row] if self.first is not None and self.first.top is not None else None
 
     def _finish(self, row: int, reason: str) -> None:
         self.done[row] = True
         text = self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
-        self.on_text(row, final_answer(text, self.stops), reason)
+        self.on_text(row, final_answer(text, self.stops), reason, self._top(row))
 
     def end(self) -> None:
         for row, done in enumerate(self.done):
@@ -247,6 +251,22 @@ class _RowStreams(StoppingCriteria):
 
     def __call__(self, input_ids, scores, **kwargs):
         return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
+
+
+class _FirstTokenLogprobs(LogitsProcessor):
+    """Keeps each row's k likeliest first answer tokens as (text, log-probability), for a served answer's
+    top_logprobs (medvlm.answers.p_yes_from_logprobs reads them back). Greedy decoding only: it sees the scores
+    after generate's own processors, which under sampling are reshaped by temperature and top-p."""
+
+    def __init__(self, tokenizer, k: int):
+        self.tokenizer, self.k, self.top = tokenizer, k, None
+
+    def __call__(self, input_ids, scores):
+        if self.top is None:  # the first step: the answer's first token
+            values, ids = torch.log_softmax(scores.float(), dim=-1).topk(self.k, dim=-1)
+            self.top = [[(self.tokenizer.decode([i]), round(v, 4)) for v, i in zip(vs, row)]
+                        for vs, row in zip(values.tolist(), ids.tolist())]
+        return scores
 
 
 # Processor outputs with one entry per prompt token: padded on the left in a batch, as the processors pad them.
@@ -272,15 +292,19 @@ def left_padded(encoded: list[dict], pad_id: int) -> dict:
 
 @torch.inference_mode()
 def stream_rows(loaded: LoadedModel, encoded: list[dict], settings: list[GenerationSettings],
-                on_text: Callable[[int, str, str | None], bool | None]) -> None:
+                on_text: Callable[[int, str, str | None, list | None], bool | None], top_logprobs: int = 0) -> None:
     """Decode conversations together: `encoded`, each one's family.encode outputs (all with an image, or all
     without), left-padded into one batch; one temperature; each row up to its own settings' max_new_tokens.
     on_text(row, answer_so_far, finish) is called as a row's visible answer grows (finish None; return True to drop
-    the row: its reader left) and once when it ends (finish "stop" or "length", with the final answer)."""
+    the row: its reader left) and once when it ends (finish "stop" or "length", with the final answer). Its last
+    argument: with top_logprobs > 0 and greedy decoding, the row's top_logprobs likeliest first tokens as (text,
+    log-probability), likeliest first (the token it said); else None."""
     pad_id = loaded.family.generate_kwargs(loaded.processor)["pad_token_id"]
     inputs = encoded[0] if len(encoded) == 1 else left_padded(encoded, pad_id)
     limits = [int(s.max_new_tokens) for s in settings]
-    streams = _RowStreams(loaded, limits, on_text)
+    streams = _RowStreams(loaded, limits, on_text, top_logprobs if settings[0].temperature == 0 else 0)
     kwargs = generate_kwargs(loaded, inputs, replace(settings[0], max_new_tokens=max(limits)))
     kwargs.update(streamer=streams, stopping_criteria=StoppingCriteriaList([streams]))
+    if streams.first is not None:
+        kwargs.update(logits_processor=LogitsProcessorList([streams.first]))
     loaded.model.generate(**kwargs)

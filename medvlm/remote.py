@@ -199,15 +199,19 @@ class RemoteModel:
 
     def request_body(self, turns: list[Turn], image, settings, stream: bool) -> dict:
         body = {"model": self.spec.served_model, "messages": messages_for(turns, image), "max_tokens": int(settings.max_new_tokens),
-                "temperature": float(settings.temperature), "stream": stream}
+                "temperature": float(settings.temperature), "stream": stream,
+                # The first token's alternatives give a yes/no answer's p_yes (OpenAI's logprobs, which vLLM, TGI and
+                # medvlm.serve honour and the rest ignore).
+                "logprobs": True, "top_logprobs": 5}
         if settings.temperature == 0:
             body["top_p"] = 1.0  # greedy: some servers sample at temperature 0 unless top_p is 1 too
         return body
 
     def stream(self, turns: list[Turn], image, settings) -> Iterator[str]:
-        """The answer as it grows (server-sent events); the last value is the whole answer, stripped."""
+        """The answer as it grows (server-sent events); the last value is the whole answer, stripped, an Answer with
+        its p_yes from the first chunk that carries logprobs."""
         response = self._send("POST", "/chat/completions", json=self.request_body(turns, image, settings, True), stream=True)
-        text, finished = "", False
+        text, finished, p_yes = "", False, None
         try:
             for line in response.iter_lines():
                 if not line.startswith("data:"):
@@ -224,6 +228,8 @@ class RemoteModel:
                     raise UserFacingError(f"{self.where} stopped with an error: {error_message(httpx.Response(500, json=chunk))}")
                 for choice in chunk.get("choices") or []:
                     piece = (choice.get("delta") or {}).get("content") or ""
+                    if p_yes is None and not text and choice.get("logprobs"):  # the answer's first token
+                        p_yes = p_yes_from_logprobs(choice["logprobs"])
                     if piece:
                         text += piece
                         yield text.strip()
@@ -234,12 +240,11 @@ class RemoteModel:
             response.close()
         if not finished:
             raise UserFacingError(f"{self.where} broke off the answer after {len(text)} characters (the stream ended early).")
-        yield text.strip()
+        yield Answer(text.strip(), p_yes)
 
     def complete(self, turns: list[Turn], image, settings) -> Answer:
-        """The whole answer in one response (no streaming), with its p_yes when the server returns logprobs (OpenAI's
-        `logprobs`/`top_logprobs`, which vLLM and others honour and the rest ignore)."""
-        body = self.request_body(turns, image, settings, False) | {"logprobs": True, "top_logprobs": 5}
+        """The whole answer in one response (no streaming), with its p_yes when the server returns logprobs."""
+        body = self.request_body(turns, image, settings, False)
         response = self._send("POST", "/chat/completions", json=body)
         try:
             choice = response.json()["choices"][0]

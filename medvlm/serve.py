@@ -11,8 +11,10 @@ beyond --max_waiting queued requests the server answers 429. With MEDVLM_SERVE_A
 carry "Authorization: Bearer <that key>". Errors are OpenAI's JSON: {"error": {"message", "type", "param", "code"}}.
 
 What it takes: text and image_url parts, the image as a base64 data URL (it fetches no URLs) on the first user
-message, at most one; max_tokens (or max_completion_tokens), temperature (default 0: greedy), stream. System
-messages are ignored: each model family has its own system prompt. Answers stop at the family's end of turn.
+message, at most one; max_tokens (or max_completion_tokens), temperature (default 0: greedy), stream, logprobs
+and top_logprobs (0 to 20). System messages are ignored: each model family has its own system prompt. Answers stop
+at the family's end of turn. logprobs cover the answer's first token only (what a yes/no answer's confidence needs,
+medvlm.answers) and only greedy answers; a sampled answer's are null.
 """
 import argparse
 import asyncio
@@ -74,12 +76,23 @@ class Job:
     left: bool = False  # the client went away: stop decoding its row
     prompt_tokens: int = 0
     batch: int = 0  # how many requests it was decoded with (the X-Medvlm-Batch header of a whole answer)
+    top_logprobs: int | None = None  # None: no logprobs asked for
+    first_token: list | None = None  # (text, logprob) of the answer's likeliest first tokens, from the decoding thread
 
-    def tell(self, text: str | None, finish: str | None, error: str | None = None) -> bool:
+    def tell(self, text: str | None, finish: str | None, error: str | None = None, top: list | None = None) -> bool:
         """From the decoding thread: the answer so far (finish None), the final answer (finish "stop"/"length"),
-        or an error. -> whether the client left."""
+        or an error; top: the first token's likeliest alternatives, when asked for. -> whether the client left."""
+        self.first_token = self.first_token or top
         self.loop.call_soon_threadsafe(self.answers.put_nowait, (text, finish, error))
         return self.left
+
+    def logprobs(self) -> dict | None:
+        """OpenAI's choice.logprobs for the answer's first token; None when not asked for or not measured."""
+        if self.top_logprobs is None or not self.first_token:
+            return None
+        def entry(text, logprob):
+            return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+        return {"content": [entry(*self.first_token[0]) | {"top_logprobs": [entry(*t) for t in self.first_token[:self.top_logprobs]]}]}
 
 
 class Batcher:
@@ -113,12 +126,14 @@ class Batcher:
                 if not job.left:
                     groups.setdefault((job.image is not None, job.settings.temperature), []).append(job)
             for group in groups.values():
+                asked = [job.top_logprobs for job in group if job.top_logprobs is not None]
                 for job in group:
                     job.prompt_tokens, job.batch = int(job.inputs["input_ids"].shape[1]), len(group)
                 try:
                     # Each request's inputs were built when its context was checked: batched, not encoded again.
                     stream_rows(self.loaded, [job.inputs for job in group], [job.settings for job in group],
-                                lambda row, text, finish, group=group: group[row].tell(text, finish))
+                                lambda row, text, finish, top, group=group: group[row].tell(text, finish, top=top),
+                                max(1, *asked) if asked else 0)  # the first of them is the token said
                 except Exception as e:  # one bad batch must not stop the server; its clients hear why
                     log.exception("decoding failed")
                     for job in group:
@@ -215,6 +230,18 @@ def parse_settings(body: dict) -> GenerationSettings:
     return GenerationSettings(max_new_tokens=limit, temperature=float(temperature))
 
 
+def parse_logprobs(body: dict) -> int | None:
+    """How many alternatives of the first token to return (0: only the token said); None: no logprobs."""
+    wanted, top = body.get("logprobs", False), body.get("top_logprobs")
+    if not isinstance(wanted, bool):
+        raise ApiError(400, "logprobs must be true or false.", param="logprobs")
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= 20):
+        raise ApiError(400, "top_logprobs must be an integer from 0 to 20.", param="top_logprobs")
+    if top is not None and not wanted:
+        raise ApiError(400, "top_logprobs needs logprobs set to true.", param="top_logprobs")
+    return (top or 0) if wanted else None
+
+
 def build_server(loaded, served_name: str, api_key: str | None = None, max_batch: int = SERVE_MAX_BATCH,
                  max_waiting: int = SERVE_MAX_WAITING):
     """The FastAPI app serving `loaded` under `served_name`."""
@@ -261,13 +288,13 @@ def build_server(loaded, served_name: str, api_key: str | None = None, max_batch
         if body.get("model") != served_name:
             raise ApiError(404, f"The model {body.get('model')!r} does not exist here; this server serves {served_name!r}.",
                            "not_found_error", "model", "model_not_found")
-        settings = parse_settings(body)
+        settings, top_logprobs = parse_settings(body), parse_logprobs(body)
         turns, image = await run_in_threadpool(parse_messages, body.get("messages"))
         try:
             inputs = await run_in_threadpool(encode_to_fit, loaded, turns[:-1], turns[-1][0], image, settings.max_new_tokens)
         except UserFacingError as e:
             raise ApiError(400, str(e), param="messages", code="context_length_exceeded") from None
-        job = Job(inputs, image, settings, asyncio.get_running_loop())
+        job = Job(inputs, image, settings, asyncio.get_running_loop(), top_logprobs=top_logprobs)
         batcher.submit(job)
         reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         base = {"id": reply_id, "created": created, "model": served_name}
@@ -285,13 +312,15 @@ def build_server(loaded, served_name: str, api_key: str | None = None, max_batch
             completion_tokens = len(loaded.tokenizer(text, add_special_tokens=False).input_ids)
             return JSONResponse(base | {
                 "object": "chat.completion",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": job.logprobs(),
+                             "finish_reason": finish}],
                 "usage": {"prompt_tokens": job.prompt_tokens, "completion_tokens": completion_tokens,
                           "total_tokens": job.prompt_tokens + completion_tokens},
             }, headers={"X-Medvlm-Batch": str(job.batch)})
 
-        def event(delta: dict, finish: str | None = None) -> str:
-            chunk = base | {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        def event(delta: dict, finish: str | None = None, logprobs: dict | None = None) -> str:
+            choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+            chunk = base | {"object": "chat.completion.chunk", "choices": [choice]}
             return f"data: {JSONResponse(chunk).body.decode()}\n\n"
 
         async def events():
@@ -306,8 +335,8 @@ def build_server(loaded, served_name: str, api_key: str | None = None, max_batch
                     # The visible answer only grows, except that the final one may drop a held-back tail.
                     piece = text[len(sent):] if text.startswith(sent) else ""
                     if piece:
+                        yield event({"content": piece}, logprobs=None if sent else job.logprobs())  # the first token's
                         sent += piece
-                        yield event({"content": piece})
                     if finish:
                         yield event({}, finish)
                         yield "data: [DONE]\n\n"

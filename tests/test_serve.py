@@ -13,7 +13,7 @@ import httpx
 import pytest
 from conftest import REPO, VQA_RAD, free_port
 
-from medvlm import chat, models
+from medvlm import chat, metrics, models
 from medvlm.chat import GenerationSettings
 from medvlm.data import load_examples
 from medvlm.errors import UserFacingError
@@ -92,6 +92,10 @@ def test_answers_are_the_in_process_greedy_answers(server, medvlm_tiny, question
     here = answer_examples(medvlm_tiny, questions)
     there = answer_examples(remote, questions, concurrency=4)
     assert there == here and all(there)
+    # Each yes/no answer's confidence travels as the first token's logprobs: the in-process P(yes) against P(no)
+    # (which sums every yes/no spelling over the whole vocabulary; the server sends the top 5).
+    measured = [(a.p_yes, b.p_yes) for a, b in zip(here, there) if a.p_yes is not None and metrics.yes_no(a)]
+    assert measured and all(b == pytest.approx(a, abs=0.01) for a, b in measured)
     # A streamed chat with a follow-up: the same final answers, and the answer is seen growing.
     image = questions[0].image()
     settings = GenerationSettings(max_new_tokens=48)
@@ -100,6 +104,11 @@ def test_answers_are_the_in_process_greedy_answers(server, medvlm_tiny, question
         seen = list(chat.stream_reply(remote, history, "Describe the image.", image, settings))
         assert seen[-1] == expected
         assert len(seen) >= 2 and all(expected.startswith(part) for part in seen)
+    # A streamed yes or no carries its confidence too (from the first chunk's logprobs).
+    said = [(e, list(chat.stream_reply(medvlm_tiny, [], e.question, e.image(), settings))[-1]) for e in questions]
+    e, expected = next((e, a) for e, a in said if metrics.yes_no(a))
+    seen = list(chat.stream_reply(remote, [], e.question, e.image(), settings))[-1]
+    assert seen == expected and seen.p_yes == pytest.approx(expected.p_yes, abs=0.01)
     # Swapping the image changes what the server hears: the image travels with the request.
     swapped = questions[-1].image()
     assert list(chat.stream_reply(remote, [], "Describe the image.", swapped, settings))[-1] == \
@@ -112,6 +121,8 @@ def test_concurrent_requests_are_decoded_together(server, medvlm_tiny, questions
     bodies = [{"model": SERVED, "max_tokens": 16, "messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": data_url(png_bytes(e.image_path))}}, {"type": "text", "text": e.question}]}]}
         for e in questions]
+    for body in bodies[::2]:  # half ask for the first token's logprobs: batched with those that don't
+        body |= {"logprobs": True, "top_logprobs": 3}
     replies = [None] * len(bodies)
 
     def ask(k):
@@ -126,6 +137,15 @@ def test_concurrent_requests_are_decoded_together(server, medvlm_tiny, questions
     assert max(int(r.headers["x-medvlm-batch"]) for r in replies) > 1  # some requests shared one decode
     alone = [chat.stream_reply(medvlm_tiny, [], e.question, load_image(e.image_path), GenerationSettings(max_new_tokens=16)) for e in questions]
     assert [r.json()["choices"][0]["message"]["content"] for r in replies] == [list(a)[-1] for a in alone]
+    for k, reply in enumerate(replies):
+        logprobs = reply.json()["choices"][0]["logprobs"]
+        if k % 2:
+            assert logprobs is None
+            continue
+        first = logprobs["content"][0]
+        assert len(first["top_logprobs"]) == 3 and first["top_logprobs"][0] == {k: first[k] for k in ("token", "logprob", "bytes")}
+        assert reply.json()["choices"][0]["message"]["content"].startswith(first["token"].strip())  # greedy: the likeliest
+        assert all(a["logprob"] >= b["logprob"] for a, b in zip(first["top_logprobs"], first["top_logprobs"][1:]))
     usage = replies[0].json()["usage"]
     assert usage["prompt_tokens"] > 49 and usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
 
@@ -150,6 +170,9 @@ TRUNCATED_PNG = data_url(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
     ({"model": SERVED, "max_tokens": 0, "messages": [{"role": "user", "content": "hi"}]}, 400, "max_tokens"),
     ({"model": SERVED, "temperature": 9, "messages": [{"role": "user", "content": "hi"}]}, 400, "temperature"),
     ({"model": SERVED, "n": 3, "messages": [{"role": "user", "content": "hi"}]}, 400, "one answer"),
+    ({"model": SERVED, "logprobs": "yes", "messages": [{"role": "user", "content": "hi"}]}, 400, "logprobs must be"),
+    ({"model": SERVED, "logprobs": True, "top_logprobs": 50, "messages": [{"role": "user", "content": "hi"}]}, 400, "0 to 20"),
+    ({"model": SERVED, "top_logprobs": 2, "messages": [{"role": "user", "content": "hi"}]}, 400, "needs logprobs"),
     ([1, 2], 400, "JSON object"),
 ])
 def test_bad_requests_get_openai_errors(server, body, status, words):

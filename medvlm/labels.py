@@ -32,8 +32,9 @@ SIDE_NAMES, HEIGHT_NAMES = ("left", "right"), ("upper", "lower")
 CENTRE_MARGIN = 0.05  # a box centre this close to the midline has no side: no side/height question about it
 SIZE_BOUNDS = ((0.01, "small"), (0.025, "medium"))  # box area as a fraction of the image; about the train tertiles
 # Generated blank and near-blank images: a brain-tumour question about them is answered "no". Training and held-out
-# blanks are drawn with different seeds and levels (medvlm.labels.blank_image).
-BLANKS = {TRAIN: 48, HELDOUT: 12}
+# blanks are drawn with different seeds (medvlm.labels.blank_image). 48 in training (12 flat greys) left an all-grey
+# 256 x 256 upload at "yes, p = 0.52" in the Compare tab.
+BLANKS = {TRAIN: 144, HELDOUT: 24}
 
 
 def is_label_source(source: str) -> bool:

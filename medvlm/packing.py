@@ -13,6 +13,7 @@ import torch
 from medvlm.settings import IGNORE_INDEX
 
 PREFIX = -1  # branch id of the prefix that every sequence shares
+PACKING_KEYS = ("position_ids", "branch", "parents")  # what pack() adds to a row beside the processor's tensors
 
 
 def rows_by_image(keys: list, size: int) -> list[list[int]]:

@@ -122,7 +122,7 @@ def _greedy_rows(loaded: LoadedModel, rows: list[list[tuple]], max_new_tokens: i
     """Greedy answers for rows of questions that share an image, decoded together, and each one's p_yes: each step
     feeds one token per question, which sees its row's prefix, its own prompt and its own answer so far."""
     family, processor, model = loaded.family, loaded.processor, loaded.model
-    eos = torch.tensor(family.eos_token_ids(processor.tokenizer))
+    eos = torch.tensor(family.eos_token_ids(processor))
     pad_id = family.generate_kwargs(processor)["pad_token_id"]
     packed = []
     for row in rows:
@@ -208,7 +208,7 @@ class _RowStreams(StoppingCriteria):
     def __init__(self, loaded: LoadedModel, limits: list[int], on_text, top_logprobs: int = 0):
         self.tokenizer, self.limits, self.on_text = loaded.tokenizer, limits, on_text
         self.first = _FirstTokenLogprobs(loaded.tokenizer, top_logprobs) if top_logprobs else None
-        self.stops, self.eos = loaded.family.stop_strings, set(loaded.family.eos_token_ids(loaded.tokenizer))
+        self.stops, self.eos = loaded.family.stop_strings, set(loaded.family.eos_token_ids(loaded.processor))
         self.tokens = [[] for _ in limits]
         self.shown = [""] * len(limits)
         self.done = [False] * len(limits)
@@ -270,7 +270,7 @@ class _FirstTokenLogprobs(LogitsProcessor):
 
 
 # Processor outputs with one entry per prompt token: padded on the left in a batch, as the processors pad them.
-TOKEN_ALIGNED = ("input_ids", "attention_mask", "image_attention_mask")
+TOKEN_ALIGNED = ("input_ids", "attention_mask", "image_attention_mask", "token_type_ids", "mm_token_type_ids")
 
 
 def left_padded(encoded: list[dict], pad_id: int) -> dict:
@@ -286,8 +286,18 @@ def left_padded(encoded: list[dict], pad_id: int) -> dict:
                 fill = value.new_full((value.shape[0], missing, *value.shape[2:]), pad_id if key == "input_ids" else 0)
                 value = torch.cat([fill, value], dim=1)
             parts.append(value)
-        batch[key] = torch.cat(parts)
+        batch[key] = torch.cat(parts) if key in TOKEN_ALIGNED else concat_images(parts)
     return batch
+
+
+def concat_images(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Image tensors of several conversations along their first axis. Where the number of image tiles differs
+    (Idefics3 splits each image by its size) zero tiles pad them, which the model drops as the processor's own padding."""
+    if len({p.shape[1:] for p in parts}) > 1:
+        shape = [max(sizes) for sizes in zip(*(p.shape[1:] for p in parts))]
+        parts = [torch.nn.functional.pad(p, [x for d in reversed(range(1, p.dim())) for x in (0, shape[d - 1] - p.shape[d])])
+                 for p in parts]
+    return torch.cat(parts)
 
 
 @torch.inference_mode()

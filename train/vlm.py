@@ -26,6 +26,7 @@ from medvlm.chat import GenerationSettings
 from medvlm.data import Example, load_examples, parse_mixture
 from medvlm.errors import UserFacingError
 from medvlm.images import load_image
+from medvlm.predict import TOKEN_ALIGNED, concat_images
 from medvlm.settings import EVAL_MAX_NEW_TOKENS, IGNORE_INDEX, MAX_NEW_TOKENS_LIMIT, PACK_SIZE, QUANTIZE_CHOICES
 
 
@@ -140,7 +141,7 @@ class ImagePackedDataset(torch.utils.data.Dataset):
         first = self.packs[index][0]
         view = self.augment(first.image().convert("RGB"))
         pixels = self.loaded.family.encode(self.loaded.processor, first.turns[:1], view)["pixel_values"]
-        return self.encoded[index] | {"pixel_values": pixels[0]}
+        return self.encoded[index] | {"pixel_values": pixels}
 
 
 def image_augmentation():
@@ -157,17 +158,25 @@ def encode_with_labels(loaded: models.LoadedModel, turns: list[tuple[str, str]],
     """Processor outputs for the whole conversation, plus labels that are IGNORE_INDEX everywhere but the answers.
 
     Answer spans come from token positions (prefix lengths), not from pad or eos ids: when pad == eos, masking by id
-    would also drop each answer's own end-of-turn token.
+    would also drop each answer's own end-of-turn token. A span ends at the answer's end-of-turn token: what a
+    template writes after it (a newline) is not the answer's. Token-aligned tensors lose the batch axis of one; image
+    tensors keep theirs (Qwen2.5-VL's pixel_values have none), for collate to concatenate.
     """
     family, processor = loaded.family, loaded.processor
     full = family.encode(processor, turns, image)
     ids = full["input_ids"][0]
     labels = torch.full_like(ids, IGNORE_INDEX)
+    ends_turn = torch.tensor(family.eos_token_ids(processor))
     for k, (question, _) in enumerate(turns):
-        start = family.encode(processor, turns[:k] + [(question, None)], image)["input_ids"].shape[1]
+        prompt = family.encode(processor, turns[:k] + [(question, None)], image)["input_ids"][0]
+        start = prompt.shape[0]
+        if not torch.equal(ids[:start], prompt):  # the answer's span is found by prefix: it must be one
+            raise ValueError(f"{loaded.spec.name}'s prompt for turn {k + 1} is not a prefix of the whole conversation's")
         end = ids.shape[0] if k == len(turns) - 1 else family.encode(processor, turns[: k + 1], image)["input_ids"].shape[1]
+        closing = torch.isin(ids[start:end], ends_turn).nonzero()
+        end = start + int(closing[0, 0]) + 1 if len(closing) else end
         labels[start:end] = ids[start:end]
-    item = {key: value[0] for key, value in full.items()}
+    item = {key: value[0] if key in TOKEN_ALIGNED else value for key, value in full.items()}
     item["labels"] = labels
     return item
 
@@ -183,15 +192,12 @@ def collate(pad_token_id: int):
         return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=value)
 
     def fn(items: list[dict]) -> dict:
-        batch = {
-            "input_ids": pad([i["input_ids"] for i in items], pad_token_id),
-            "attention_mask": pad([i["attention_mask"] for i in items], 0),
-            "labels": pad([i["labels"] for i in items], IGNORE_INDEX),
-        }
-        if "pixel_values" in items[0]:
-            batch["pixel_values"] = torch.stack([i["pixel_values"] for i in items])
-        if "image_attention_mask" in items[0]:
-            batch["image_attention_mask"] = pad([i["image_attention_mask"] for i in items], 0)
+        batch = {"labels": pad([i["labels"] for i in items], IGNORE_INDEX)}
+        for key in items[0]:
+            if key in TOKEN_ALIGNED:
+                batch[key] = pad([i[key] for i in items], pad_token_id if key == "input_ids" else 0)
+            elif key not in packing.PACKING_KEYS and key != "labels":  # the image's tensors
+                batch[key] = concat_images([i[key] for i in items])
         batch["examples"] = torch.tensor(sum(packing.branches_in(i) for i in items))
         if any("branch" in i for i in items):
             batch["attention_mask"], batch["position_ids"] = packing.attention(items, batch["input_ids"].shape[1])

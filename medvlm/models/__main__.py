@@ -19,11 +19,13 @@ PROG = "python -m medvlm.models"
 def show_prompt(name: str) -> str:
     spec = resolve(name)
     family = FAMILIES[spec.family]
-    scored = family.show_prompt([(family.ask("Is there a tumor in this brain MRI?", short_answer=True), None)])
+    # A chat-template model's prompt is its processor's (loaded without the weights); the others' are written here.
+    processor = family.load_processor(spec.source) if family.prompt_from_processor else None
+    scored = family.show_prompt([(family.ask("Is there a tumor in this brain MRI?", short_answer=True), None)], processor=processor)
     chat = family.show_prompt([
         ("What does this image show?", "An axial MRI of the brain."),
         (family.ask("Is there a tumour? Where?", context=family.findings([], (512, 512))), None),
-    ])
+    ], processor=processor)
     return f"# {spec.name} ({family.name} family)\n\n## a scored question\n{scored}\n\n## a chat, second turn, with findings\n{chat}"
 
 

@@ -49,7 +49,9 @@ class Family:
             for d in detections)
         return self.findings_some.format(width=width, height=height, found=found)
 
-    def show_prompt(self, turns: list[Turn], image_marker: str = "<image>") -> str:
+    prompt_from_processor = False  # whether show_prompt needs the model's processor (its chat template)
+
+    def show_prompt(self, turns: list[Turn], image_marker: str = "<image>", processor=None) -> str:
         """The prompt text this family builds for `turns` about an image, the image shown as `image_marker`."""
         raise NotImplementedError
 
@@ -65,12 +67,13 @@ class Family:
         """Left-padded processor outputs for several conversations (all with an image, or all without)."""
         raise NotImplementedError
 
-    def eos_token_ids(self, tokenizer) -> list[int]:
-        return [tokenizer.eos_token_id]
+    def eos_token_ids(self, processor) -> list[int]:
+        """The tokens that end an answer."""
+        return [processor.tokenizer.eos_token_id]
 
     def generate_kwargs(self, processor) -> dict:
         tokenizer = processor.tokenizer
-        kwargs = {"eos_token_id": self.eos_token_ids(tokenizer), "pad_token_id": tokenizer.pad_token_id}
+        kwargs = {"eos_token_id": self.eos_token_ids(processor), "pad_token_id": tokenizer.pad_token_id}
         if kwargs["pad_token_id"] is None:
             kwargs["pad_token_id"] = kwargs["eos_token_id"][0]
         if self.stop_strings:
@@ -104,7 +107,7 @@ class TextPromptFamily(Family):
 
     eos_text = "</s>"  # the tokenizer's end-of-sequence text, for show_prompt (encode reads the tokenizer's own)
 
-    def show_prompt(self, turns, image_marker="<image>"):
+    def show_prompt(self, turns, image_marker="<image>", processor=None):
         return self.prompt(turns, True, self.eos_text).replace(self.image_placeholder, image_marker + "\n", 1)
 
     def encode(self, processor, turns, image):
@@ -165,7 +168,7 @@ class IdeficsFamily(Family):
                 merged.append(item)
         return merged
 
-    def show_prompt(self, turns, image_marker="<image>"):
+    def show_prompt(self, turns, image_marker="<image>", processor=None):
         return "".join(item if isinstance(item, str) else image_marker for item in self.prompt_items(turns, image_marker))
 
     def encode(self, processor, turns, image):
@@ -175,8 +178,8 @@ class IdeficsFamily(Family):
     def encode_batch(self, processor, conversations):
         return processor(text=[self.prompt_items(turns, image) for turns, image in conversations], padding=True, return_tensors="pt")
 
-    def eos_token_ids(self, tokenizer):
-        return [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(self.end_of_utterance)]
+    def eos_token_ids(self, processor):
+        return [processor.tokenizer.eos_token_id, processor.tokenizer.convert_tokens_to_ids(self.end_of_utterance)]
 
     def generate_kwargs(self, processor):
         kwargs = super().generate_kwargs(processor)
@@ -207,8 +210,91 @@ class FastVlmFamily(TextPromptFamily):
             source = tiny.base_model_dir()
         return FastVlmForConditionalGeneration.from_pretrained(source, **kwargs), AutoProcessor.from_pretrained(source)
 
-    def eos_token_ids(self, tokenizer):
-        return [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    def eos_token_ids(self, processor):
+        return [processor.tokenizer.convert_tokens_to_ids("<|im_end|>")]
 
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (LlavaFamily(), IdeficsFamily(), FastVlmFamily())}
+class ChatTemplateFamily(Family):
+    """Any image-text-to-text checkpoint whose processor has a chat template: MedGemma / Gemma 3, Qwen2.5-VL
+    (Lingshu), Idefics3 (SmolVLM), LLaVA-OneVision... Loaded with AutoModelForImageTextToText + AutoProcessor; every
+    prompt is the processor's own template (processor.apply_chat_template), nothing written here by hand.
+
+    Not packable: Qwen2.5-VL's 3-D rotary positions and Gemma 3's bidirectional image attention are computed by the
+    model from the plain sequence, which a packed row's custom positions and 4-D mask would override; so training rows
+    hold one example and batched answers go through one left-padded generate.
+    """
+
+    name = "chat_template"
+    # The language model's attention only: its module is language_model (Gemma 3, Qwen2.5-VL, LLaVA-OneVision) or
+    # text_model (Idefics3); the vision towers' are vision_tower / visual / vision_model.
+    lora_target = r".*(language_model|text_model)\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|o_proj)"
+
+    @staticmethod
+    def messages(turns: list[Turn], image) -> list[dict]:
+        """The conversation in the chat-template format every processor takes; the image on the first user turn."""
+        out = []
+        for i, (question, answer) in enumerate(turns):
+            picture = [{"type": "image", "image": image}] if i == 0 and image is not None else []
+            out.append({"role": "user", "content": [*picture, {"type": "text", "text": question}]})
+            if answer is not None:
+                out.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+        return out
+
+    prompt_from_processor = True
+
+    def load_processor(self, source):
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(source)
+        if not getattr(processor, "chat_template", None):
+            raise ValueError(f"{source}'s processor has no chat template, so medvlm cannot build its prompts")
+        return processor
+
+    def load(self, source, **kwargs):
+        from transformers import AutoModelForImageTextToText
+
+        processor = self.load_processor(source)
+        return AutoModelForImageTextToText.from_pretrained(source, **kwargs), processor
+
+    def encode(self, processor, turns, image):
+        return self.encode_batch(processor, [(turns, image)])
+
+    def encode_batch(self, processor, conversations):
+        # A conversation that ends with an answer (training) gets no generation prompt after it.
+        open_ended = [turns[-1][1] is None for turns, _ in conversations]
+        if len(set(open_ended)) > 1:
+            raise ValueError("a batch mixes finished conversations with open ones")
+        return processor.apply_chat_template([self.messages(turns, image) for turns, image in conversations],
+                                             add_generation_prompt=open_ended[0], tokenize=True, return_dict=True,
+                                             return_tensors="pt", processor_kwargs={"padding": True})
+
+    def show_prompt(self, turns, image_marker="<image>", processor=None):
+        """The processor's own token ids for `turns` about a blank image, decoded; each run of image tokens shown
+        as one image_marker."""
+        if processor is None:
+            raise ValueError("the chat-template family's prompt comes from the model's processor: pass it")
+        tokenizer = processor.tokenizer
+        image_id = getattr(tokenizer, "image_token_id", None) or processor.image_token_id
+        ids = self.encode(processor, turns, Image.new("RGB", (64, 64)))["input_ids"][0].tolist()
+        pieces, text = [], []
+        for k, token in enumerate(ids):
+            if token != image_id:
+                text.append(token)
+            elif k == 0 or ids[k - 1] != image_id:  # a run of image tokens begins
+                pieces += [tokenizer.decode(text), image_marker]
+                text = []
+        return "".join(pieces + [tokenizer.decode(text)])
+
+    def eos_token_ids(self, processor):
+        """The template's end of turn, read from the template itself: the first special token it writes after an
+        answer (<end_of_turn>, <|im_end|>, <end_of_utterance>); and the tokenizer's end of sequence."""
+        mark = "MEDVLM_ANSWER_MARK"
+        text = processor.apply_chat_template(self.messages([("q", mark)], None), tokenize=False)
+        tokenizer = processor.tokenizer
+        after = tokenizer(text.split(mark, 1)[1], add_special_tokens=False)["input_ids"]
+        special = {i for i, token in tokenizer.added_tokens_decoder.items() if token.special} | set(tokenizer.all_special_ids)
+        end_of_turn = next((t for t in after if t in special), None)
+        return list(dict.fromkeys(t for t in (end_of_turn, tokenizer.eos_token_id) if t is not None))
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (LlavaFamily(), IdeficsFamily(), FastVlmFamily(), ChatTemplateFamily())}

@@ -7,7 +7,7 @@ import torch
 
 from medvlm.errors import UserFacingError
 from medvlm.models.families import FAMILIES, Family
-from medvlm.models.registry import MEDVLM_TINY_SOURCE, ModelSpec, cached_hub_file, hub_missing_message, looks_like_path
+from medvlm.models.registry import MEDVLM_TINY_SOURCE, ModelSpec, cached_hub_file, gated_message, hub_missing_message, looks_like_path
 from medvlm.settings import QUANTIZE_CHOICES
 
 # Models this large get nf4 on CUDA under quantize="auto"; smaller ones load in fp16.
@@ -143,6 +143,8 @@ def load(spec: ModelSpec, device: str | None = None, quantize: str = "auto", dty
     try:
         model, processor = family.load(spec.source, **kwargs)
     except (OSError, ValueError, ImportError, RuntimeError) as e:
+        if "gated" in str(e).lower():  # the hub refused: no token, or the model's terms not accepted
+            raise UserFacingError(gated_message(spec.source)) from e
         raise UserFacingError(f"Could not load {spec.name}: {_first_line(e)}") from e
     if spec.adapter:
         model = attach_adapter(model, spec.adapter)

@@ -22,6 +22,7 @@ class ModelSpec:
     description: str = ""
     served_model: str | None = None  # openai: the model's name on the server
     api_key: str | None = field(default=None, repr=False, compare=False)  # openai: never shown, logged or stored
+    gated: bool = False  # the hub asks for a token and accepted terms before it gives the weights
 
 
 REGISTRY = {
@@ -51,6 +52,44 @@ REGISTRY = {
             params_billion=8.93,
             description="MIDEFICS: IDEFICS-9b-instruct + a LoRA adapter tuned on medical conversations.",
         ),
+        # Today's models, through their processors' chat templates (the chat_template family). Sizes: parameters of
+        # the whole checkpoint, for the "can it load here" check.
+        ModelSpec(
+            name="medgemma-4b",
+            family="chat_template",
+            source="google/medgemma-4b-it",
+            params_billion=4.3,
+            gated=True,
+            description="MedGemma-4B-it (Gemma 3 + a medical SigLIP), Google's medical VLM; gated: accept its terms on the hub.",
+        ),
+        ModelSpec(
+            name="smolvlm-256m",
+            family="chat_template",
+            source="HuggingFaceTB/SmolVLM-256M-Instruct",
+            params_billion=0.26,
+            description="SmolVLM-256M-Instruct (Idefics3), a general VLM small enough for a CPU; not medical.",
+        ),
+        ModelSpec(
+            name="smolvlm-500m",
+            family="chat_template",
+            source="HuggingFaceTB/SmolVLM-500M-Instruct",
+            params_billion=0.51,
+            description="SmolVLM-500M-Instruct (Idefics3), a general VLM that runs on a CPU; not medical.",
+        ),
+        ModelSpec(
+            name="qwen2.5-vl-3b",
+            family="chat_template",
+            source="Qwen/Qwen2.5-VL-3B-Instruct",
+            params_billion=3.75,
+            description="Qwen2.5-VL-3B-Instruct, a general VLM; the base of many medical ones.",
+        ),
+        ModelSpec(
+            name="lingshu-7b",
+            family="chat_template",
+            source="lingshu-medical-mllm/Lingshu-7B",
+            params_billion=8.29,
+            description="Lingshu-7B, a medical VLM built on Qwen2.5-VL-7B.",
+        ),
     )
 }
 
@@ -78,10 +117,43 @@ def resolve(name_or_path: str, adapter: str | None = None, served_model: str | N
         return replace(spec, adapter=adapter) if adapter else spec
     config = _read_config(name_or_path)
     model_type = config.get("model_type")
-    if model_type not in FAMILIES:  # a family is named after the transformers model_type it runs
-        supported = ", ".join(sorted(FAMILIES))
-        raise UserFacingError(f"{name_or_path} is a '{model_type}' model; medvlm runs model types: {supported}.")
-    return ModelSpec(name=name_or_path, family=model_type, source=name_or_path, adapter=adapter)
+    if model_type in FAMILIES:  # a hand-written family is named after the transformers model_type it runs
+        return ModelSpec(name=name_or_path, family=model_type, source=name_or_path, adapter=adapter)
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    if model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+        raise UserFacingError(f"{name_or_path} is a '{model_type}' model, not an image-text-to-text model "
+                              "(AutoModelForImageTextToText does not load it): medvlm needs a vision-language model.")
+    if not _has_chat_template(name_or_path):
+        raise UserFacingError(f"{name_or_path} ('{model_type}') has no chat template in its processor or tokenizer files, "
+                              "so medvlm cannot build its prompts: use a chat (instruct) checkpoint.")
+    return ModelSpec(name=name_or_path, family="chat_template", source=name_or_path, adapter=adapter)
+
+
+CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
+CHAT_TEMPLATE_IN = ("processor_config.json", "tokenizer_config.json")  # files that may hold a "chat_template" key
+
+
+def _has_chat_template(name_or_path: str) -> bool:
+    """Whether the checkpoint's files (local, or in the hub cache) carry a chat template; loads nothing."""
+    folder = Path(name_or_path).expanduser()
+
+    def find(filename):
+        if folder.is_dir():
+            return folder / filename if (folder / filename).is_file() else None
+        found = cached_hub_file(name_or_path, filename)
+        return Path(found) if found else None
+
+    if any(find(f) for f in CHAT_TEMPLATE_FILES):
+        return True
+    for filename in CHAT_TEMPLATE_IN:
+        path = find(filename)
+        try:
+            if path and json.loads(path.read_text()).get("chat_template"):
+                return True
+        except (OSError, ValueError, AttributeError):
+            continue
+    return False
 
 
 def remote_spec(source: str, served_model: str | None, api_key: str | None) -> ModelSpec:
@@ -134,7 +206,16 @@ def cached_hub_file(repo_id: str, filename: str) -> str | None:
 def hub_missing_message(repo_id: str) -> str:
     from huggingface_hub.constants import HF_HUB_CACHE
 
+    gated = next((spec for spec in REGISTRY.values() if spec.source == repo_id and spec.gated), None)
+    access = (f" It is gated: accept its terms at https://huggingface.co/{repo_id} and sign in (hf auth login) "
+              "before downloading.") if gated else ""
     return (
         f"{repo_id} is not in the local Hugging Face cache ({HF_HUB_CACHE}) and the hub is offline: download it "
-        f"where the hub is reachable (hf download {repo_id}) and point HF_HOME at that cache, or pass --model PATH."
+        f"where the hub is reachable (hf download {repo_id}) and point HF_HOME at that cache, or pass --model PATH.{access}"
     )
+
+
+def gated_message(repo_id: str) -> str:
+    """One line for a hub refusal of a gated model (no token, or its terms not accepted)."""
+    return (f"{repo_id} is gated on the Hugging Face hub: accept its terms at https://huggingface.co/{repo_id}, then "
+            "sign in with a token that may read it (hf auth login, or HF_TOKEN).")

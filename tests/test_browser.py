@@ -672,3 +672,28 @@ def test_admin_compares_over_a_dataset_and_physicians_see_the_detector_boxes(bro
     coloured = (np.abs(pixels[..., 0] - pixels[..., 1]) + np.abs(pixels[..., 1] - pixels[..., 2]) > 60).sum()
     assert coloured > 200  # a grey MRI slice with the detector's coloured box drawn on it
     admin.close()
+
+
+@pytest.mark.parametrize("kind", ["gemma3", "idefics3", "qwen2_5_vl"])
+def test_a_chat_template_checkpoint_chats_in_the_browser(kind, trap, tmp_path_factory, browser, vqa_rad_image):
+    """`python app.py --model FOLDER` on a tiny local Gemma 3 / Idefics3 / Qwen2.5-VL checkpoint: upload, ask, a
+    streamed answer, a follow-up; nothing leaves the machine."""
+    from tiny_models import CHAT_TEMPLATE_MODELS
+
+    folder = CHAT_TEMPLATE_MODELS[kind](tmp_path_factory.mktemp(kind))
+    process, url, log = start_app(trap, tmp_path_factory, "--model", str(folder), "--db", str(tmp_path_factory.mktemp("db") / "m.db"))
+    try:
+        page = new_page(browser)
+        page.goto(url)
+        page.wait_for_selector("#question textarea")
+        upload(page, vqa_rad_image)
+        wait_for_status(page, "Loaded synpic54610.jpg")
+        first = ask_and_watch(page, "Is there a fracture?")
+        second = ask_and_watch(page, "Where is it?")
+        assert first and second and page.locator('[data-testid="bot"]').count() == 2
+        assert "rror" not in status(page), status(page)
+        assert trap.connections == 0
+        page.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -188,3 +188,25 @@ def test_registry_names_todays_models_and_a_gated_one_says_how_to_get_access():
 
     assert resolve_quantize(models.REGISTRY["medgemma-4b"], "cuda", "auto") == "nf4"  # 4-bit where it helps
     assert resolve_quantize(models.REGISTRY["smolvlm-256m"], "cuda", "auto") is None
+
+
+def test_the_one_trainer_runs_a_chat_template_model_end_to_end(folders, tmp_path, vqa_rad_image):
+    """python -m train.vlm on a Qwen2.5-VL folder: rows of one example (no packing), augmented views, the final
+    evaluation with swapped and no-image passes, and an adapter the app loads back."""
+    from train.vlm import main
+
+    other = str(vqa_rad_image.parent / "synpic29265.jpg")
+    data = tmp_path / "vqa.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"image": str(vqa_rad_image), "question": "Is there an infarct?", "answer": "yes", "answer_type": "CLOSED", "split": "train"},
+        {"image": other, "question": "What organ?", "answer": "lungs", "answer_type": "OPEN", "split": "train"},
+        {"image": str(vqa_rad_image), "question": "Is it normal?", "answer": "no", "answer_type": "CLOSED", "split": "test"},
+        {"image": other, "question": "Which plane?", "answer": "axial", "answer_type": "OPEN", "split": "test"}]))
+    run = tmp_path / "run"
+    assert main(["--model", str(folders["qwen2_5_vl"]), "--data", str(data), "--output_dir", str(run), "--max_steps", "2",
+                 "--batch_size", "2", "--eval_batch_size", "2", "--max_new_tokens", "4"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["resolved"]["family"] == "chat_template" and config["resolved"]["train_rows"] == 2  # one example a row
+    assert json.loads((run / "eval.json").read_text())["questions"] == 2
+    loaded = models.load(models.resolve(str(folders["qwen2_5_vl"]), adapter=str(run / "adapter")), device="cpu")
+    assert list(chat.stream_reply(loaded, [], "Is it normal?", Image.open(vqa_rad_image).convert("RGB"), GenerationSettings(max_new_tokens=4)))

@@ -3,7 +3,8 @@
     python app.py                                   # MedVLM-Tiny on CPU, offline: http://127.0.0.1:7860
     python app.py --model llava-1.5-7b --adapter runs/pathvqa-qlora   # needs the hub cache and a GPU
     python app.py --model midefics --port 8080 --reveal_model
-    python app.py --model /path/to/any/llava-or-idefics-checkpoint
+    python app.py --model /path/to/any/checkpoint        # LLaVA, IDEFICS, or any image-text-to-text model with a chat template
+    python app.py --pool_gb 40                          # what the models sessions pick may fill together
     python app.py --model openai:http://gpu-box:8000/v1 --served_model llava-hf/llava-1.5-7b-hf   # vLLM, TGI, medvlm.serve
 
 No network call is made unless you set the switches yourself (e.g. HF_HUB_OFFLINE=0 to let the hub download).
@@ -28,6 +29,16 @@ def port_number(text: str) -> int:
     return port
 
 
+def positive_gigabytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of gigabytes") from None
+    if not 0 < value < 1e5:
+        raise argparse.ArgumentTypeError(f"must be more than 0 GB, not {text}")
+    return value
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = cli.Parser(PROG, __doc__)
     cli.add_model_arguments(parser)
@@ -37,6 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--host", default=HOST, help=f"address to listen on (default: {HOST})")
     parser.add_argument("--port", type=port_number, default=PORT, help=f"default: {PORT}")
     parser.add_argument("--share", action="store_true", help="open a public Gradio share link (off by default)")
+    parser.add_argument("--pool_gb", type=positive_gigabytes, default=None,
+                        help="memory the app's loaded models may fill together before the least recently used is unloaded "
+                             "(default: 60 %% of the GPU's memory, or of the RAM)")
     parser.add_argument("--reveal_model", action="store_true",
                         help="after each verdict, tell reviewers which model answered (never the run); default: only admins see it")
     return parser.parse_args(argv)
@@ -54,7 +68,7 @@ def serve(args: argparse.Namespace) -> int:
     from ui.app import build_app, exposure_warning, launch
 
     store = Store(args.db)
-    model_host = ModelHost(device=cli.device_of(args), quantize=args.quantize, detector_weights=args.detector)
+    model_host = ModelHost(device=cli.device_of(args), quantize=args.quantize, detector_weights=args.detector, budget_gb=args.pool_gb)
     print(f"medvlm: loading {args.model} on {model_host.device}...", flush=True)
     model_host.start(args.model, adapter=args.adapter, served_model=args.served_model)  # logs why, if it falls back to the default model
     demo = build_app(model_host, store, reveal_model=args.reveal_model)

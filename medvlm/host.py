@@ -1,38 +1,77 @@
-"""The app's one loaded model (which models the picker offers, whether each can load here, switching) and its
+"""The app's models: a pool of loaded ones that each browser session picks from (which models the picker offers,
+whether each can load here, loading, unloading the least recently used to stay within a memory budget) and the
 detector (loaded on first use)."""
 import logging
+import os
 import threading
+from collections import Counter, OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
+
 from medvlm import chat, models, remote
 from medvlm.errors import UserFacingError
 from medvlm.models import LoadedModel, ModelSpec, card
-from medvlm.settings import DEFAULT_MODEL, DETECTOR_WEIGHTS
+from medvlm.models.loading import resolve_quantize
+from medvlm.settings import DEFAULT_MODEL, DETECTOR_WEIGHTS, POOL_MEMORY_SHARE
 
 log = logging.getLogger(__name__)
 
 
+def model_bytes(loaded: LoadedModel) -> int:
+    """What a loaded model holds in memory (parameters and buffers); a served model holds nothing here."""
+    if remote.is_remote(loaded.spec.source):
+        return 0
+    tensors = [*loaded.model.parameters(), *loaded.model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def memory_budget(device: str, gigabytes: float | None = None) -> int:
+    """Bytes the pool may fill: `gigabytes` if given, else POOL_MEMORY_SHARE of the GPU's memory or of the RAM."""
+    if gigabytes is not None:
+        return int(gigabytes * 1e9)
+    if device.startswith("cuda"):
+        total = torch.cuda.get_device_properties(torch.device(device).index or 0).total_memory
+    else:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return int(POOL_MEMORY_SHARE * total)
+
+
 class ModelHost:
-    def __init__(self, device: str | None = None, quantize: str = "auto", detector_weights: str | Path = DETECTOR_WEIGHTS):
+    """Every browser session picks its own model (Chat and Compare answer with it). In-process models stay loaded
+    while they fit the memory budget; loading one more unloads the least recently used first, never one that is
+    answering or that an admin pinned. Served models cost nothing to hold. Each in-process model generates one answer
+    at a time (its own lock); two sessions on two models answer at once."""
+
+    def __init__(self, device: str | None = None, quantize: str = "auto", detector_weights: str | Path = DETECTOR_WEIGHTS,
+                 budget_gb: float | None = None):
         self.device = device or models.default_device()
         self.quantize = quantize
+        self.budget = memory_budget(self.device, budget_gb)
         self.detector_weights = Path(detector_weights)
         self._detector = None
         self.detector_lock = threading.Lock()  # the detector runs beside the VLM, one image at a time
         self.specs: dict[str, ModelSpec] = dict(models.REGISTRY)
-        self.current: LoadedModel | None = None
+        self.default_name: str | None = None  # what a new session gets
         self.startup_notice = ""  # why the requested model was not the one loaded, shown once in the UI
-        # Held while a model generates or loads: a switch never pulls a model out from under a running answer.
-        self.lock = threading.Lock()
+        self.pinned: set[str] = set()  # admins': never unloaded
+        self.reviewer_models: set[str] | None = None  # admins' limit on what reviewers may pick; None: any
+        self.pool: OrderedDict[str, LoadedModel] = OrderedDict()  # least recently used first
+        self.busy: Counter[str] = Counter()  # answers (or dataset runs) in progress per model: never unloaded
+        self.generating: dict[str, threading.Lock] = {}  # one in-process generation at a time per model
+        self.pool_lock = threading.RLock()  # guards pool, busy and the loads in progress
+        self.loading: dict[str, threading.Event] = {}
 
     def start(self, name: str = DEFAULT_MODEL, adapter: str | None = None, served_model: str | None = None) -> None:
-        """Load the requested model (or connect to its server); if it cannot, say why and fall back to the default."""
+        """Load the requested model (or connect to its server) as every new session's; if it cannot, say why and fall
+        back to the default."""
         try:
             spec = models.resolve(name, adapter=adapter, served_model=served_model)
             self.specs[spec.name] = spec
-            self.current = models.load(spec, self.device, self.quantize)
+            self.model(spec.name)
+            self.default_name = spec.name
             return
         except UserFacingError as e:
             if name == DEFAULT_MODEL:
@@ -43,25 +82,129 @@ class ModelHost:
             log.warning(self.startup_notice)
         self.start(DEFAULT_MODEL)
 
-    def stream_reply(self, history: list, question: str, image, settings: chat.GenerationSettings) -> Iterator[str]:
-        """The loaded model's answer as it grows (medvlm.chat.stream_reply), one in-process generation at a time: the
-        lock is held until the answer ends, so a switch never pulls a model out from under it."""
-        with self.lock:
-            current = self.current
-            if current is None:
-                raise UserFacingError("No model is loaded: pick one that can load here.")
-            if not isinstance(current, remote.RemoteModel):
-                yield from chat.stream_reply(current, history, question, image, settings)
-                return
-        # A server answers many at once, and its client stays usable after a switch: no lock while it streams.
-        yield from chat.stream_reply(current, history, question, image, settings)
+    # --- the pool ----------------------------------------------------------------------------------------------------
+
+    def model(self, name: str | None) -> LoadedModel:
+        """The loaded model `name` (a session's pick; None: the default), loading it first if need be. Raises
+        UserFacingError when it cannot load here or the memory it needs is held by models in use or pinned."""
+        name = name or self.default_name
+        if name is None:
+            raise UserFacingError("No model is loaded: pick one that can load here.")
+        if name not in self.specs:
+            raise UserFacingError(f"Unknown model {name!r}.")
+        with self.pool_lock:
+            if name in self.pool:
+                self.pool.move_to_end(name)
+                return self.pool[name]
+            waiting = self.loading.get(name)
+            if waiting is None:
+                self.loading[name] = threading.Event()
+        if waiting is not None:  # another session is loading it: wait for that load, not a second one
+            waiting.wait()
+            with self.pool_lock:
+                if name in self.pool:
+                    return self.pool[name]
+            raise UserFacingError(f"{name} could not be loaded; pick it again to see why.")
+        try:
+            reason = self.unavailable_reason(name)
+            if reason:
+                raise UserFacingError(reason)
+            spec = self.specs[name]
+            self._make_room(self._estimate(spec), keep=name)
+            loaded = models.load(spec, self.device, self.quantize)
+            with self.pool_lock:
+                self.pool[name] = loaded
+                self.generating.setdefault(name, threading.Lock())
+                self._make_room(0, keep=name)  # the estimate may have been short: measured now
+            log.info("loaded %s (%.1f GB); the pool holds %s", name, model_bytes(loaded) / 1e9, ", ".join(self.pool))
+            return loaded
+        finally:
+            with self.pool_lock:
+                self.loading.pop(name).set()
+
+    def adopt(self, loaded: LoadedModel) -> None:
+        """Put a model loaded elsewhere (models.load) in the pool; the default for new sessions if there is none yet."""
+        with self.pool_lock:
+            self.specs[loaded.spec.name] = loaded.spec
+            self.pool[loaded.spec.name] = loaded
+            self.generating.setdefault(loaded.spec.name, threading.Lock())
+            self.default_name = self.default_name or loaded.spec.name
+            self._make_room(0, keep=loaded.spec.name)
+
+    def _estimate(self, spec: ModelSpec) -> int:
+        if remote.is_remote(spec.source) or not spec.params_billion:
+            return 0
+        quantize = resolve_quantize(spec, self.device, self.quantize)
+        return int(spec.params_billion * 1e9 * (0.55 if quantize == "nf4" else 2 if self.device.startswith("cuda") else 4))
+
+    def _make_room(self, need: int, keep: str) -> None:
+        """Unload the least recently used models, not `keep`, not pinned, not in use, until `need` more bytes fit."""
+        with self.pool_lock:
+            held = sum(model_bytes(m) for m in self.pool.values())
+            for name in list(self.pool):
+                if held + need <= self.budget:
+                    return
+                if name == keep or name in self.pinned or self.busy[name] or model_bytes(self.pool[name]) == 0:
+                    continue
+                held -= model_bytes(self.pool.pop(name))
+                log.info("unloaded %s to make room", name)
+            if held + need > self.budget and need:
+                raise UserFacingError(
+                    f"Not enough room for {keep}: the model memory budget ({self.budget / 1e9:.1f} GB) is held by "
+                    f"models that are answering or pinned ({', '.join(self.pool)}). Try again shortly.")
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
 
     @contextmanager
-    def holding(self):
-        """Both models held, for a batch of a dataset comparison: chats and single-image compares wait at most one
-        batch, never the whole run."""
-        with self.lock, self.detector_lock:
-            yield
+    def using(self, name: str | None) -> Iterator[LoadedModel]:
+        """The model, kept loaded while the block runs (an answer, a batch)."""
+        while True:  # marked busy only if still loaded: another session may have unloaded it in between
+            loaded = self.model(name)
+            with self.pool_lock:
+                if self.pool.get(loaded.spec.name) is loaded:
+                    self.busy[loaded.spec.name] += 1
+                    break
+        try:
+            yield loaded
+        finally:
+            with self.pool_lock:
+                self.busy[loaded.spec.name] -= 1
+
+    def stream_reply(self, name: str | None, history: list, question: str, image, settings: chat.GenerationSettings) -> Iterator[str]:
+        """Model `name`'s answer as it grows (medvlm.chat.stream_reply). An in-process model generates one answer at a
+        time (its lock, held until the answer ends); a server answers many at once."""
+        with self.using(name) as loaded:
+            if remote.is_remote(loaded.spec.source):
+                yield from chat.stream_reply(loaded, history, question, image, settings)
+                return
+            with self.generating[loaded.spec.name]:
+                yield from chat.stream_reply(loaded, history, question, image, settings)
+
+    @contextmanager
+    def holding(self, name: str | None):
+        """The model and the detector held, for a batch of a dataset comparison: chats and single-image compares wait
+        at most one batch, never the whole run."""
+        with self.using(name) as loaded, self.detector_lock:
+            lock = self.generating.get(loaded.spec.name)
+            if lock is None:  # a served model: nothing to take turns on here
+                yield loaded
+                return
+            with lock:
+                yield loaded
+
+    def set_rules(self, pinned: list[str], reviewer_models: list[str] | None) -> None:
+        """Admins': models never unloaded, and the models reviewers may pick (None or every model: any)."""
+        unknown = sorted((set(pinned) | set(reviewer_models or ())) - set(self.specs))
+        if unknown:
+            raise UserFacingError(f"Unknown model(s): {', '.join(unknown)}.")
+        self.pinned = set(pinned)
+        everything = reviewer_models is None or set(reviewer_models) >= set(self.specs)
+        self.reviewer_models = None if everything else set(reviewer_models)
+
+    def may_pick(self, name: str, admin: bool) -> bool:
+        return admin or self.reviewer_models is None or name in self.reviewer_models
+
+    # --- the detector ---------------------------------------------------------------------------------------------
 
     def detector(self):
         """The detector (medvlm.detect.Detector), loaded on first use; callers hold detector_lock while it runs."""
@@ -78,26 +221,26 @@ class ModelHost:
         with self.detector_lock:
             return detector.predict(image)
 
-    @property
-    def current_name(self) -> str | None:
-        return self.current.spec.name if self.current else None
+    # --- what the picker shows ----------------------------------------------------------------------------------------
 
     def unavailable_reason(self, name: str) -> str | None:
         return models.unavailable_reason(self.specs[name], self.device, self.quantize)
 
     def choices(self) -> list[tuple[str, str]]:
-        """(label, name) for the picker: every registered model and added server, and whether it can answer here
-        (a server that cannot says why: it is asked on each call, so the picker is current when it opens)."""
+        """(label, name) for the picker: every registered model and added server, whether it is loaded or can load
+        here (a server that cannot says why: it is asked on each call, so the picker is current when it opens), and
+        whether it is pinned or kept from reviewers."""
         labelled = []
         for name, spec in self.specs.items():
             if remote.is_remote(spec.source):
                 reason = self.unavailable_reason(name)
-                loaded = "loaded" if name == self.current_name else "served"
-                state = f"unavailable: {reason.removeprefix('The model server at ' + remote.base_url(spec.source) + ' ')}" if reason else loaded
-            elif name == self.current_name:
-                state = "loaded"
+                state = f"unavailable: {reason.removeprefix('The model server at ' + remote.base_url(spec.source) + ' ')}" if reason else "served"
+            elif name in self.pool:
+                state = "loaded, pinned" if name in self.pinned else "loaded"
             else:
                 state = "unavailable here" if self.unavailable_reason(name) else "can load"
+            if not self.may_pick(name, admin=False):
+                state += ", admins only"
             labelled.append((f"{name} ({state})", name))
         return labelled
 
@@ -112,31 +255,19 @@ class ModelHost:
         self.specs[spec.name] = spec
         return spec.name
 
-    def switch(self, name: str) -> LoadedModel:
-        """Load `name` in place of the current model. On failure the current model stays."""
-        if name not in self.specs:
-            raise UserFacingError(f"Unknown model {name!r}.")
-        if name == self.current_name:
-            return self.current
-        reason = self.unavailable_reason(name)
-        if reason:
-            raise UserFacingError(reason)
-        with self.lock:
-            loaded = models.load(self.specs[name], self.device, self.quantize)
-            self.current = loaded
-        return loaded
-
-    def describe(self) -> str:
-        """Markdown about the loaded model for the UI, including what its answers can be trusted for."""
-        if self.current is None:
-            return "**No model loaded.** " + self.startup_notice
-        spec = self.current.spec
+    def describe(self, name: str | None) -> str:
+        """Markdown about a session's model for the UI, including what its answers can be trusted for."""
+        name = name or self.default_name
+        loaded = self.pool.get(name) if name else None
+        if loaded is None:
+            return "**No model loaded.** " + self.startup_notice if name is None else f"**{name}**: not loaded now; it loads when asked."
+        spec = loaded.spec
         if remote.is_remote(spec.source):
             return "\n\n".join([f"**{spec.served_model}** on a server", spec.description,
                                   "Its answers are only as trustworthy as the model the server runs: medvlm cannot see its weights."])
-        model = self.current.model
+        model = loaded.model
         precision = "4-bit nf4" if getattr(model, "is_loaded_in_4bit", False) else str(model.dtype).replace("torch.", "")
-        lines = [f"**{spec.name}** on {self.current.device} ({precision})", spec.description]
+        lines = [f"**{spec.name}** on {loaded.device} ({precision})", spec.description]
         if spec.adapter:
             lines.append(f"Adapter: `{Path(spec.adapter).name}`")
             lines += card.summary(spec.adapter)

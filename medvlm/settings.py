@@ -35,6 +35,9 @@ DEFAULT_TEMPERATURE = 0.0
 # Packing (medvlm.packing): questions about one image share one row behind the image's prompt prefix, in training
 # rows (train.vlm --pack_size) and in batched greedy answers alike. More would make rows long and padding wasteful.
 PACK_SIZE = 12
+# The app's model pool (medvlm.host): the share of GPU memory (or RAM) its in-process models may fill together before
+# the least recently used is unloaded; python app.py --pool_gb overrides it.
+POOL_MEMORY_SHARE = 0.6
 # Label value of tokens the loss ignores (prompt, image, padding): PyTorch's cross-entropy default.
 IGNORE_INDEX = -100
 

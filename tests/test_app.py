@@ -40,25 +40,25 @@ def test_bad_flags_get_one_clear_line(args, message):
 def test_unloadable_model_falls_back_to_the_default_with_a_reason():
     host = ModelHost(device="cpu")
     host.start("llava-1.5-7b")
-    assert host.current_name == "medvlm-tiny"
+    assert host.default_name == "medvlm-tiny"
     assert "Could not start with llava-1.5-7b" in host.startup_notice and "--model PATH" in host.startup_notice
     labels = dict((name, label) for label, name in host.choices())
     assert labels["medvlm-tiny"] == "medvlm-tiny (loaded)" and labels["midefics"] == "midefics (unavailable here)"
-    described = host.describe()
+    described = host.describe(None)
     assert "Trained on: vqa-rad" in described and "brain-tumor labels" in described
     assert "Held-out scores: vqa-rad test closed" in described and "tumour type" in described
 
 
 def test_the_bare_base_is_labelled_not_image_grounded(medvlm_tiny_base):
     host = ModelHost(device="cpu")
-    host.current = medvlm_tiny_base
-    assert "Not yet image-grounded" in host.describe()
+    host.adopt(medvlm_tiny_base)
+    assert "Not yet image-grounded" in host.describe(None)
 
 
-def test_switching_to_an_unloadable_model_keeps_the_current_one():
+def test_picking_an_unloadable_model_keeps_what_is_loaded():
     host = ModelHost(device="cpu")
     host.start()
-    before = host.current
+    before = host.model(None)
     with pytest.raises(Exception, match="not in the local Hugging Face cache"):
-        host.switch("midefics")
-    assert host.current is before
+        host.model("midefics")
+    assert host.model(None) is before and list(host.pool) == ["medvlm-tiny"] and not host.loading

@@ -487,11 +487,12 @@ def test_an_admin_adds_a_model_server_chats_with_it_and_sees_it_go_down(browser,
     finally:
         process.kill()
         page.close()
-        # The model is the app's, shared by every session: the tests after this one chat with the default again.
+        # The model was this session's own: another session still chats with the default.
         from gradio_client import Client
 
         admin = Client(app_url, auth=(ADMIN, ADMIN_PASSWORD), verbose=False)
-        assert "Switched to medvlm-tiny" in admin.predict("medvlm-tiny", api_name="/switch_model")[-1]
+        messages, _, status = admin.predict("What organ is this?", [], 0.0, 4, api_name="/chat")
+        assert messages[-1]["content"] and "cannot be reached" not in status
     assert "typed key" not in APP_LOG["path"].read_text()  # the key typed in the form is never logged
     # A reviewer may not add servers: the app would send requests wherever the address points.
     reviewer = Client(app_url, auth=(REVIEWER, PASSWORD), verbose=False)
@@ -692,6 +693,20 @@ def test_a_chat_template_checkpoint_chats_in_the_browser(kind, trap, tmp_path_fa
         second = ask_and_watch(page, "Where is it?")
         assert first and second and page.locator('[data-testid="bot"]').count() == 2
         assert "rror" not in status(page), status(page)
+        if kind == "qwen2_5_vl":  # a second session picks another model; the first keeps its own
+            other = new_page(browser)
+            other.goto(url)
+            other.wait_for_selector("#question textarea")
+            other.locator("#model input").click()
+            other.get_by_role("option", name="medvlm-tiny (can load)").click()
+            wait_for_status(other, "Switched to medvlm-tiny", timeout=120_000)
+            ask_and_watch(other, "Is there a fracture?")
+            ask_and_watch(page, "Is it displaced?")
+            assert any("medvlm-tiny is answering" in text for text in other.evaluate("window.__watch.status"))
+            assert any(f"{folder} is answering" in text.replace("\\", "") for text in page.evaluate("window.__watch.status"))
+            assert "medvlm-tiny" in other.locator("#model-info").inner_text()
+            assert str(folder) in page.locator("#model-info").inner_text().replace("\\", "")
+            other.close()
         assert trap.connections == 0
         page.close()
     finally:

@@ -285,11 +285,11 @@ def test_the_app_host_uses_a_server_and_shows_why_one_is_unavailable(tmp_path):
     host = ModelHost(device="cpu")
     try:
         host.start("openai:" + url, served_model=SERVED)
-        assert host.startup_notice == "" and host.current_name == f"{SERVED} @ {url}"
-        assert "on a server" in host.describe()
-        answer = list(host.stream_reply([], "What is an MRI?", None, GenerationSettings(max_new_tokens=12)))[-1]
+        assert host.startup_notice == "" and host.default_name == f"{SERVED} @ {url}"
+        assert "on a server" in host.describe(None)
+        answer = list(host.stream_reply(None, [], "What is an MRI?", None, GenerationSettings(max_new_tokens=12)))[-1]
         assert answer
-        assert (f"{SERVED} @ {url} (loaded)", f"{SERVED} @ {url}") in host.choices()
+        assert (f"{SERVED} @ {url} (served)", f"{SERVED} @ {url}") in host.choices()
         with pytest.raises(UserFacingError, match="does not serve 'x'"):
             host.add_server(url, "x")
         name = host.add_server(url, SERVED, api_key="unused")  # a key the server does not ask for is harmless
@@ -299,4 +299,4 @@ def test_the_app_host_uses_a_server_and_shows_why_one_is_unavailable(tmp_path):
     labels = dict((n, label) for label, n in host.choices())
     assert labels[f"{SERVED} @ {url}"].endswith("(unavailable: cannot be reached (connection refused): is it running?)")
     with pytest.raises(UserFacingError, match="cannot be reached"):
-        list(host.stream_reply([], "What is an MRI?", None, GenerationSettings()))
+        list(host.stream_reply(None, [], "What is an MRI?", None, GenerationSettings()))

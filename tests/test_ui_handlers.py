@@ -5,6 +5,7 @@ import time
 import gradio as gr
 import pytest
 
+from medvlm.errors import UserFacingError
 from medvlm.host import ModelHost
 from medvlm.store import Store
 from review import users
@@ -17,7 +18,7 @@ PASSWORD = "a long enough password"
 @pytest.fixture(scope="module")
 def host(medvlm_tiny):
     host = ModelHost(device="cpu")
-    host.current = medvlm_tiny
+    host.adopt(medvlm_tiny)
     return host
 
 
@@ -58,8 +59,10 @@ def test_bind_keys_updates_by_component_and_hides_the_context():
 def test_model_host_holds_its_lock_for_the_whole_answer(host):
     from medvlm.chat import GenerationSettings
 
-    held = [host.lock.locked() for _ in host.stream_reply([], "Say hello.", None, GenerationSettings(max_new_tokens=4))]
-    assert held and all(held) and not host.lock.locked()
+    lock = host.generating["medvlm-tiny"]
+    held = [(lock.locked(), host.busy["medvlm-tiny"]) for _ in host.stream_reply(None, [], "Say hello.", None, GenerationSettings(max_new_tokens=4))]
+    assert held and all(locked and busy == 1 for locked, busy in held)  # not unloaded while it answers
+    assert not lock.locked() and host.busy["medvlm-tiny"] == 0
 
 
 def test_chat_upload_ask_and_follow_up(host, vqa_rad_image, tmp_path):
@@ -89,10 +92,10 @@ def test_chat_answers_reach_review_only_from_a_signed_in_account(host, store, vq
     from medvlm.images import load_image
 
     conversation = chat_tab.Conversation(image=load_image(vqa_rad_image), turns=(("Is this a CT?", "yes"),))
-    assert "Reviewing is off" in chat_tab.send_to_review(host, store, False, conversation, signed_in("ada"))["status"]
-    assert "Sign in" in chat_tab.send_to_review(host, store, True, conversation, signed_in(None))["status"]
+    assert "Reviewing is off" in chat_tab.send_to_review(host, store, False, conversation, None, signed_in("ada"))["status"]
+    assert "Sign in" in chat_tab.send_to_review(host, store, True, conversation, None, signed_in(None))["status"]
     assert store.query("SELECT COUNT(*) FROM predictions")[0][0] == 0
-    assert "Sent" in chat_tab.send_to_review(host, store, True, conversation, signed_in("bob"))["status"]
+    assert "Sent" in chat_tab.send_to_review(host, store, True, conversation, None, signed_in("bob"))["status"]
     assert store.query("SELECT COUNT(*) FROM predictions")[0][0] == 1
 
 
@@ -131,3 +134,84 @@ def test_evaluation_tab_is_for_admins_only(store):
     assert evaluation_tab.export_all(store, True, signed_in("bob"))["files"] is None
     shown = evaluation_tab.load(store, True, "all", signed_in("ada"))
     assert shown["notice"] == "" and shown["table"]["model"].tolist() == ["medvlm-tiny"]
+
+
+# --- each session its own model: the pool --------------------------------------------------------------------------
+
+
+def renamed(loaded, name):
+    from dataclasses import replace
+
+    return replace(loaded, spec=replace(loaded.spec, name=name))
+
+
+def test_two_sessions_on_two_models_at_once_each_answered_by_its_own(medvlm_tiny, medvlm_tiny_base, store, vqa_rad_image):
+    import threading
+
+    from medvlm.chat import GenerationSettings, stream_reply
+    from medvlm.images import load_image
+
+    host = ModelHost(device="cpu")
+    host.adopt(medvlm_tiny)
+    host.adopt(renamed(medvlm_tiny_base, "bare"))
+    image, question = load_image(str(vqa_rad_image)), "Is there a mass?"
+    settings = GenerationSettings(max_new_tokens=6)
+    expected = {name: list(stream_reply(host.model(name), [], question, image, settings))[-1] for name in ("medvlm-tiny", "bare")}
+    assert expected["medvlm-tiny"] != expected["bare"]  # else this test could not tell them apart
+
+    # Bob's session switches to "bare"; Ada's stays on the default. Neither changes the other's.
+    switched = chat_tab.switch_model(host, store, True, "bare", None, signed_in("bob", "bob-session"))
+    assert switched["model_name"] == "bare" and "Other sessions keep their models" in switched["status"]
+    sessions = {"ada": None, "bob": switched["model_name"]}
+    conversation = chat_tab.Conversation(image=image)
+    finals, statuses = {}, {}
+
+    def ask(who):
+        updates = list(chat_tab.respond(host, question, conversation, [], 0.0, 6, sessions[who]))
+        statuses[who], finals[who] = updates[0]["status"], updates[-1]["conversation"].turns[-1][1]
+
+    threads = [threading.Thread(target=ask, args=(who,)) for who in sessions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert finals == {"ada": expected["medvlm-tiny"], "bob": expected["bare"]}
+    assert statuses["ada"].startswith(r"medvlm\-tiny is answering") and statuses["bob"].startswith("bare is answering")
+    assert host.generating["medvlm-tiny"] is not host.generating["bare"]  # each model takes its own turns
+
+
+def test_the_pool_unloads_the_least_recently_used_never_one_answering_or_pinned(medvlm_tiny, medvlm_tiny_base, store):
+    from medvlm.host import model_bytes
+
+    host = ModelHost(device="cpu", budget_gb=1.5 * model_bytes(medvlm_tiny) / 1e9)  # room for one
+    host.adopt(renamed(medvlm_tiny_base, "bare"))
+    host.adopt(medvlm_tiny)  # over the budget: "bare", least recently used, goes
+    assert list(host.pool) == ["medvlm-tiny"]
+    host.adopt(renamed(medvlm_tiny_base, "bare"))
+    assert list(host.pool) == ["bare"]
+    with host.using("bare"):  # answering: never unloaded, so there is no room for another
+        with pytest.raises(UserFacingError, match="Not enough room for medvlm-tiny"):
+            host.model("medvlm-tiny")
+    host.set_rules(["bare"], None)  # pinned
+    with pytest.raises(UserFacingError, match="answering or pinned"):
+        host.model("medvlm-tiny")
+    assert list(host.pool) == ["bare"] and not host.loading and host.busy["bare"] == 0
+    host.set_rules([], None)
+    assert host.model("medvlm-tiny").spec.adapter and list(host.pool) == ["medvlm-tiny"]  # loaded again; "bare" went
+
+
+def test_admins_pin_and_limit_what_reviewers_pick(medvlm_tiny, medvlm_tiny_base, store):
+    host = ModelHost(device="cpu")
+    host.adopt(medvlm_tiny)
+    host.adopt(renamed(medvlm_tiny_base, "bare"))
+    refused = chat_tab.set_pool_rules(host, store, True, ["bare"], ["medvlm-tiny"], signed_in("bob"))
+    assert "Only admins" in refused["status"] and host.pinned == set() and host.reviewer_models is None
+    done = chat_tab.set_pool_rules(host, store, True, ["bare"], ["medvlm-tiny"], signed_in("ada"))
+    assert "Pinned: bare" in done["status"] and host.reviewer_models == {"medvlm-tiny"}
+    assert "bare (loaded, pinned, admins only)" in [label for label, _ in host.choices()]
+    kept = chat_tab.switch_model(host, store, True, "bare", None, signed_in("bob"))
+    assert "model_name" not in kept and "Admins keep bare from reviewers" in kept["status"]
+    assert chat_tab.switch_model(host, store, True, "bare", None, signed_in("ada"))["model_name"] == "bare"
+    assert "Unknown model" in chat_tab.switch_model(host, store, True, ["bare"], None, signed_in("ada"))["status"]
+    assert "lists of model names" in chat_tab.set_pool_rules(host, store, True, "bare", 3, signed_in("ada"))["status"]
+    assert r"Unknown model\(s\)\: nope" in chat_tab.set_pool_rules(host, store, True, ["nope"], [], signed_in("ada"))["status"]

@@ -29,10 +29,11 @@ def build_app(host: ModelHost, store: Store, reveal_model: bool = False) -> gr.B
     # Uploads and previews live only in Gradio's temporary folder, and are deleted after an hour.
     with gr.Blocks(title="medvlm", delete_cache=(600, 3600)) as demo:
         gr.Markdown(HEADER)
+        model_name = gr.State(host.default_name)  # each browser session's own model (medvlm.host: the pool)
         with gr.Tab("Chat"):
-            build_chat_tab(host, store, accounts)
+            build_chat_tab(host, store, accounts, model_name)
         with gr.Tab("Compare") as compare:
-            build_compare_tab(host, store, accounts, compare)
+            build_compare_tab(host, store, accounts, compare, model_name)
         with gr.Tab("Review"):
             build_review_tab(demo, store, accounts, reveal_model)
         with gr.Tab("Evaluation") as evaluation:

@@ -49,22 +49,24 @@ def on_remove_image() -> dict:
             "status": "Image removed: new conversation; questions are now text-only."}
 
 
-def respond(host: ModelHost, text, conversation: Conversation, messages, temperature, max_new_tokens):
-    """The question's answer streamed into the chat; the turn joins the conversation once the answer is complete."""
+def respond(host: ModelHost, text, conversation: Conversation, messages, temperature, max_new_tokens, model_name=None):
+    """The question's answer from the session's model (model_name; None: the app's default), streamed into the chat;
+    the turn joins the conversation once the answer is complete."""
     messages = list(messages or [])
+    model_name = model_name or host.default_name
     try:
         text = check_question(text)
         settings = GenerationSettings(max_new_tokens=int(max_new_tokens), temperature=float(temperature)).check()
-        if host.current is None:
+        if model_name is None:
             raise UserFacingError("No model is loaded: pick one that can load here.")
     except UserFacingError as e:
         yield {"chatbot": messages, "conversation": conversation, "status": warning(str(e))}
         return
     messages += [{"role": "user", "content": html_text(text)}, {"role": "assistant", "content": ""}]
-    yield {"chatbot": messages, "conversation": conversation, "question": "", "status": f"{host.current_name} is answering…"}
+    yield {"chatbot": messages, "conversation": conversation, "question": "", "status": f"{markdown_text(model_name)} is answering…"}
     answer = ""
     try:
-        for answer in host.stream_reply(list(conversation.turns), text, conversation.image, settings):
+        for answer in host.stream_reply(model_name, list(conversation.turns), text, conversation.image, settings):
             messages[-1] = {"role": "assistant", "content": html_text(answer)}
             yield {"chatbot": messages, "conversation": conversation}
     except UserFacingError as e:
@@ -81,17 +83,39 @@ def respond(host: ModelHost, text, conversation: Conversation, messages, tempera
     yield {"chatbot": messages, "conversation": replace(conversation, turns=conversation.turns + ((text, str(answer)),)), "status": ""}
 
 
-def switch_model(host: ModelHost, name) -> dict:
-    """A model that cannot load leaves the current one in place, and says why."""
-    if name == host.current_name:
+def switch_model(host: ModelHost, store: Store, accounts: bool, name, model_name, request: gr.Request) -> dict:
+    """This session's model, and no one else's. A model that cannot load (or that admins keep from reviewers)
+    leaves the session's in place, and says why."""
+    model_name = model_name or host.default_name
+    if name == model_name:
         return {}
     try:
-        host.switch(name)
+        if not isinstance(name, str) or name not in host.specs:
+            raise UserFacingError(f"Unknown model {name!r}.")
+        admin = users.may_administer(store, accounts, getattr(request, "username", None))
+        if not host.may_pick(name, admin):
+            raise UserFacingError(f"Admins keep {name} from reviewers here; pick another model.")
+        host.model(name)
     except UserFacingError as e:
-        return {"picker": gr.update(value=host.current_name, choices=host.choices()), "model_info": host.describe(),
+        return {"picker": gr.update(value=model_name, choices=host.choices()), "model_info": host.describe(model_name),
                 "status": warning(str(e))}
-    return {"picker": gr.update(choices=host.choices()), "model_info": host.describe(),
-            "status": f"Switched to {name}; the conversation continues."}
+    return {"model_name": name, "picker": gr.update(choices=host.choices()), "model_info": host.describe(name),
+            "status": f"Switched to {markdown_text(name)}; the conversation continues. Other sessions keep their models."}
+
+
+def set_pool_rules(host: ModelHost, store: Store, accounts: bool, pinned, reviewer_models, request: gr.Request) -> dict:
+    """Admins': models never unloaded, and the models reviewers may pick."""
+    try:
+        if not users.may_administer(store, accounts, getattr(request, "username", None)):
+            raise UserFacingError("Only admins may pin models or limit reviewers' models.")
+        if not isinstance(pinned, list) or not isinstance(reviewer_models, list):
+            raise UserFacingError("Pinned and reviewers' models are lists of model names.")
+        host.set_rules(pinned, reviewer_models)
+    except UserFacingError as e:
+        return {"status": warning(str(e))}
+    return {"picker": gr.update(choices=host.choices()),
+            "status": f"Pinned: {markdown_text(', '.join(sorted(host.pinned)) or 'none')}. Reviewers may pick: "
+                      f"{markdown_text(', '.join(sorted(host.reviewer_models)) if host.reviewer_models is not None else 'any model')}."}
 
 
 def add_server(host: ModelHost, store: Store, accounts: bool, url, served_model, api_key, request: gr.Request) -> dict:
@@ -118,7 +142,7 @@ def clear_all() -> dict:
     return {"upload": None, "preview": None, "chatbot": [], "conversation": Conversation(), "question": "", "status": ""}
 
 
-def send_to_review(host: ModelHost, store: Store, accounts: bool, conversation: Conversation, request: gr.Request) -> dict:
+def send_to_review(host: ModelHost, store: Store, accounts: bool, conversation: Conversation, model_name, request: gr.Request) -> dict:
     """The last answer, with its image, into the review queue. Only a signed-in account puts text before reviewers."""
     if not accounts:
         return {"status": warning("Reviewing is off: it needs accounts (python -m review.users add NAME), then a restart.")}
@@ -127,7 +151,7 @@ def send_to_review(host: ModelHost, store: Store, accounts: bool, conversation: 
     if not conversation.turns:
         return {"status": warning("Ask a question first: there is no answer to send.")}
     question, answer = conversation.turns[-1]
-    spec = host.current.spec
+    spec = host.specs[model_name or host.default_name]
     try:
         chat_answers.submit(store, spec.name, spec.adapter, conversation.image, question, answer)
     except UserFacingError as e:
@@ -135,21 +159,28 @@ def send_to_review(host: ModelHost, store: Store, accounts: bool, conversation: 
     return {"status": "Sent to the Review tab: physicians will grade it."}
 
 
-def build_chat_tab(host: ModelHost, store: Store, accounts: bool) -> None:
+def build_chat_tab(host: ModelHost, store: Store, accounts: bool, model_name: gr.State) -> None:
+    """model_name: the session's model (the Compare tab answers with it too)."""
     conversation = gr.State(Conversation())
     with gr.Row():
         with gr.Column(scale=1):
             # No file_types filter: DICOM files often have no extension; the decoder checks every upload itself.
             upload = gr.File(label="Image: PNG, JPEG or DICOM", type="filepath", elem_id="upload")
             preview = gr.Image(label="What the model sees", type="pil", interactive=False, height=260, elem_id="preview")
-            picker = gr.Dropdown(choices=host.choices(), value=host.current_name, label="Model", elem_id="model")
-            model_info = gr.Markdown(host.describe(), elem_id="model-info")
+            picker = gr.Dropdown(choices=host.choices(), value=host.default_name, label="Model", elem_id="model")
+            model_info = gr.Markdown(host.describe(host.default_name), elem_id="model-info")
             refresh = gr.Button("Check the models again", size="sm", elem_id="refresh-models")
             with gr.Accordion("Add a model server (admins)", open=False):
                 server_url = gr.Textbox(label="OpenAI-compatible address", placeholder="http://gpu-box:8000/v1", elem_id="server-url")
                 server_model = gr.Textbox(label="Model name on the server", placeholder="llava-hf/llava-1.5-7b-hf", elem_id="server-model")
                 server_key = gr.Textbox(label="API key (if it wants one)", type="password", elem_id="server-key")
                 add = gr.Button("Add server", elem_id="add-server")
+            with gr.Accordion("Model pool (admins)", open=False):
+                in_process = [name for name, spec in host.specs.items() if not spec.served_model]
+                pinned = gr.CheckboxGroup(in_process, label="Pinned: never unloaded", elem_id="pinned")
+                allowed = gr.CheckboxGroup(list(host.specs), value=list(host.specs), label="Reviewers may pick",
+                                           elem_id="reviewer-models")
+                save_rules = gr.Button("Save", elem_id="save-pool-rules")
             with gr.Accordion("Generation settings", open=False):
                 temperature = gr.Slider(0, 2, value=DEFAULT_TEMPERATURE, step=0.05, label="Temperature (0 = greedy)")
                 max_new_tokens = gr.Slider(
@@ -179,14 +210,16 @@ def build_chat_tab(host: ModelHost, store: Store, accounts: bool) -> None:
     bind(on_upload, outputs("preview", "chatbot", "conversation", "status")).on(upload.upload, [upload, conversation], api_name="upload")
     bind(on_remove_image, outputs("preview", "chatbot", "conversation", "status")).on(upload.clear, api_visibility="private")
     answering = bind(respond, outputs("chatbot", "conversation", "question", "status"), host=host)
-    chat_inputs = [question, conversation, chatbot, temperature, max_new_tokens]
+    chat_inputs = [question, conversation, chatbot, temperature, max_new_tokens, model_name]
     answering.on(ask.click, chat_inputs, api_name="chat", **MODEL_EVENT)
     answering.on(question.submit, chat_inputs, api_visibility="private", **MODEL_EVENT)
-    bind(switch_model, {"picker": picker, "model_info": model_info, "status": status}, host=host).on(
-        picker.change, [picker], api_name="switch_model", **MODEL_EVENT)
+    bind(switch_model, {"model_name": model_name, "picker": picker, "model_info": model_info, "status": status},
+         host=host, store=store, accounts=accounts).on(picker.change, [picker, model_name], api_name="switch_model", **MODEL_EVENT)
+    bind(set_pool_rules, {"picker": picker, "status": status}, host=host, store=store, accounts=accounts).on(
+        save_rules.click, [pinned, allowed], api_visibility="private")
     bind(refresh_models, {"picker": picker}, host=host).on(refresh.click, api_name="models")
     bind(add_server, {"picker": picker, "server_key": server_key, "status": status}, host=host, store=store, accounts=accounts).on(
         add.click, [server_url, server_model, server_key], api_name="add_server")
-    bind(send_to_review, outputs("status"), host=host, store=store, accounts=accounts).on(send.click, [conversation],
+    bind(send_to_review, outputs("status"), host=host, store=store, accounts=accounts).on(send.click, [conversation, model_name],
                                                                                          api_visibility="private")
     bind(clear_all, screen).on(clear.click, api_visibility="private")

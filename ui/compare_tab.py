@@ -36,15 +36,17 @@ def detection_rows(detections) -> list[list]:
     return [[d.label, round(d.confidence, 3)] + [round(v) for v in d.box] for d in detections]
 
 
-def compare(host: ModelHost, path, text, use_findings):
+def compare(host: ModelHost, path, text, use_findings, model_name=None):
     """The VLM's answer, the detector's boxes and table, and whether they agree, each shown as soon as it is ready."""
     try:
         if not path:
             raise UserFacingError("Upload an image first.")
         image = load_image(path)
         text = check_question(text)
-        if host.current is None:
+        model_name = model_name or host.default_name  # the session's model, picked in the Chat tab
+        if model_name is None:
             raise UserFacingError("No model is loaded: pick one in the Chat tab.")
+        family = host.model(model_name).family
     except UserFacingError as e:
         yield {"status": f"⚠️ {markdown_text(str(e))}"}
         return
@@ -62,7 +64,7 @@ def compare(host: ModelHost, path, text, use_findings):
     def ask(prompt):
         partial = ""
         try:
-            for partial in host.stream_reply([], prompt, image, SETTINGS):
+            for partial in host.stream_reply(model_name, [], prompt, image, SETTINGS):
                 events.put(("answer", partial))
             events.put(("answered", partial or "(no answer)"))
         except UserFacingError as e:
@@ -90,7 +92,7 @@ def compare(host: ModelHost, path, text, use_findings):
         elif kind == "detections":
             detections = value
             if use_findings:
-                grounded = grounded_question(host.current.family, text, detections, image.size)
+                grounded = grounded_question(family, text, detections, image.size)
                 threading.Thread(target=ask, args=(grounded,), daemon=True).start()
             shown.update(boxes=picture_file(draw(image, detections)), table=detection_rows(detections))
             yield {"boxes": shown["boxes"], "table": shown["table"]}
@@ -119,7 +121,8 @@ def detect_only(host: ModelHost, path) -> dict:
             "status": f"Detector only: {found}"}
 
 
-def build_compare_tab(host: ModelHost, store: Store, accounts: bool, tab: gr.Tab) -> None:
+def build_compare_tab(host: ModelHost, store: Store, accounts: bool, tab: gr.Tab, model_name: gr.State) -> None:
+    """model_name: the session's model, picked in the Chat tab."""
     with gr.Row():
         with gr.Column(scale=1):
             upload = gr.File(label="MRI image: PNG, JPEG or DICOM", type="filepath", elem_id="compare-upload")
@@ -138,9 +141,9 @@ def build_compare_tab(host: ModelHost, store: Store, accounts: bool, tab: gr.Tab
     verdict = gr.Markdown(elem_id="agreement")
     status = gr.Markdown(elem_id="compare-status")
     screen = {"answer": answer, "boxes": boxes, "table": table, "agreement": verdict, "status": status}
-    bind(compare, screen, host=host).on(run.click, [upload, question, grounded], api_name="compare", **MODEL_EVENT)
+    bind(compare, screen, host=host).on(run.click, [upload, question, grounded, model_name], api_name="compare", **MODEL_EVENT)
     bind(detect_only, screen, host=host).on(detect.click, [upload], api_name="detect")
-    build_dataset_section(host, store, accounts, tab)
+    build_dataset_section(host, store, accounts, tab, model_name)
 
 
 def report_summary(comparison: dict) -> str:
@@ -156,7 +159,7 @@ def report_summary(comparison: dict) -> str:
         f"VLM right {right['vlm_only_right']}, both wrong {right['both_wrong']}.{agreed}")
 
 
-def build_dataset_section(host: ModelHost, store: Store, accounts: bool, tab: gr.Tab) -> None:
+def build_dataset_section(host: ModelHost, store: Store, accounts: bool, tab: gr.Tab, model_name: gr.State) -> None:
     with gr.Accordion("Over a labelled dataset", open=True):
         gr.Markdown("Every image of a YOLO-layout set (a `data.yaml` on the server: boxes per image, an empty label for "
                     "no tumour), asked of the detector and of the loaded VLM, plainly and given the detector's findings. "
@@ -177,7 +180,7 @@ def build_dataset_section(host: ModelHost, store: Store, accounts: bool, tab: gr
     bind(latest_comparison, screen, store=store, accounts=accounts).on(tab.select, api_visibility="private")
     # Its own queue: the model is taken batch by batch (host.holding), so chats go on between batches.
     bind(run_dataset, screen, host=host, store=store, accounts=accounts).on(
-        start.click, [data, split, limit], concurrency_id="dataset", api_name="compare_dataset")
+        start.click, [data, split, limit, model_name], concurrency_id="dataset", api_name="compare_dataset")
 
 
 def comparison_shown(comparison: dict | None, line: str = "") -> dict:
@@ -194,15 +197,16 @@ def latest_comparison(store: Store, accounts: bool, request: gr.Request) -> dict
     return comparison_shown(found[0] if found else None)
 
 
-def run_dataset(host: ModelHost, store: Store, accounts: bool, path, which, how_many, request: gr.Request,
+def run_dataset(host: ModelHost, store: Store, accounts: bool, path, which, how_many, model_name, request: gr.Request,
                 progress=gr.Progress(track_tqdm=True)) -> dict:
     """python -m medvlm.compare with the app's model and detector; run folders live beside the review database."""
     try:
         if not users.may_administer(store, accounts, getattr(request, "username", None)):
             raise UserFacingError("Only admins may start a dataset comparison.")
-        loaded = host.current
-        if loaded is None:
+        model_name = model_name or host.default_name  # the admin's session's model
+        if model_name is None:
             raise UserFacingError("No model is loaded: pick one in the Chat tab.")
+        loaded = host.model(model_name)
         if not (path or "").strip():
             raise UserFacingError("Give the path of a YOLO data.yaml.")
         spec = loaded.spec
@@ -212,7 +216,7 @@ def run_dataset(host: ModelHost, store: Store, accounts: bool, path, which, how_
         argv += [f"--limit={int(how_many)}"] if how_many else []
         args = parse_args(argv)
         args.output_dir = str(store.path.parent / args.output_dir)
-        result = run_comparison(args, loaded=loaded, detector=host.detector(), hold=host.holding, store=store)
+        result = run_comparison(args, loaded=loaded, detector=host.detector(), hold=lambda: host.holding(model_name), store=store)
     except UserFacingError as e:
         return {"summary": f"⚠️ {markdown_text(str(e))}"}
     except Exception as e:  # keep the tab up; the log has the traceback

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from conftest import REPO
 from PIL import Image
 from tiny_models import CHAT_TEMPLATE_MODELS
 
@@ -210,3 +211,24 @@ def test_the_one_trainer_runs_a_chat_template_model_end_to_end(folders, tmp_path
     assert json.loads((run / "eval.json").read_text())["questions"] == 2
     loaded = models.load(models.resolve(str(folders["qwen2_5_vl"]), adapter=str(run / "adapter")), device="cpu")
     assert list(chat.stream_reply(loaded, [], "Is it normal?", Image.open(vqa_rad_image).convert("RGB"), GenerationSettings(max_new_tokens=4)))
+
+
+def test_evaluate_and_compare_run_a_chat_template_model(folders, tmp_path, vqa_rad_image):
+    """medvlm.evaluate and medvlm.compare, as their CLIs are run, on a tiny Idefics3 (SmolVLM) folder."""
+    from medvlm import compare, evaluate
+    from medvlm.store import Store
+
+    other = str(vqa_rad_image.parent / "synpic29265.jpg")
+    data = tmp_path / "vqa.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"image": str(vqa_rad_image), "question": "Is it normal?", "answer": "no", "answer_type": "CLOSED", "split": "test"},
+        {"image": other, "question": "Which plane?", "answer": "axial", "answer_type": "OPEN", "split": "test"}]))
+    db = tmp_path / "m.db"
+    model = str(folders["idefics3"])
+    assert evaluate.main(["--model", model, "--data", str(data), "--split", "test", "--db", str(db), "--max_new_tokens", "4"]) == 0
+    assert Store(db).query("SELECT COUNT(*) FROM predictions")[0][0] == 2
+    brain = REPO.parent / "shared" / "data" / "brain-tumor" / "data.yaml"
+    assert compare.main(["--data", str(brain), "--split", "val", "--model", model, "--limit", "2",
+                         "--output_dir", str(tmp_path / "compare")]) == 0
+    report = json.loads((tmp_path / "compare" / "report.json").read_text())
+    assert report["images"] == 2

@@ -67,6 +67,9 @@ def serve(args: argparse.Namespace) -> int:
     from medvlm.store import Store
     from ui.app import build_app, exposure_warning, launch
 
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # the start log says what loads and where it serves, no bars
     store = Store(args.db)
     model_host = ModelHost(device=cli.device_of(args), quantize=args.quantize, detector_weights=args.detector, budget_gb=args.pool_gb)
     print(f"medvlm: loading {args.model} on {model_host.device}...", flush=True)

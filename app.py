@@ -11,10 +11,11 @@ No network call is made unless you set the switches yourself (e.g. HF_HUB_OFFLIN
 """
 import argparse
 import logging
+import os
 import sys
 
 from medvlm import cli
-from medvlm.settings import DETECTOR_WEIGHTS, HOST, PORT
+from medvlm.settings import DETECTOR_WEIGHTS, SPACE_ACCOUNTS_ENV, app_defaults
 
 PROG = "python app.py"
 
@@ -40,13 +41,14 @@ def positive_gigabytes(text: str) -> float:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    defaults = app_defaults()  # on a Hugging Face Space: where the Space routes, and its variables (README)
     parser = cli.Parser(PROG, __doc__)
-    cli.add_model_arguments(parser)
+    cli.add_model_arguments(parser, default=defaults["model"])
     parser.add_argument("--detector", default=str(DETECTOR_WEIGHTS),
                         help="YOLO weights for the Compare tab (default: the shipped brain-tumour YOLOv8n)")
-    cli.add_db_argument(parser)
-    parser.add_argument("--host", default=HOST, help=f"address to listen on (default: {HOST})")
-    parser.add_argument("--port", type=port_number, default=PORT, help=f"default: {PORT}")
+    cli.add_db_argument(parser, default=defaults["db"], help=f"review database (default: {defaults['db']})")
+    parser.add_argument("--host", default=defaults["host"], help=f"address to listen on (default: {defaults['host']})")
+    parser.add_argument("--port", type=port_number, default=defaults["port"], help=f"default: {defaults['port']}")
     parser.add_argument("--share", action="store_true", help="open a public Gradio share link (off by default)")
     parser.add_argument("--pool_gb", type=positive_gigabytes, default=None,
                         help="memory the app's loaded models may fill together before the least recently used is unloaded "
@@ -63,19 +65,24 @@ def main(argv=None) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as transformers_logging
+
     from medvlm.host import ModelHost
     from medvlm.store import Store
     from ui.app import build_app, exposure_warning, launch
 
-    from transformers.utils import logging as transformers_logging
-
     transformers_logging.disable_progress_bar()  # the start log says what loads and where it serves, no bars
     store = Store(args.db)
+    if os.environ.get(SPACE_ACCOUNTS_ENV):  # a Space secret: review accounts made at start, never typed anywhere
+        from review import users
+
+        added = users.add_from_secret(store, os.environ[SPACE_ACCOUNTS_ENV])
+        print(f"medvlm: review accounts from {SPACE_ACCOUNTS_ENV}: {len(added)} added", flush=True)
     model_host = ModelHost(device=cli.device_of(args), quantize=args.quantize, detector_weights=args.detector, budget_gb=args.pool_gb)
     print(f"medvlm: loading {args.model} on {model_host.device}...", flush=True)
     model_host.start(args.model, adapter=args.adapter, served_model=args.served_model)  # logs why, if it falls back to the default model
-    demo = build_app(model_host, store, reveal_model=args.reveal_model)
-    warning = exposure_warning(args.host, args.share, demo.accounts)
+    warning = exposure_warning(args.host, args.share, store.has_reviewers())
+    demo = build_app(model_host, store, reveal_model=args.reveal_model, notice=warning)  # shown in the page too
     if warning:
         print(f"\n{'!' * 100}\nmedvlm: {warning}\n{'!' * 100}\n", file=sys.stderr, flush=True)
     try:

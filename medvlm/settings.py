@@ -12,6 +12,23 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"  # what ships in the p
 MEDVLM_TINY_ADAPTER = WEIGHTS_DIR / "medvlm-tiny-grounded"  # trained by python -m train.vlm (see the README)
 DEFAULT_DB = "medvlm.db"  # the review database: runs, answers, reviewers, verdicts
 
+# On a Hugging Face Space (SPACE_ID set; README front matter): the app binds where the Space routes traffic, takes its
+# model from a Space variable, its review accounts from a Space secret, and keeps the database on the persistent
+# disk when the Space has one.
+SPACE_GPU_MODEL = "llava-1.5-7b"  # preloaded by the front matter's preload_from_hub, for a Space on GPU hardware
+SPACE_MODEL_ENV, SPACE_ACCOUNTS_ENV = "MEDVLM_MODEL", "MEDVLM_ACCOUNTS"
+SPACE_PERSISTENT_DIR = Path("/data")
+
+
+def app_defaults(environ=os.environ) -> dict:
+    """python app.py's defaults: host, port, model and database, here or on a Space."""
+    if not environ.get("SPACE_ID"):
+        return {"host": HOST, "port": PORT, "model": DEFAULT_MODEL, "db": DEFAULT_DB}
+    persistent = SPACE_PERSISTENT_DIR.is_dir() and os.access(SPACE_PERSISTENT_DIR, os.W_OK)
+    return {"host": environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), "port": environ.get("GRADIO_SERVER_PORT", str(PORT)),
+            "model": environ.get(SPACE_MODEL_ENV) or DEFAULT_MODEL,
+            "db": str(SPACE_PERSISTENT_DIR / DEFAULT_DB) if persistent else DEFAULT_DB}
+
 # Detector (medvlm.detect, train.yolo): the default weights ship in the package.
 DETECTOR_WEIGHTS = WEIGHTS_DIR / "yolov8n-brain-tumor.pt"
 DETECTOR_CONFIDENCE = 0.25

@@ -12,6 +12,7 @@ import contextvars
 import getpass
 import hashlib
 import hmac
+import json
 import secrets
 import sys
 import threading
@@ -56,6 +57,26 @@ def add(store: Store, name: str, password: str, admin: bool = False) -> int:
     if len(password) < MIN_PASSWORD:
         raise UserFacingError(f"The password needs at least {MIN_PASSWORD} characters.")
     return store.add_reviewer(check_name(name), hash_password(password), admin=admin)
+
+
+def add_from_secret(store: Store, text: str) -> list[str]:
+    """Review accounts from a secret (a Space's MEDVLM_ACCOUNTS): a JSON list of {"name", "password", "admin"}.
+    Accounts not yet in the store are added; existing ones are left as they are. -> the names added."""
+    try:
+        accounts = json.loads(text)
+        if not isinstance(accounts, list) or not all(isinstance(a, dict) for a in accounts):
+            raise ValueError
+        wanted = [(a["name"], a["password"], a.get("admin", False)) for a in accounts]
+        if not all(isinstance(n, str) and isinstance(p, str) and isinstance(admin, bool) for n, p, admin in wanted):
+            raise ValueError
+    except (ValueError, KeyError):
+        raise UserFacingError('The accounts secret must be a JSON list of {"name": ..., "password": ..., "admin": true|false}.') from None
+    added = []
+    for name, password, admin in wanted:
+        if store.reviewer(check_name(name)) is None:
+            add(store, name, password, admin)
+            added.append(name)
+    return added
 
 
 # An unknown name is checked against this hash, so it costs one scrypt like a known one: timing tells no names.

@@ -10,6 +10,7 @@ from ui.chat_tab import build_chat_tab
 from ui.compare_tab import build_compare_tab
 from ui.evaluation_tab import build_evaluation_tab
 from ui.review_tab import KEYBOARD_JS, build_review_tab
+from ui.text import markdown_text
 
 # System fonts only: the default theme would fetch Google Fonts, and the app makes no network call.
 THEME = gr.themes.Soft(
@@ -22,13 +23,15 @@ HEADER = (
 )
 
 
-def build_app(host: ModelHost, store: Store, reveal_model: bool = False) -> gr.Blocks:
+def build_app(host: ModelHost, store: Store, reveal_model: bool = False, notice: str | None = None) -> gr.Blocks:
     """With review accounts in `store`, everyone signs in (launch() turns Gradio's login on); without, the app is a
-    one-person local tool and reviewing is off."""
+    one-person local tool and reviewing is off. notice: a warning every visitor sees at the top (exposure_warning)."""
     accounts = store.has_reviewers()
     # Uploads and previews live only in Gradio's temporary folder, and are deleted after an hour.
     with gr.Blocks(title="medvlm", delete_cache=(600, 3600)) as demo:
         gr.Markdown(HEADER)
+        if notice:
+            gr.Markdown(f"⚠️ **{markdown_text(notice)}**", elem_id="exposure-warning")
         model_name = gr.State(host.default_name)  # each browser session's own model (medvlm.host: the pool)
         with gr.Tab("Chat"):
             build_chat_tab(host, store, accounts, model_name)
@@ -52,7 +55,7 @@ def exposure_warning(host: str, share: bool, accounts: bool) -> str | None:
 
 
 def launch(demo: gr.Blocks, host: str, port: int, share: bool = False, store: Store | None = None) -> None:
-    demo.queue(default_concurrency_limit=1)  # one generation at a time: the model is shared by every session
+    demo.queue(default_concurrency_limit=1)  # events run one at a time unless they say otherwise (MODEL_EVENT)
     demo.launch(
         server_name=host,
         server_port=port,

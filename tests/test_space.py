@@ -1,0 +1,113 @@
+"""Deploying as a Hugging Face Space: the README's front matter, and the app as a Space starts it (SPACE_ID set)."""
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+import yaml
+from conftest import REPO, free_port
+
+from medvlm.models import REGISTRY
+from medvlm.settings import SPACE_GPU_MODEL, app_defaults
+
+# The Spaces configuration reference's hardware flavours (huggingface.co/docs/hub/spaces-config-reference).
+HARDWARE = {"cpu-basic", "cpu-upgrade", "t4-small", "t4-medium", "l4x1", "l4x4", "a10g-small", "a10g-large", "a10g-largex2",
+            "a10g-largex4", "a100-large", "zero-a10g"}
+
+
+def front_matter() -> dict:
+    text = (REPO / "README.md").read_text()
+    found = re.match(r"---\n(.*?)\n---\n", text, re.S)
+    assert found, "README.md must open with the Space's YAML front matter"
+    return yaml.safe_load(found.group(1))
+
+
+def test_the_front_matter_is_a_valid_space_config_that_matches_the_code():
+    config = front_matter()
+    pins = dict(line.split("==") for line in (REPO / "requirements.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    assert config["sdk"] == "gradio" and config["sdk_version"] == pins["gradio"].split()[0]
+    assert config["app_file"] == "app.py" and (REPO / config["app_file"]).is_file()
+    assert re.fullmatch(r"3\.\d+(\.\d+)?", str(config["python_version"]))
+    assert f"{sys.version_info.major}.{sys.version_info.minor}" == str(config["python_version"])  # what the tests ran on
+    assert config["suggested_hardware"] in HARDWARE
+    assert config["title"] and len(config["emoji"]) == 1 and 0 < len(config["short_description"]) <= 60
+    assert config["license"] and config["colorFrom"] and config["colorTo"]
+    hub = [s for spec in REGISTRY.values() for s in (spec.source, spec.adapter)
+           if s and not s.startswith("builtin:") and not os.path.isabs(s)]
+    assert sorted(config["models"]) == sorted(hub)  # every hub model the picker offers, and nothing else
+    assert config["preload_from_hub"] == [REGISTRY[SPACE_GPU_MODEL].source]
+
+
+def test_on_a_space_the_app_binds_where_the_space_routes_and_takes_its_variables(tmp_path, monkeypatch):
+    assert app_defaults({}) == {"host": "127.0.0.1", "port": 7860, "model": "medvlm-tiny", "db": "medvlm.db"}
+    space = app_defaults({"SPACE_ID": "lab/medvlm", "MEDVLM_MODEL": "smolvlm-256m"})
+    assert space["host"] == "0.0.0.0" and space["port"] == "7860" and space["model"] == "smolvlm-256m"
+    routed = app_defaults({"SPACE_ID": "lab/medvlm", "GRADIO_SERVER_NAME": "10.0.0.5", "GRADIO_SERVER_PORT": "8080"})
+    assert routed["host"] == "10.0.0.5" and routed["port"] == "8080" and routed["model"] == "medvlm-tiny"
+    from app import parse_args
+
+    monkeypatch.setenv("SPACE_ID", "lab/medvlm")
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "8080")
+    args = parse_args([])
+    assert (args.host, args.port) == ("0.0.0.0", 8080)
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "eighty")
+    with pytest.raises(SystemExit):
+        parse_args([])
+
+
+def start_space(tmp_path, **env):
+    port = free_port()
+    environ = dict(os.environ, SPACE_ID="lab/medvlm", GRADIO_SERVER_NAME="0.0.0.0", GRADIO_SERVER_PORT=str(port),
+                   PYTHONUNBUFFERED="1", **env)
+    log = tmp_path / f"space-{port}.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen([sys.executable, "app.py", "--db", str(tmp_path / f"{port}.db")], cwd=REPO, env=environ,
+                                   stdout=out, stderr=subprocess.STDOUT)
+    url, deadline = f"http://127.0.0.1:{port}/", time.time() + 240
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    while time.time() < deadline:
+        if process.poll() is not None:
+            return process, None, log
+        try:
+            opener.open(url, timeout=2)
+            return process, url, log
+        except OSError:
+            time.sleep(1)
+    process.kill()
+    pytest.fail(f"the Space did not start:\n{log.read_text()[-3000:]}")
+
+
+def test_a_public_space_without_accounts_warns_in_the_page_and_a_secret_makes_accounts(tmp_path):
+    from test_browser import login_status
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    process, url, log = start_space(tmp_path)
+    try:
+        assert url, log.read_text()[-2000:]
+        config = opener.open(url + "config", timeout=30).read().decode().replace("\\", "")  # Markdown escapes, in JSON
+        assert "serving on 0.0.0.0 (other machines) with no review accounts" in config  # every visitor sees it
+        assert "WARNING: serving on 0.0.0.0" in log.read_text()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+    secret = json.dumps([{"name": "ada", "password": "a long enough password", "admin": True}])
+    process, url, log = start_space(tmp_path, MEDVLM_ACCOUNTS=secret)
+    try:
+        assert url, log.read_text()[-2000:]
+        assert "review accounts from MEDVLM_ACCOUNTS: 1 added" in log.read_text()
+        assert login_status(url, "ada", "a long enough password") == 200 and login_status(url, "ada", "wrong guess here") == 400
+        assert "no review accounts" not in log.read_text()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+    process, url, log = start_space(tmp_path, MEDVLM_ACCOUNTS="ada:secret")
+    assert url is None and process.wait(timeout=60) == 2
+    errors = [line for line in log.read_text().splitlines() if "error:" in line]
+    assert len(errors) == 1 and "must be a JSON list" in errors[0]

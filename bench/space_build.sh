@@ -42,7 +42,9 @@ from gradio_client import Client, handle_file
 client = Client(f"http://127.0.0.1:{sys.argv[1]}/", verbose=False)
 client.predict(handle_file(sys.argv[3]), api_name="/upload")
 messages, _, status = client.predict(sys.argv[2], [], 0.0, 16, api_name="/chat")
-print(messages[-1]["content"].split(" (p = ")[0])
+content = messages[-1]["content"]  # Gradio 6: a list of parts, or a string
+text = content if isinstance(content, str) else "".join(part.get("text", "") for part in content if isinstance(part, dict))
+print(text.split(" (p = ")[0])
 PY
 )
 echo "start log:"; sed 's/^/  /' "$WORK/app.log" | grep -v "INFO httpx"

@@ -97,6 +97,11 @@ def review_db(tmp_path_factory, vqa_rad_image):
 
 def start_app(trap, tmp_path_factory, *args):
     """`python app.py ARGS` on a free port behind the trap proxy -> (process, url, log path), once it answers."""
+    return wait_until_up(*launch_app(trap, tmp_path_factory, *args))
+
+
+def launch_app(trap, tmp_path_factory, *args):
+    """`python app.py ARGS` started, not yet answering -> (process, url, log path)."""
     port = free_port()
     proxy = f"http://127.0.0.1:{trap.port}"
     env = dict(os.environ, HTTP_PROXY=proxy, HTTPS_PROXY=proxy, http_proxy=proxy, https_proxy=proxy,
@@ -105,7 +110,10 @@ def start_app(trap, tmp_path_factory, *args):
     log = tmp_path_factory.mktemp("app") / "app.log"
     with open(log, "w") as out:
         process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), *args], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
+    return process, f"http://127.0.0.1:{port}/", log
+
+
+def wait_until_up(process, url, log):
     deadline = time.time() + 240
     while time.time() < deadline:
         assert process.poll() is None, f"app exited early:\n{log.read_text()[-3000:]}"
@@ -240,6 +248,10 @@ def ask_and_watch(page, question: str, timeout=120) -> list[str]:
 
 
 def test_upload_ask_stream_follow_up(page, vqa_rad_image, trap, tmp_path):
+    # The app's start log, as a user sees it: what loads and where it serves, no library notice, no progress bar.
+    started = APP_LOG["path"].read_text().split("* Running on local URL")[0]
+    assert [line for line in started.splitlines() if not line.startswith("INFO httpx")] == [
+        "medvlm: loading medvlm-tiny on cpu...", "INFO medvlm.host: loaded medvlm-tiny (0.6 GB); the pool holds medvlm-tiny"]
     upload(page, vqa_rad_image)
     wait_for_status(page, "Loaded synpic54610.jpg (566×555)")
     assert page.locator("#preview img").count() == 1
@@ -576,6 +588,7 @@ def test_without_accounts_reviewing_is_off_and_a_wide_bind_warns(trap, tmp_path_
         page = new_page(browser)
         page.goto(url)
         page.wait_for_selector("#question textarea")
+        assert "no review accounts" in page.locator("#exposure-warning").inner_text()  # in the page, not only the log
         page.locator("#send-review").click()
         wait_for_status(page, "Reviewing is off")
         page.get_by_role("tab", name="Review").click()
@@ -675,40 +688,47 @@ def test_admin_compares_over_a_dataset_and_physicians_see_the_detector_boxes(bro
     admin.close()
 
 
-@pytest.mark.parametrize("kind", ["gemma3", "idefics3", "qwen2_5_vl"])
-def test_a_chat_template_checkpoint_chats_in_the_browser(kind, trap, tmp_path_factory, browser, vqa_rad_image):
-    """`python app.py --model FOLDER` on a tiny local Gemma 3 / Idefics3 / Qwen2.5-VL checkpoint: upload, ask, a
-    streamed answer, a follow-up; nothing leaves the machine."""
+@pytest.fixture(scope="module")
+def chat_template_apps(trap, tmp_path_factory):
+    """`python app.py --model FOLDER` for a tiny Gemma 3, Idefics3 and Qwen2.5-VL folder, the three started at once."""
     from tiny_models import CHAT_TEMPLATE_MODELS
 
-    folder = CHAT_TEMPLATE_MODELS[kind](tmp_path_factory.mktemp(kind))
-    process, url, log = start_app(trap, tmp_path_factory, "--model", str(folder), "--db", str(tmp_path_factory.mktemp("db") / "m.db"))
-    try:
-        page = new_page(browser)
-        page.goto(url)
-        page.wait_for_selector("#question textarea")
-        upload(page, vqa_rad_image)
-        wait_for_status(page, "Loaded synpic54610.jpg")
-        first = ask_and_watch(page, "Is there a fracture?")
-        second = ask_and_watch(page, "Where is it?")
-        assert first and second and page.locator('[data-testid="bot"]').count() == 2
-        assert "rror" not in status(page), status(page)
-        if kind == "qwen2_5_vl":  # a second session picks another model; the first keeps its own
-            other = new_page(browser)
-            other.goto(url)
-            other.wait_for_selector("#question textarea")
-            other.locator("#model input").click()
-            other.get_by_role("option", name="medvlm-tiny (can load)").click()
-            wait_for_status(other, "Switched to medvlm-tiny", timeout=120_000)
-            ask_and_watch(other, "Is there a fracture?")
-            ask_and_watch(page, "Is it displaced?")
-            assert any("medvlm-tiny is answering" in text for text in other.evaluate("window.__watch.status"))
-            assert any(f"{folder} is answering" in text.replace("\\", "") for text in page.evaluate("window.__watch.status"))
-            assert "medvlm-tiny" in other.locator("#model-info").inner_text()
-            assert str(folder) in page.locator("#model-info").inner_text().replace("\\", "")
-            other.close()
-        assert trap.connections == 0
-        page.close()
-    finally:
+    folders = {kind: save(tmp_path_factory.mktemp(kind)) for kind, save in CHAT_TEMPLATE_MODELS.items()}
+    launched = {kind: launch_app(trap, tmp_path_factory, "--model", str(folder), "--db", str(tmp_path_factory.mktemp("db") / "m.db"))
+                for kind, folder in folders.items()}
+    yield {kind: (folders[kind], *wait_until_up(*started)) for kind, started in launched.items()}
+    for process, _, _ in launched.values():
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.mark.parametrize("kind", ["gemma3", "idefics3", "qwen2_5_vl"])
+def test_a_chat_template_checkpoint_chats_in_the_browser(kind, chat_template_apps, trap, browser, vqa_rad_image):
+    """`python app.py --model FOLDER` on a tiny local Gemma 3 / Idefics3 / Qwen2.5-VL checkpoint: upload, ask, a
+    streamed answer, a follow-up; nothing leaves the machine."""
+    folder, _, url, _ = chat_template_apps[kind]
+    page = new_page(browser)
+    page.goto(url)
+    page.wait_for_selector("#question textarea")
+    upload(page, vqa_rad_image)
+    wait_for_status(page, "Loaded synpic54610.jpg")
+    first = ask_and_watch(page, "Is there a fracture?")
+    second = ask_and_watch(page, "Where is it?")
+    assert first and second and page.locator('[data-testid="bot"]').count() == 2
+    assert "rror" not in status(page), status(page)
+    if kind == "qwen2_5_vl":  # a second session picks another model; the first keeps its own
+        other = new_page(browser)
+        other.goto(url)
+        other.wait_for_selector("#question textarea")
+        other.locator("#model input").click()
+        other.get_by_role("option", name="medvlm-tiny (can load)").click()
+        wait_for_status(other, "Switched to medvlm-tiny", timeout=120_000)
+        ask_and_watch(other, "Is there a fracture?")
+        ask_and_watch(page, "Is it displaced?")
+        assert any("medvlm-tiny is answering" in text for text in other.evaluate("window.__watch.status"))
+        assert any(f"{folder} is answering" in text.replace("\\", "") for text in page.evaluate("window.__watch.status"))
+        assert "medvlm-tiny" in other.locator("#model-info").inner_text()
+        assert str(folder) in page.locator("#model-info").inner_text().replace("\\", "")
+        other.close()
+    assert trap.connections == 0
+    page.close()

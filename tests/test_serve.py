@@ -244,9 +244,28 @@ def test_a_busy_server_says_429_and_a_killed_one_breaks_the_stream(tmp_path):
 
 
 def run_evaluate(*args, env=None):
-    environment = {k: v for k, v in os.environ.items() if k != "MEDVLM_API_KEY"} | (env or {})
-    return subprocess.run([sys.executable, "-m", "medvlm.evaluate", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=600, env=environment)
+    """`python -m medvlm.evaluate ARGS` with MEDVLM_API_KEY as `env` says, run by its main in this process (no new
+    interpreter to start) -> returncode, stdout, stderr."""
+    import contextlib
+    import io
+    from types import SimpleNamespace
+
+    from medvlm import evaluate
+
+    saved = os.environ.pop("MEDVLM_API_KEY", None)
+    os.environ.update(env or {})
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = evaluate.main(list(args))
+            except SystemExit as e:
+                code = e.code
+    finally:
+        os.environ.pop("MEDVLM_API_KEY", None)
+        if saved is not None:
+            os.environ["MEDVLM_API_KEY"] = saved
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 def test_evaluate_against_the_server_resumes_and_fails_cleanly(server, tmp_path, medvlm_tiny, questions):

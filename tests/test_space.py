@@ -82,35 +82,35 @@ def start_space(tmp_path, **env):
     pytest.fail(f"the Space did not start:\n{log.read_text()[-3000:]}")
 
 
-def test_a_public_space_without_accounts_warns_in_the_page_and_a_secret_makes_accounts(tmp_path):
+def test_a_space_secret_makes_review_accounts(tmp_path):
+    """SPACE_ID set: the app binds to GRADIO_SERVER_NAME/PORT, starts the model MEDVLM_MODEL names (a tiny local
+    Qwen2.5-VL here), and adds MEDVLM_ACCOUNTS' accounts. (The in-page warning of a Space without accounts:
+    test_browser's wide-bind test.)"""
     from test_browser import login_status
+    from tiny_models import save_tiny_qwen2_5_vl
 
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    process, url, log = start_space(tmp_path)
-    try:
-        assert url, log.read_text()[-2000:]
-        config = opener.open(url + "config", timeout=30).read().decode().replace("\\", "")  # Markdown escapes, in JSON
-        assert "serving on 0.0.0.0 (other machines) with no review accounts" in config  # every visitor sees it
-        assert "WARNING: serving on 0.0.0.0" in log.read_text()
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
+    model = save_tiny_qwen2_5_vl(tmp_path / "qwen")
     secret = json.dumps([{"name": "ada", "password": "a long enough password", "admin": True}])
-    process, url, log = start_space(tmp_path, MEDVLM_ACCOUNTS=secret)
+    process, url, log = start_space(tmp_path, MEDVLM_ACCOUNTS=secret, MEDVLM_MODEL=str(model))
     try:
         assert url, log.read_text()[-2000:]
         assert "review accounts from MEDVLM_ACCOUNTS: 1 added" in log.read_text()
+        assert f"loaded {model}" in log.read_text() and "no review accounts" not in log.read_text()
         assert login_status(url, "ada", "a long enough password") == 200 and login_status(url, "ada", "wrong guess here") == 400
-        assert "no review accounts" not in log.read_text()
     finally:
         process.terminate()
         process.wait(timeout=30)
 
-    process, url, log = start_space(tmp_path, MEDVLM_ACCOUNTS="ada:secret")
-    assert url is None and process.wait(timeout=60) == 2
-    errors = [line for line in log.read_text().splitlines() if "error:" in line]
-    assert len(errors) == 1 and "must be a JSON list" in errors[0]
+
+
+def test_a_bad_accounts_secret_stops_the_start_in_one_line(tmp_path, monkeypatch, capsys):
+    from app import main
+
+    monkeypatch.setenv("SPACE_ID", "lab/medvlm")
+    monkeypatch.setenv("MEDVLM_ACCOUNTS", "ada:secret")
+    assert main(["--db", str(tmp_path / "m.db"), "--port", str(free_port())]) == 2  # before any model loads
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("python app.py: error:") and "must be a JSON list" in errors[0]
 
 
 STAND_IN = '''"""A stand-in for Hugging Face's `spaces` package: GPU(duration) logs each call of what it decorates."""
@@ -138,7 +138,7 @@ from medvlm.detect import Detector
 from medvlm.host import ModelHost
 from medvlm.settings import DETECTOR_WEIGHTS
 host = ModelHost(device="cpu")
-host.start()
+host.start({model!r})
 print("answer:", list(host.stream_reply(None, [], "Is this a CT?", None, GenerationSettings(max_new_tokens=4)))[-1])
 picture = Image.open({image!r}).convert("RGB")
 detections, answers = compare.compare_batch(host.model(None), Detector(DETECTOR_WEIGHTS, device="cpu"), [picture],
@@ -158,7 +158,10 @@ def test_zerogpu_wraps_the_generation_entry_points_only_where_spaces_exists(tmp_
     (tmp_path / "spaces" / "__init__.py").write_text(STAND_IN)
     log = tmp_path / "gpu.log"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO)]), SPACES_LOG=str(log))
-    done = subprocess.run([sys.executable, "-c", ZEROGPU_RUN.format(image=str(vqa_rad_image))], cwd=REPO, env=env,
+    from tiny_models import save_tiny_qwen2_5_vl
+
+    model = save_tiny_qwen2_5_vl(tmp_path / "qwen")  # loads in a second: the wrapping is what is tested
+    done = subprocess.run([sys.executable, "-c", ZEROGPU_RUN.format(image=str(vqa_rad_image), model=str(model))], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "answer:" in done.stdout and "compared: 1" in done.stdout

@@ -15,6 +15,7 @@ task, so scores of different runs compare. Yes/no questions are balanced: each t
 """
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import yaml
@@ -199,7 +200,9 @@ def blank_image(split: str, number: int) -> Path:
         disc = (x - 0.5) ** 2 + (y - 0.5) ** 2 < rng.uniform(0.08, 0.2)
         pixels = np.where(disc, level, rng.uniform(0, 30))
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.clip(pixels, 0, 255).astype("uint8")).convert("RGB").save(path)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.png")  # then renamed: a reader never sees half a file
+    Image.fromarray(np.clip(pixels, 0, 255).astype("uint8")).convert("RGB").save(partial)
+    os.replace(partial, path)
     return path
 
 

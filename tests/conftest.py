@@ -1,3 +1,4 @@
+import os
 import socket
 import sys
 from pathlib import Path
@@ -7,6 +8,13 @@ import pytest
 import medvlm  # noqa: F401  first: importing medvlm sets the offline switches, so no test touches the network
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers on two cores (pytest.ini): one torch thread each, not two threads fighting over each core. The apps
+    # and servers the tests start as subprocesses keep torch's default.
+    import torch
+
+    torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -3,6 +3,8 @@
 A conversation reaches a family as `turns`: [(question, answer), ..., (question, None)], the last one being asked
 now. The image, if any, belongs to the first turn. Everything else (streaming, context fitting, the UI) is shared.
 """
+import weakref
+
 from PIL import Image
 
 Turn = tuple[str, str | None]
@@ -285,9 +287,19 @@ class ChatTemplateFamily(Family):
                 text = []
         return "".join(pieces + [tokenizer.decode(text)])
 
+    def __init__(self):
+        # eos_token_ids per processor: every generate asks, and rendering the template each time is wasted work.
+        # Weak keys, so a model the pool unloads takes its entry with it.
+        self._eos_by_processor = weakref.WeakKeyDictionary()
+
     def eos_token_ids(self, processor):
         """The template's end of turn, read from the template itself: the first special token it writes after an
         answer (<end_of_turn>, <|im_end|>, <end_of_utterance>); and the tokenizer's end of sequence."""
+        if processor not in self._eos_by_processor:
+            self._eos_by_processor[processor] = self._read_eos_token_ids(processor)
+        return list(self._eos_by_processor[processor])
+
+    def _read_eos_token_ids(self, processor):
         mark = "MEDVLM_ANSWER_MARK"
         text = processor.apply_chat_template(self.messages([("q", mark)], None), tokenize=False)
         tokenizer = processor.tokenizer

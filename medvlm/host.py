@@ -62,6 +62,7 @@ class ModelHost:
         self.pinned: set[str] = set()  # admins': never unloaded
         self.reviewer_models: set[str] | None = None  # admins' limit on what reviewers may pick; None: any
         self.pool: OrderedDict[str, LoadedModel] = OrderedDict()  # least recently used first
+        self.pool_bytes: dict[str, int] = {}  # each pooled model's model_bytes, measured once as it joins
         self.busy: Counter[str] = Counter()  # answers (or dataset runs) in progress per model: never unloaded
         self.generating: dict[str, threading.Lock] = {}  # one in-process generation at a time per model
         self.pool_lock = threading.RLock()  # guards pool, busy and the loads in progress
@@ -116,10 +117,9 @@ class ModelHost:
             self._make_room(self._estimate(spec), keep=name)
             loaded = models.load(spec, self.device, self.quantize)
             with self.pool_lock:
-                self.pool[name] = loaded
-                self.generating.setdefault(name, threading.Lock())
+                self._join(loaded)
                 self._make_room(0, keep=name)  # the estimate may have been short: measured now
-            log.info("loaded %s (%.1f GB); the pool holds %s", name, model_bytes(loaded) / 1e9, ", ".join(self.pool))
+            log.info("loaded %s (%.1f GB); the pool holds %s", name, self.pool_bytes[name] / 1e9, ", ".join(self.pool))
             return loaded
         finally:
             with self.pool_lock:
@@ -129,10 +129,16 @@ class ModelHost:
         """Put a model loaded elsewhere (models.load) in the pool; the default for new sessions if there is none yet."""
         with self.pool_lock:
             self.specs[loaded.spec.name] = loaded.spec
-            self.pool[loaded.spec.name] = loaded
-            self.generating.setdefault(loaded.spec.name, threading.Lock())
+            self._join(loaded)
             self.default_name = self.default_name or loaded.spec.name
             self._make_room(0, keep=loaded.spec.name)
+
+    def _join(self, loaded: LoadedModel) -> None:
+        """A loaded model enters the pool (callers hold pool_lock), its size measured once."""
+        name = loaded.spec.name
+        self.pool[name] = loaded
+        self.pool_bytes[name] = model_bytes(loaded)
+        self.generating.setdefault(name, threading.Lock())
 
     def _estimate(self, spec: ModelSpec) -> int:
         if remote.is_remote(spec.source) or not spec.params_billion:
@@ -143,13 +149,14 @@ class ModelHost:
     def _make_room(self, need: int, keep: str) -> None:
         """Unload the least recently used models, not `keep`, not pinned, not in use, until `need` more bytes fit."""
         with self.pool_lock:
-            held = sum(model_bytes(m) for m in self.pool.values())
+            held = sum(self.pool_bytes[name] for name in self.pool)
             for name in list(self.pool):
                 if held + need <= self.budget:
                     return
-                if name == keep or name in self.pinned or self.busy[name] or model_bytes(self.pool[name]) == 0:
+                if name == keep or name in self.pinned or self.busy[name] or self.pool_bytes[name] == 0:
                     continue
-                held -= model_bytes(self.pool.pop(name))
+                del self.pool[name]
+                held -= self.pool_bytes.pop(name)
                 log.info("unloaded %s to make room", name)
             if held + need > self.budget and need:
                 raise UserFacingError(

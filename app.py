@@ -20,26 +20,6 @@ from medvlm.settings import DEFAULT_MODEL, DETECTOR_WEIGHTS, SPACE_ACCOUNTS_ENV,
 PROG = "python app.py"
 
 
-def port_number(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be between 1 and 65535, not {port}")
-    return port
-
-
-def positive_gigabytes(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of gigabytes") from None
-    if not 0 < value < 1e5:
-        raise argparse.ArgumentTypeError(f"must be more than 0 GB, not {text}")
-    return value
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     defaults = app_defaults()  # on a Hugging Face Space: where the Space routes, and its variables (README)
     parser = cli.Parser(PROG, __doc__)
@@ -48,14 +28,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="YOLO weights for the Compare tab (default: the shipped brain-tumour YOLOv8n)")
     cli.add_db_argument(parser, default=defaults["db"], help=f"review database (default: {defaults['db']})")
     parser.add_argument("--host", default=defaults["host"], help=f"address to listen on (default: {defaults['host']})")
-    parser.add_argument("--port", type=port_number, default=defaults["port"], help=f"default: {defaults['port']}")
+    parser.add_argument("--port", type=int, default=defaults["port"], help=f"default: {defaults['port']}")
     parser.add_argument("--share", action="store_true", help="open a public Gradio share link (off by default)")
-    parser.add_argument("--pool_gb", type=positive_gigabytes, default=None,
+    parser.add_argument("--pool_gb", type=float, default=None,
                         help="memory the app's loaded models may fill together before the least recently used is unloaded "
                              "(default: 60 %% of the GPU's memory, or of the RAM)")
     parser.add_argument("--reveal_model", action="store_true",
                         help="after each verdict, tell reviewers which model answered (never the run); default: only admins see it")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    parser.check({"--port": not 1 <= args.port <= 65535, "--pool_gb": args.pool_gb is not None and not 0 < args.pool_gb < 1e5})
+    return args
 
 
 def main(argv=None) -> int:

@@ -23,8 +23,10 @@ def test_help_lists_the_options():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--port", "99999"], "argument --port: port must be between 1 and 65535"),
-        (["--port", "http"], "argument --port: 'http' is not a port number"),
+        (["--port", "99999"], "out of range: --port"),
+        (["--port", "http"], "argument --port: invalid int value: 'http'"),
+        (["--pool_gb", "0"], "out of range: --pool_gb"),
+        (["--pool_gb", "lots"], "argument --pool_gb: invalid float value: 'lots'"),
         (["--quantize", "int3"], "argument --quantize: invalid choice: 'int3'"),
         (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
         (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),

@@ -271,6 +271,10 @@ class _FirstTokenLogprobs(LogitsProcessor):
 
 # Processor outputs with one entry per prompt token: padded on the left in a batch, as the processors pad them.
 TOKEN_ALIGNED = ("input_ids", "attention_mask", "image_attention_mask", "token_type_ids", "mm_token_type_ids")
+# Image outputs whose tile count differs by image (Idefics3 / SmolVLM split each image by its size). Batching several
+# images, that processor pads them with all-zero tiles, which the model drops; left_padded pads them the same way.
+# Every other image output (Qwen2.5-VL's flattened patches, fixed-size pixels) must match beyond its first axis.
+TILE_PADDED = ("pixel_values", "pixel_attention_mask")
 
 
 def left_padded(encoded: list[dict], pad_id: int) -> dict:
@@ -286,14 +290,16 @@ def left_padded(encoded: list[dict], pad_id: int) -> dict:
                 fill = value.new_full((value.shape[0], missing, *value.shape[2:]), pad_id if key == "input_ids" else 0)
                 value = torch.cat([fill, value], dim=1)
             parts.append(value)
-        batch[key] = torch.cat(parts) if key in TOKEN_ALIGNED else concat_images(parts)
+        batch[key] = torch.cat(parts) if key in TOKEN_ALIGNED else concat_images(key, parts)
     return batch
 
 
-def concat_images(parts: list[torch.Tensor]) -> torch.Tensor:
-    """Image tensors of several conversations along their first axis. Where the number of image tiles differs
-    (Idefics3 splits each image by its size) zero tiles pad them, which the model drops as the processor's own padding."""
+def concat_images(key: str, parts: list[torch.Tensor]) -> torch.Tensor:
+    """A processor's image output `key` for several conversations, along the first axis; tile counts that differ
+    padded with zero tiles (TILE_PADDED), any other shape mismatch refused."""
     if len({p.shape[1:] for p in parts}) > 1:
+        if key not in TILE_PADDED:
+            raise ValueError(f"cannot batch {key} of shapes {sorted({tuple(p.shape) for p in parts})}")
         shape = [max(sizes) for sizes in zip(*(p.shape[1:] for p in parts))]
         parts = [torch.nn.functional.pad(p, [x for d in reversed(range(1, p.dim())) for x in (0, shape[d - 1] - p.shape[d])])
                  for p in parts]

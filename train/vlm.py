@@ -197,7 +197,7 @@ def collate(pad_token_id: int):
             if key in TOKEN_ALIGNED:
                 batch[key] = pad([i[key] for i in items], pad_token_id if key == "input_ids" else 0)
             elif key not in packing.PACKING_KEYS and key != "labels":  # the image's tensors
-                batch[key] = concat_images([i[key] for i in items])
+                batch[key] = concat_images(key, [i[key] for i in items])
         batch["examples"] = torch.tensor(sum(packing.branches_in(i) for i in items))
         if any("branch" in i for i in items):
             batch["attention_mask"], batch["position_ids"] = packing.attention(items, batch["input_ids"].shape[1])

@@ -13,7 +13,7 @@ import torch
 
 from medvlm import chat, models, remote, zerogpu
 from medvlm.errors import UserFacingError
-from medvlm.models import LoadedModel, ModelSpec, card
+from medvlm.models import LoadedModel, ModelSpec
 from medvlm.models.loading import resolve_quantize
 from medvlm.settings import CHAT_GPU_SECONDS, DEFAULT_MODEL, DETECTOR_WEIGHTS, POOL_MEMORY_SHARE
 
@@ -264,35 +264,3 @@ class ModelHost:
             raise UserFacingError(reason)
         self.specs[spec.name] = spec
         return spec.name
-
-    def describe(self, name: str | None) -> str:
-        """Markdown about a session's model for the UI, including what its answers can be trusted for."""
-        name = name or self.default_name
-        loaded = self.pool.get(name) if name else None
-        if loaded is None:
-            return "**No model loaded.** " + self.startup_notice if name is None else f"**{name}**: not loaded now; it loads when asked."
-        spec = loaded.spec
-        if remote.is_remote(spec.source):
-            return "\n\n".join([f"**{spec.served_model}** on a server", spec.description,
-                                  "Its answers are only as trustworthy as the model the server runs: medvlm cannot see its weights."])
-        model = loaded.model
-        precision = "4-bit nf4" if getattr(model, "is_loaded_in_4bit", False) else str(model.dtype).replace("torch.", "")
-        lines = [f"**{spec.name}** on {loaded.device} ({precision})", spec.description]
-        if spec.adapter:
-            lines.append(f"Adapter: `{Path(spec.adapter).name}`")
-            lines += card.summary(spec.adapter)
-        if spec.source == models.registry.MEDVLM_TINY_SOURCE:
-            if spec.adapter:
-                lines.append(
-                    "⚠️ **A 135M-parameter research model:** it answers in a word or phrase and is often wrong. "
-                    "It reads the image for what its label questions taught (tumour or not, tumour type, body region), "
-                    "in wordings it never trained on too, but not equally well in each (the figures above give its worst "
-                    "wording); its answers to other questions barely change when the image is swapped: they come mostly "
-                    "from the question's wording. Use it to try the app, not to read scans."
-                )
-            else:
-                lines.append(
-                    "⚠️ **Not yet image-grounded:** MedVLM-Tiny's image projector is untrained, so its answers come from "
-                    "the language model alone and do not reflect the image. Use it to try the app, not to read scans."
-                )
-        return "\n\n".join(line for line in lines if line)

@@ -6,6 +6,7 @@ import pytest
 from conftest import REPO
 
 from medvlm.host import ModelHost
+from ui import chat_tab
 
 
 def run_app(*args, timeout=60):
@@ -46,7 +47,7 @@ def test_unloadable_model_falls_back_to_the_default_with_a_reason():
     assert "Could not start with llava-1.5-7b" in host.startup_notice and "--model PATH" in host.startup_notice
     labels = dict((name, label) for label, name in host.choices())
     assert labels["medvlm-tiny"] == "medvlm-tiny (loaded)" and labels["midefics"] == "midefics (unavailable here)"
-    described = host.describe(None)
+    described = chat_tab.model_panel(host, None)
     assert "Trained on: vqa-rad" in described and "brain-tumor labels" in described
     assert "Held-out scores: vqa-rad test closed" in described and "tumour type" in described
 
@@ -54,7 +55,7 @@ def test_unloadable_model_falls_back_to_the_default_with_a_reason():
 def test_the_bare_base_is_labelled_not_image_grounded(medvlm_tiny_base):
     host = ModelHost(device="cpu")
     host.adopt(medvlm_tiny_base)
-    assert "Not yet image-grounded" in host.describe(None)
+    assert "Not yet image-grounded" in chat_tab.model_panel(host, None)
 
 
 def test_picking_an_unloadable_model_keeps_what_is_loaded():

@@ -299,13 +299,14 @@ def test_evaluate_against_the_server_resumes_and_fails_cleanly(server, tmp_path,
 
 def test_the_app_host_uses_a_server_and_shows_why_one_is_unavailable(tmp_path):
     from medvlm.host import ModelHost
+    from ui import chat_tab
 
     process, url = start_server(tmp_path, key=None)
     host = ModelHost(device="cpu")
     try:
         host.start("openai:" + url, served_model=SERVED)
         assert host.startup_notice == "" and host.default_name == f"{SERVED} @ {url}"
-        assert "on a server" in host.describe(None)
+        assert "on a server" in chat_tab.model_panel(host, None)
         answer = list(host.stream_reply(None, [], "What is an MRI?", None, GenerationSettings(max_new_tokens=12)))[-1]
         assert answer
         assert (f"{SERVED} @ {url} (served)", f"{SERVED} @ {url}") in host.choices()

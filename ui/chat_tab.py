@@ -1,15 +1,18 @@
 """The Chat tab: upload an image (PNG, JPEG, DICOM), ask, watch the answer stream in, follow up, switch models."""
 import logging
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import gradio as gr
 from PIL import Image
 
+from medvlm import models, remote
 from medvlm.answers import with_confidence
 from medvlm.chat import GenerationSettings, check_question
 from medvlm.errors import UserFacingError
 from medvlm.host import ModelHost
 from medvlm.images import load_image
+from medvlm.models import card
 from medvlm.settings import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE, MAX_NEW_TOKENS_LIMIT
 from medvlm.store import Store
 from review import chat_answers, users
@@ -31,6 +34,39 @@ class Conversation:
 
 def warning(message: str) -> str:
     return f"⚠️ {markdown_text(message)}"
+
+
+def model_panel(host: ModelHost, name: str | None) -> str:
+    """Markdown about a session's model for the UI, including what its answers can be trusted for."""
+    name = name or host.default_name
+    loaded = host.pool.get(name) if name else None
+    if loaded is None:
+        return "**No model loaded.** " + host.startup_notice if name is None else f"**{name}**: not loaded now; it loads when asked."
+    spec = loaded.spec
+    if remote.is_remote(spec.source):
+        return "\n\n".join([f"**{spec.served_model}** on a server", spec.description,
+                              "Its answers are only as trustworthy as the model the server runs: medvlm cannot see its weights."])
+    model = loaded.model
+    precision = "4-bit nf4" if getattr(model, "is_loaded_in_4bit", False) else str(model.dtype).replace("torch.", "")
+    lines = [f"**{spec.name}** on {loaded.device} ({precision})", spec.description]
+    if spec.adapter:
+        lines.append(f"Adapter: `{Path(spec.adapter).name}`")
+        lines += card.summary(spec.adapter)
+    if spec.source == models.registry.MEDVLM_TINY_SOURCE:
+        if spec.adapter:
+            lines.append(
+                "⚠️ **A 135M-parameter research model:** it answers in a word or phrase and is often wrong. "
+                "It reads the image for what its label questions taught (tumour or not, tumour type, body region), "
+                "in wordings it never trained on too, but not equally well in each (the figures above give its worst "
+                "wording); its answers to other questions barely change when the image is swapped: they come mostly "
+                "from the question's wording. Use it to try the app, not to read scans."
+            )
+        else:
+            lines.append(
+                "⚠️ **Not yet image-grounded:** MedVLM-Tiny's image projector is untrained, so its answers come from "
+                "the language model alone and do not reflect the image. Use it to try the app, not to read scans."
+            )
+    return "\n\n".join(line for line in lines if line)
 
 
 def on_upload(path, conversation: Conversation) -> dict:
@@ -97,9 +133,9 @@ def switch_model(host: ModelHost, store: Store, accounts: bool, name, model_name
             raise UserFacingError(f"Admins keep {name} from reviewers here; pick another model.")
         host.model(name)
     except UserFacingError as e:
-        return {"picker": gr.update(value=model_name, choices=host.choices()), "model_info": host.describe(model_name),
+        return {"picker": gr.update(value=model_name, choices=host.choices()), "model_info": model_panel(host, model_name),
                 "status": warning(str(e))}
-    return {"model_name": name, "picker": gr.update(choices=host.choices()), "model_info": host.describe(name),
+    return {"model_name": name, "picker": gr.update(choices=host.choices()), "model_info": model_panel(host, name),
             "status": f"Switched to {markdown_text(name)}; the conversation continues. Other sessions keep their models."}
 
 
@@ -168,7 +204,7 @@ def build_chat_tab(host: ModelHost, store: Store, accounts: bool, model_name: gr
             upload = gr.File(label="Image: PNG, JPEG or DICOM", type="filepath", elem_id="upload")
             preview = gr.Image(label="What the model sees", type="pil", interactive=False, height=260, elem_id="preview")
             picker = gr.Dropdown(choices=host.choices(), value=host.default_name, label="Model", elem_id="model")
-            model_info = gr.Markdown(host.describe(host.default_name), elem_id="model-info")
+            model_info = gr.Markdown(model_panel(host, host.default_name), elem_id="model-info")
             refresh = gr.Button("Check the models again", size="sm", elem_id="refresh-models")
             with gr.Accordion("Add a model server (admins)", open=False):
                 server_url = gr.Textbox(label="OpenAI-compatible address", placeholder="http://gpu-box:8000/v1", elem_id="server-url")

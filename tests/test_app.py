@@ -7,6 +7,7 @@ from conftest import REPO
 
 from medvlm.host import ModelHost
 from ui import chat_tab
+from ui.text import markdown_text
 
 
 def run_app(*args, timeout=60):
@@ -48,8 +49,8 @@ def test_unloadable_model_falls_back_to_the_default_with_a_reason():
     labels = dict((name, label) for label, name in host.choices())
     assert labels["medvlm-tiny"] == "medvlm-tiny (loaded)" and labels["midefics"] == "midefics (unavailable here)"
     described = chat_tab.model_panel(host, None)
-    assert "Trained on: vqa-rad" in described and "brain-tumor labels" in described
-    assert "Held-out scores: vqa-rad test closed" in described and "tumour type" in described
+    assert markdown_text("Trained on: vqa-rad") in described and markdown_text("brain-tumor labels") in described
+    assert markdown_text("Held-out scores: vqa-rad test closed") in described and "tumour type" in described
 
 
 def test_the_bare_base_is_labelled_not_image_grounded(medvlm_tiny_base):

@@ -688,12 +688,17 @@ def test_admin_compares_over_a_dataset_and_physicians_see_the_detector_boxes(bro
     admin.close()
 
 
+HOSTILE_FOLDER_NAME = 'gemma3 <img src=x onerror=alert(1)> ![t](http:10.9.9.9) [l](http:10.9.9.9) **b** `c`'
+
+
 @pytest.fixture(scope="module")
 def chat_template_apps(trap, tmp_path_factory):
     """`python app.py --model FOLDER` for a tiny Gemma 3, Idefics3 and Qwen2.5-VL folder, the three started at once."""
     from tiny_models import CHAT_TEMPLATE_MODELS
 
-    folders = {kind: save(tmp_path_factory.mktemp(kind)) for kind, save in CHAT_TEMPLATE_MODELS.items()}
+    # The Gemma 3 folder's name is markup: the model panel and status line must show it as typed.
+    names = {"gemma3": HOSTILE_FOLDER_NAME}
+    folders = {kind: save(tmp_path_factory.mktemp(names.get(kind, kind))) for kind, save in CHAT_TEMPLATE_MODELS.items()}
     launched = {kind: launch_app(trap, tmp_path_factory, "--model", str(folder), "--db", str(tmp_path_factory.mktemp("db") / "m.db"))
                 for kind, folder in folders.items()}
     yield {kind: (folders[kind], *wait_until_up(*started)) for kind, started in launched.items()}
@@ -716,6 +721,10 @@ def test_a_chat_template_checkpoint_chats_in_the_browser(kind, chat_template_app
     second = ask_and_watch(page, "Where is it?")
     assert first and second and page.locator('[data-testid="bot"]').count() == 2
     assert "rror" not in status(page), status(page)
+    if kind == "gemma3":  # a folder named in markup: shown as typed, drawing nothing
+        panel = page.locator("#model-info")
+        assert str(folder) in panel.inner_text() and panel.locator("img, a, code").count() == 0
+        assert any(f"{folder} is answering" in text for text in page.evaluate("window.__watch.status"))
     if kind == "qwen2_5_vl":  # a second session picks another model; the first keeps its own
         other = new_page(browser)
         other.goto(url)

@@ -37,21 +37,24 @@ def warning(message: str) -> str:
 
 
 def model_panel(host: ModelHost, name: str | None) -> str:
-    """Markdown about a session's model for the UI, including what its answers can be trusted for."""
+    """Markdown about a session's model for the UI, including what its answers can be trusted for. Names, paths,
+    descriptions and the adapter's card come from the command line, an admin or files: shown as text."""
     name = name or host.default_name
     loaded = host.pool.get(name) if name else None
     if loaded is None:
-        return "**No model loaded.** " + host.startup_notice if name is None else f"**{name}**: not loaded now; it loads when asked."
+        if name is None:
+            return "**No model loaded.** " + markdown_text(host.startup_notice)
+        return f"**{markdown_text(name)}**: not loaded now; it loads when asked."
     spec = loaded.spec
     if remote.is_remote(spec.source):
-        return "\n\n".join([f"**{spec.served_model}** on a server", spec.description,
+        return "\n\n".join([f"**{markdown_text(spec.served_model)}** on a server", markdown_text(spec.description),
                               "Its answers are only as trustworthy as the model the server runs: medvlm cannot see its weights."])
     model = loaded.model
     precision = "4-bit nf4" if getattr(model, "is_loaded_in_4bit", False) else str(model.dtype).replace("torch.", "")
-    lines = [f"**{spec.name}** on {loaded.device} ({precision})", spec.description]
+    lines = [f"**{markdown_text(spec.name)}** on {loaded.device} ({precision})", markdown_text(spec.description)]
     if spec.adapter:
-        lines.append(f"Adapter: `{Path(spec.adapter).name}`")
-        lines += card.summary(spec.adapter)
+        lines.append(f"Adapter: {markdown_text(Path(spec.adapter).name)}")
+        lines += [markdown_text(line) for line in card.summary(spec.adapter)]
     if spec.source == models.registry.MEDVLM_TINY_SOURCE:
         if spec.adapter:
             lines.append(

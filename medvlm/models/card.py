@@ -20,7 +20,7 @@ def source_name(source: str) -> str:
 
 
 def summary(adapter: str | None) -> list[str]:
-    """Markdown lines (plain numbers and data set names only); none when the adapter folder has no such files."""
+    """Plain-text lines (numbers and data set names; the UI escapes them); none when the adapter folder has no such files."""
     if not adapter or not Path(adapter).is_dir():
         return []
     folder = Path(adapter)

@@ -725,12 +725,20 @@ def test_a_chat_template_checkpoint_chats_in_the_browser(kind, chat_template_app
         panel = page.locator("#model-info")
         assert str(folder) in panel.inner_text() and panel.locator("img, a, code").count() == 0
         assert any(f"{folder} is answering" in text for text in page.evaluate("window.__watch.status"))
-    if kind == "qwen2_5_vl":  # a second session picks another model; the first keeps its own
+    if kind == "qwen2_5_vl":  # pool rules saved (Save clicked twice fast); a second session sees them and picks another model
+        page.get_by_text("Model pool (admins)").click()
+        page.locator("#pinned").get_by_label(str(folder)).check()
+        page.locator("#reviewer-models").get_by_label("medvlm-tiny", exact=True).uncheck()
+        page.locator("#save-pool-rules").dblclick()
+        wait_for_status(page, "Pinned")
         other = new_page(browser)
         other.goto(url)
         other.wait_for_selector("#question textarea")
+        other.get_by_text("Model pool (admins)").click()
+        assert other.locator("#pinned").get_by_label(str(folder)).is_checked()
+        assert not other.locator("#reviewer-models").get_by_label("medvlm-tiny", exact=True).is_checked()
         other.locator("#model input").click()
-        other.get_by_role("option", name="medvlm-tiny (can load)").click()
+        other.get_by_role("option", name="medvlm-tiny (can load, admins only)").click()  # no accounts: everyone is admin
         wait_for_status(other, "Switched to medvlm-tiny", timeout=120_000)
         ask_and_watch(other, "Is there a fracture?")
         ask_and_watch(page, "Is it displaced?")

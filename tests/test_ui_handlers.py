@@ -209,6 +209,9 @@ def test_admins_pin_and_limit_what_reviewers_pick(medvlm_tiny, medvlm_tiny_base,
     done = chat_tab.set_pool_rules(host, store, True, ["bare"], ["medvlm-tiny"], signed_in("ada"))
     assert "Pinned: bare" in done["status"] and host.reviewer_models == {"medvlm-tiny"}
     assert "bare (loaded, pinned, admins only)" in [label for label, _ in host.choices()]
+    opened = chat_tab.show_pool(host)  # a page opened now shows the saved rules, not the app's start
+    assert opened["pinned"]["value"] == ["bare"] and opened["allowed"]["value"] == ["medvlm-tiny"]
+    assert ("bare (loaded, pinned, admins only)", "bare") in opened["picker"]["choices"]
     kept = chat_tab.switch_model(host, store, True, "bare", None, signed_in("bob"))
     assert "model_name" not in kept and "Admins keep bare from reviewers" in kept["status"]
     assert chat_tab.switch_model(host, store, True, "bare", None, signed_in("ada"))["model_name"] == "bare"

@@ -34,7 +34,7 @@ def build_app(host: ModelHost, store: Store, reveal_model: bool = False, notice:
             gr.Markdown(f"⚠️ **{markdown_text(notice)}**", elem_id="exposure-warning")
         model_name = gr.State(host.default_name)  # each browser session's own model (medvlm.host: the pool)
         with gr.Tab("Chat"):
-            build_chat_tab(host, store, accounts, model_name)
+            build_chat_tab(demo, host, store, accounts, model_name)
         with gr.Tab("Compare") as compare:
             build_compare_tab(host, store, accounts, compare, model_name)
         with gr.Tab("Review"):

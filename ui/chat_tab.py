@@ -172,6 +172,15 @@ def add_server(host: ModelHost, store: Store, accounts: bool, url, served_model,
             "status": f"Added {markdown_text(name)}: pick it in the Model list."}
 
 
+def show_pool(host: ModelHost) -> dict:
+    """A page's model list and pool rules as they are now (on load): the rules an admin saved in another session,
+    and the models added since the app started, not those of the app's start."""
+    in_process = [name for name, spec in host.specs.items() if not spec.served_model]
+    allowed = list(host.specs) if host.reviewer_models is None else [name for name in host.specs if name in host.reviewer_models]
+    return {"picker": gr.update(choices=host.choices()), "pinned": gr.update(choices=in_process, value=sorted(host.pinned)),
+            "allowed": gr.update(choices=list(host.specs), value=allowed)}
+
+
 def refresh_models(host: ModelHost) -> dict:
     """The picker's list again: each server is asked whether it answers now."""
     return {"picker": gr.update(choices=host.choices())}
@@ -198,7 +207,7 @@ def send_to_review(host: ModelHost, store: Store, accounts: bool, conversation: 
     return {"status": "Sent to the Review tab: physicians will grade it."}
 
 
-def build_chat_tab(host: ModelHost, store: Store, accounts: bool, model_name: gr.State) -> None:
+def build_chat_tab(demo: gr.Blocks, host: ModelHost, store: Store, accounts: bool, model_name: gr.State) -> None:
     """model_name: the session's model (the Compare tab answers with it too)."""
     conversation = gr.State(Conversation())
     with gr.Row():
@@ -214,11 +223,9 @@ def build_chat_tab(host: ModelHost, store: Store, accounts: bool, model_name: gr
                 server_model = gr.Textbox(label="Model name on the server", placeholder="llava-hf/llava-1.5-7b-hf", elem_id="server-model")
                 server_key = gr.Textbox(label="API key (if it wants one)", type="password", elem_id="server-key")
                 add = gr.Button("Add server", elem_id="add-server")
-            with gr.Accordion("Model pool (admins)", open=False):
-                in_process = [name for name, spec in host.specs.items() if not spec.served_model]
-                pinned = gr.CheckboxGroup(in_process, label="Pinned: never unloaded", elem_id="pinned")
-                allowed = gr.CheckboxGroup(list(host.specs), value=list(host.specs), label="Reviewers may pick",
-                                           elem_id="reviewer-models")
+            with gr.Accordion("Model pool (admins)", open=False):  # filled on load (show_pool)
+                pinned = gr.CheckboxGroup([], label="Pinned: never unloaded", elem_id="pinned")
+                allowed = gr.CheckboxGroup([], label="Reviewers may pick", elem_id="reviewer-models")
                 save_rules = gr.Button("Save", elem_id="save-pool-rules")
             with gr.Accordion("Generation settings", open=False):
                 temperature = gr.Slider(0, 2, value=DEFAULT_TEMPERATURE, step=0.05, label="Temperature (0 = greedy)")
@@ -257,6 +264,7 @@ def build_chat_tab(host: ModelHost, store: Store, accounts: bool, model_name: gr
     bind(set_pool_rules, {"picker": picker, "status": status}, host=host, store=store, accounts=accounts).on(
         save_rules.click, [pinned, allowed], api_visibility="private")
     bind(refresh_models, {"picker": picker}, host=host).on(refresh.click, api_name="models")
+    bind(show_pool, {"picker": picker, "pinned": pinned, "allowed": allowed}, host=host).on(demo.load, api_visibility="private")
     bind(add_server, {"picker": picker, "server_key": server_key, "status": status}, host=host, store=store, accounts=accounts).on(
         add.click, [server_url, server_model, server_key], api_name="add_server")
     bind(send_to_review, outputs("status"), host=host, store=store, accounts=accounts).on(send.click, [conversation, model_name],

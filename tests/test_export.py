@@ -51,6 +51,15 @@ def test_the_export_runs_in_the_app_and_carries_a_model_card_and_the_adapter(exp
     assert list(chat.stream_reply(loaded, [], "Is this a CT?", image, settings))[-1] == \
         list(chat.stream_reply(medvlm_tiny, [], "Is this a CT?", image, settings))[-1]
     assert (exported / "adapter" / "adapter_model.safetensors").is_file()
+    # The app's model panel tells what it is, as for medvlm-tiny: what it learnt from, its scores, its limits.
+    from medvlm.host import ModelHost
+    from ui.chat_tab import model_panel
+    from ui.text import markdown_text
+
+    host = ModelHost(device="cpu")
+    host.adopt(loaded)
+    panel = model_panel(host, None)
+    assert markdown_text("Trained on: vqa-rad") in panel and "A 135M-parameter research model" in panel
     card = (exported / "README.md").read_text()
     meta = yaml.safe_load(re.match(r"---\n(.*?)\n---\n", card, re.S).group(1))
     assert meta["pipeline_tag"] == "image-text-to-text" and meta["library_name"] == "transformers"

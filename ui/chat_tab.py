@@ -52,11 +52,14 @@ def model_panel(host: ModelHost, name: str | None) -> str:
     model = loaded.model
     precision = "4-bit nf4" if getattr(model, "is_loaded_in_4bit", False) else str(model.dtype).replace("torch.", "")
     lines = [f"**{markdown_text(spec.name)}** on {loaded.device} ({precision})", markdown_text(spec.description)]
+    # An export (python -m medvlm.models export) carries the adapter merged into it, with its training and scores.
+    bundled = Path(spec.source) / "adapter"
+    trained = spec.adapter or (str(bundled) if Path(spec.source).is_dir() and (bundled / "train_config.json").is_file() else None)
     if spec.adapter:
         lines.append(f"Adapter: {markdown_text(Path(spec.adapter).name)}")
-        lines += [markdown_text(line) for line in card.summary(spec.adapter)]
-    if spec.source == models.registry.MEDVLM_TINY_SOURCE:
-        if spec.adapter:
+    lines += [markdown_text(line) for line in card.summary(trained)]
+    if spec.source == models.registry.MEDVLM_TINY_SOURCE or card.base_model(trained) == "medvlm-tiny":
+        if trained:
             lines.append(
                 "⚠️ **A 135M-parameter research model:** it answers in a word or phrase and is often wrong. "
                 "It reads the image for what its label questions taught (tumour or not, tumour type, body region), "

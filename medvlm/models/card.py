@@ -19,6 +19,14 @@ def source_name(source: str) -> str:
     return f"{name or source} labels" if is_labels else (name or source)
 
 
+def base_model(adapter: str | None) -> str | None:
+    """The --model the adapter was trained on (its train_config.json), or None when it does not say."""
+    try:
+        return json.loads((Path(adapter) / "train_config.json").read_text())["model"]["model"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def summary(adapter: str | None) -> list[str]:
     """Plain-text lines (numbers and data set names; the UI escapes them); none when the adapter folder has no such files."""
     if not adapter or not Path(adapter).is_dir():

@@ -738,6 +738,10 @@ def test_a_chat_template_checkpoint_chats_in_the_browser(kind, chat_template_app
         assert other.locator("#pinned").get_by_label(str(folder)).is_checked()
         assert not other.locator("#reviewer-models").get_by_label("medvlm-tiny", exact=True).is_checked()
         other.locator("#model input").click()
+        other.get_by_role("option", name="midefics (unavailable here)").click()  # refused: the picker goes back, no error
+        wait_for_status(other, "not in the local Hugging Face cache")
+        other.wait_for_function("() => document.querySelector('#model input').value.includes('qwen2_5_vl')")
+        other.locator("#model input").click()
         other.get_by_role("option", name="medvlm-tiny (can load, admins only)").click()  # no accounts: everyone is admin
         wait_for_status(other, "Switched to medvlm-tiny", timeout=120_000)
         ask_and_watch(other, "Is there a fracture?")
@@ -746,6 +750,7 @@ def test_a_chat_template_checkpoint_chats_in_the_browser(kind, chat_template_app
         assert any(f"{folder} is answering" in text.replace("\\", "") for text in page.evaluate("window.__watch.status"))
         assert "medvlm-tiny" in other.locator("#model-info").inner_text()
         assert str(folder) in page.locator("#model-info").inner_text().replace("\\", "")
+        assert other.get_by_text("Error", exact=True).count() == 0 and page.get_by_text("Error", exact=True).count() == 0
         other.close()
     assert trap.connections == 0
     page.close()

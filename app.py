@@ -79,7 +79,7 @@ def serve(args: argparse.Namespace) -> int:
     model_host = ModelHost(device=cli.device_of(args), quantize=args.quantize, detector_weights=args.detector, budget_gb=args.pool_gb)
     print(f"medvlm: loading {args.model} on {model_host.device}...", flush=True)
     model_host.start(args.model, adapter=args.adapter, served_model=args.served_model)  # logs why, if it falls back to the default model
-    warning = exposure_warning(args.host, args.share, store.has_reviewers())
+    warning = exposure_warning(args.host, args.share, store.has_reviewers(), on_space=bool(os.environ.get("SPACE_ID")))
     demo = build_app(model_host, store, reveal_model=args.reveal_model, notice=warning)  # shown in the page too
     if warning:
         print(f"\n{'!' * 100}\nmedvlm: {warning}\n{'!' * 100}\n", file=sys.stderr, flush=True)

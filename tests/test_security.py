@@ -119,6 +119,12 @@ def test_serving_beyond_localhost_without_accounts_warns(host, share, accounts, 
     assert bool(exposure_warning(host, share, accounts)) == warned
 
 
+def test_on_a_space_the_warning_names_the_accounts_secret():
+    assert "python -m review.users add" in exposure_warning("0.0.0.0", False, False)
+    on_space = exposure_warning("0.0.0.0", False, False, on_space=True)
+    assert "Space secret MEDVLM_ACCOUNTS" in on_space and "review.users" not in on_space
+
+
 def test_text_is_escaped_for_html_and_markdown():
     hostile = '<img src="http://x/y.png"> **b** [l](http://x) _i_ `c` # h'
     assert "<img" not in html_text(hostile) and "&lt;img" in html_text(hostile)

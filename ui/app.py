@@ -3,7 +3,7 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from medvlm.host import ModelHost
-from medvlm.settings import MAX_UPLOAD_BYTES
+from medvlm.settings import MAX_UPLOAD_BYTES, SPACE_ACCOUNTS_ENV
 from medvlm.store import Store
 from review import users
 from ui.chat_tab import build_chat_tab
@@ -45,13 +45,16 @@ def build_app(host: ModelHost, store: Store, reveal_model: bool = False, notice:
     return demo
 
 
-def exposure_warning(host: str, share: bool, accounts: bool) -> str | None:
-    """A loud line when the app listens beyond this machine and no one has to sign in."""
+def exposure_warning(host: str, share: bool, accounts: bool, on_space: bool = False) -> str | None:
+    """A loud line when the app listens beyond this machine and no one has to sign in; on a Space, where no one
+    types commands, it names the secret that adds accounts."""
     if accounts or not (share or host not in ("127.0.0.1", "localhost", "::1")):
         return None
     where = "a public share link" if share else f"{host} (other machines)"
+    fix = (f"set the Space secret {SPACE_ACCOUNTS_ENV} (README: Deploy as a Space) and restart the Space" if on_space
+           else "python -m review.users add NAME --admin")
     return (f"WARNING: serving on {where} with no review accounts: anyone who reaches it can chat, see every run and "
-            "its scores, and export the review data. Add an account first: python -m review.users add NAME --admin")
+            f"its scores, and export the review data. Add an account first: {fix}")
 
 
 def launch(demo: gr.Blocks, host: str, port: int, share: bool = False, store: Store | None = None) -> None:

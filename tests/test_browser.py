@@ -437,8 +437,8 @@ def test_user_and_model_text_shows_as_text(page):
 
 
 def test_api_needs_an_account_and_a_verdict_names_its_answer(app_url, review_db):
-    """Through the API as a script would call it: no account, no app; a verdict for an answer not on screen, or sent
-    the instant it was shown, is refused; the evaluation and export are not endpoints at all."""
+    """Through the API as a script would call it: no account, no app; a verdict for an answer not on screen is
+    refused; the evaluation and export are not endpoints at all."""
     from gradio_client import Client
 
     from medvlm.store import Store
@@ -456,7 +456,8 @@ def test_api_needs_an_account_and_a_verdict_names_its_answer(app_url, review_db)
     shown = client.predict("all", "all", api_name="/open_review")
     token = next(value for value in shown if isinstance(value, str) and re.fullmatch(r"\d+:\d+:\d+", value))  # the item
     assert token and "Signed in as" in shown[0]
-    assert "Not saved" in client.predict(token, "", "all", "all", api_name="/grade_wrong")[-1]  # sent the instant it showed
+    # A verdict sent within MIN_DWELL_S of the showing is refused too: tests/test_ui_handlers.py checks it in-process,
+    # since through the API the round trip alone may outlast it on a loaded machine (it did: a flaky check).
     time.sleep(0.4)  # read it
     assert "Not saved" in client.predict("1:1:0", "", "all", "all", api_name="/grade_wrong")[-1]  # another answer's
     assert verdicts() == before

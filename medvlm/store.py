@@ -17,6 +17,7 @@ from pathlib import Path
 import sqlite_utils
 
 from medvlm.errors import UserFacingError
+from medvlm.leaderboard import OUTCOMES
 from medvlm.settings import DEFAULT_DB
 
 VERDICTS = ("correct", "rephrased", "wrong")
@@ -108,8 +109,25 @@ CREATE TABLE blind_predictions (
 );
 """
 
+# 8: the arena (review.arena). A pair is two runs' answers to one item, its sides (which is shown as A) drawn once and
+# stored; flagged when an answer names a model or vendor. Votes keep a history like verdicts (undo adds a row).
+_SCHEMA_8 = """
+CREATE TABLE arena_pairs (
+    id INTEGER PRIMARY KEY, item_id INTEGER NOT NULL REFERENCES items(id),
+    a_prediction INTEGER NOT NULL REFERENCES predictions(id), b_prediction INTEGER NOT NULL REFERENCES predictions(id),
+    flagged INTEGER NOT NULL DEFAULT 0, created TEXT NOT NULL, UNIQUE (a_prediction, b_prediction)
+);
+CREATE TABLE arena_votes (
+    id INTEGER PRIMARY KEY, pair_id INTEGER NOT NULL REFERENCES arena_pairs(id),
+    reviewer_id INTEGER NOT NULL REFERENCES reviewers(id),
+    vote TEXT CHECK (vote IS NULL OR vote IN ('a', 'b', 'tie', 'both_bad')),
+    note TEXT, created TEXT NOT NULL, request_id TEXT UNIQUE, undoes INTEGER REFERENCES arena_votes(id)
+);
+CREATE INDEX arena_votes_by_reviewer ON arena_votes (reviewer_id, pair_id, id);
+"""
+
 # Append, never edit: MIGRATIONS[k] takes version k to k + 1 (SQL statements, or a function of the open database).
-MIGRATIONS = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _SCHEMA_5, _schema_6, _SCHEMA_7]
+MIGRATIONS = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _SCHEMA_5, _schema_6, _SCHEMA_7, _SCHEMA_8]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -366,6 +384,60 @@ class Store:
             WHERE v.verdict IS NOT NULL
         """
         names = ("prediction_id", "reviewer_id", "verdict", "note")
+        return [dict(zip(names, row)) for row in self.query(sql, [reviewer_id, reviewer_id])]
+
+    # --- the arena ------------------------------------------------------------------------------------------------
+
+    def add_arena_pair(self, item_id: int, a_prediction: int, b_prediction: int, flagged: bool = False) -> int | None:
+        """A pair of answers to one item, a_prediction shown as A -> its id; None when the two are paired already
+        (either way round)."""
+        with self.write() as db:
+            if db.execute("SELECT 1 FROM arena_pairs WHERE a_prediction IN (?, ?) AND b_prediction IN (?, ?)",
+                          [a_prediction, b_prediction, a_prediction, b_prediction]).fetchone():
+                return None
+            return insert(db, "arena_pairs", {"item_id": item_id, "a_prediction": a_prediction, "b_prediction": b_prediction,
+                                              "flagged": int(flagged), "created": now()})
+
+    def record_vote(self, pair_id: int, reviewer_id: int, vote: str | None, note: str | None = None,
+                    request_id: str | None = None) -> int:
+        """Store a vote (None withdraws the current one) as a new history row; the same request_id is stored once."""
+        if vote is not None and vote not in OUTCOMES:
+            raise UserFacingError(f"A vote is one of {', '.join(OUTCOMES)}, not {vote!r}.")
+        with self.write() as db:
+            if request_id:
+                done = db.execute("SELECT id FROM arena_votes WHERE request_id = ?", [request_id]).fetchone()
+                if done:
+                    return done[0]
+            return insert(db, "arena_votes", {"pair_id": pair_id, "reviewer_id": reviewer_id, "vote": vote,
+                                              "note": (note or "").strip() or None, "created": now(), "request_id": request_id})
+
+    def undo_last_vote(self, reviewer_id: int) -> int | None:
+        """Undo the reviewer's latest vote not undone yet (repeatable): a new row restores that pair's vote before it.
+        -> the pair id, or None when there is nothing to undo."""
+        with self.write() as db:
+            action = db.execute(
+                """SELECT id, pair_id FROM arena_votes WHERE reviewer_id = ? AND undoes IS NULL
+                   AND id NOT IN (SELECT undoes FROM arena_votes WHERE undoes IS NOT NULL) ORDER BY id DESC LIMIT 1""",
+                [reviewer_id]).fetchone()
+            if action is None:
+                return None
+            action_id, pair_id = action
+            before = db.execute("SELECT vote, note FROM arena_votes WHERE pair_id = ? AND reviewer_id = ? AND id < ? ORDER BY id DESC LIMIT 1",
+                                [pair_id, reviewer_id, action_id]).fetchone()
+            insert(db, "arena_votes", {"pair_id": pair_id, "reviewer_id": reviewer_id, "vote": before[0] if before else None,
+                                       "note": before[1] if before else None, "created": now(), "undoes": action_id})
+            return pair_id
+
+    def current_votes(self, reviewer_id: int | None = None) -> list[dict]:
+        """Every reviewer's (or one reviewer's) current, not withdrawn, vote on every pair."""
+        sql = """
+            SELECT v.pair_id, v.reviewer_id, v.vote, v.note FROM arena_votes v
+            JOIN (SELECT pair_id, reviewer_id, MAX(id) AS id FROM arena_votes WHERE ? IS NULL OR reviewer_id = ?
+                  GROUP BY pair_id, reviewer_id) latest
+              ON latest.id = v.id
+            WHERE v.vote IS NOT NULL
+        """
+        names = ("pair_id", "reviewer_id", "vote", "note")
         return [dict(zip(names, row)) for row in self.query(sql, [reviewer_id, reviewer_id])]
 
     def close(self) -> None:

@@ -1,0 +1,95 @@
+"""The arena's dataset battles: two runs' answers to the same item become a pair, voted A better / B better / tie /
+both bad by physicians, blinded; the votes become medvlm.leaderboard battles.
+
+An admin enters runs: every pair of the chosen runs ("all"), or one run against each of the others ("one_vs_rest").
+Each pair's sides are drawn at random once and stored. A reviewer's queue interleaves the model pairs (round robin,
+each in an order of the reviewer's own), so every pair of models gets votes early. A pair whose answer names a model or
+a vendor is flagged; the leaderboard can leave flagged battles out, as FastChat drops them.
+"""
+import hashlib
+import itertools
+import random
+import re
+
+from medvlm.errors import UserFacingError
+from medvlm.leaderboard import Battle
+from medvlm.store import Store
+
+MODES = ("all", "one_vs_rest")
+# Names that unblind an answer: model families and the companies behind them (case-blind, whole words).
+NAMES_A_MODEL = re.compile(
+    r"\b(llava|idefics|midefics|gemma|medgemma|qwen|lingshu|smolvlm|smollm|huatuo|llama|mistral|mixtral|gpt|chatgpt|openai|"
+    r"claude|anthropic|gemini|google|alibaba|meta|hugging ?face|deepmind|microsoft|phi|medvlm)\b", re.IGNORECASE)
+
+PAIR_SQL = """
+    SELECT ap.id, ap.item_id, i.question, i.reference, i.answer_type, i.image_ref, pa.answer, pb.answer, pa.run_id, pb.run_id
+    FROM arena_pairs ap JOIN items i ON i.id = ap.item_id
+    JOIN predictions pa ON pa.id = ap.a_prediction JOIN predictions pb ON pb.id = ap.b_prediction
+"""
+
+
+def names_a_model(text: str) -> bool:
+    return bool(NAMES_A_MODEL.search(text or ""))
+
+
+def enter_runs(store: Store, run_ids: list[int], mode: str = "all", rng: random.Random | None = None) -> int:
+    """Pairs for every item that two entered runs both answered -> how many new pairs. mode "all": every two of
+    run_ids; "one_vs_rest": run_ids[0] against each of the others."""
+    if mode not in MODES:
+        raise UserFacingError(f"The arena mode is one of {', '.join(MODES)}, not {mode!r}.")
+    run_ids = list(dict.fromkeys(run_ids))
+    known = {row[0] for row in store.query("SELECT id FROM runs")}
+    if len(run_ids) < 2 or not set(run_ids) <= known:
+        raise UserFacingError("Choose at least two runs that exist.")
+    matches = itertools.combinations(run_ids, 2) if mode == "all" else ((run_ids[0], other) for other in run_ids[1:])
+    rng = rng or random.SystemRandom()
+    added = 0
+    for first, second in matches:
+        answered = store.query(
+            """SELECT p.item_id, p.id, p.answer, q.id, q.answer FROM predictions p JOIN predictions q ON q.item_id = p.item_id
+               WHERE p.run_id = ? AND q.run_id = ? ORDER BY p.item_id""", [first, second])
+        for item_id, p_id, p_answer, q_id, q_answer in answered:
+            a, b = (p_id, q_id) if rng.random() < 0.5 else (q_id, p_id)
+            flagged = names_a_model(p_answer) or names_a_model(q_answer)
+            added += store.add_arena_pair(item_id, a, b, flagged) is not None
+    return added
+
+
+def _order(reviewer_id: int, pair_id: int) -> bytes:
+    return hashlib.blake2b(f"arena:{reviewer_id}:{pair_id}".encode(), digest_size=8).digest()
+
+
+def queue(store: Store, reviewer_id: int) -> list[dict]:
+    """The pairs this reviewer has not voted on, blinded (question, reference, image, answers A and B; no run, no
+    model), model pairs taken in turn so each gets votes early."""
+    voted = {v["pair_id"] for v in store.current_votes(reviewer_id)}
+    by_match: dict[frozenset, list[tuple]] = {}
+    for row in store.query(PAIR_SQL):
+        if row[0] not in voted:
+            by_match.setdefault(frozenset((row[8], row[9])), []).append(row)
+    lanes = [sorted(rows, key=lambda r: _order(reviewer_id, r[0])) for _, rows in sorted(by_match.items(), key=lambda kv: sorted(kv[0]))]
+    fields = ("pair_id", "item_id", "question", "reference", "answer_type", "image_ref", "answer_a", "answer_b")
+    return [dict(zip(fields, row[:8])) for turn in itertools.zip_longest(*lanes) for row in turn if row is not None]
+
+
+def run_model(store: Store, run_id: int) -> str:
+    """A run's model as the leaderboard names it: the model, and the adapter's folder name if it has one."""
+    model, adapter = store.query("SELECT model, adapter FROM runs WHERE id = ?", [run_id])[0]
+    return f"{model} + {adapter.rstrip('/').rsplit('/', 1)[-1]}" if adapter else model
+
+
+def battles(store: Store, include_flagged: bool = False) -> list[Battle]:
+    """Every reviewer's current vote as a battle between the two answers' models (A's model first)."""
+    pairs = {row[0]: row for row in store.query(PAIR_SQL.replace("SELECT ap.id,", "SELECT ap.id, ap.flagged,", 1))}
+    names: dict[int, str] = {}
+    out = []
+    for vote in store.current_votes():
+        pair = pairs[vote["pair_id"]]
+        if pair[1] and not include_flagged:
+            continue
+        run_a, run_b = pair[9], pair[10]
+        for run in (run_a, run_b):
+            names.setdefault(run, run_model(store, run))
+        if names[run_a] != names[run_b]:  # two runs of one model are no battle between models
+            out.append(Battle(names[run_a], names[run_b], vote["vote"]))
+    return out

@@ -1,0 +1,108 @@
+"""review.arena on a real store: pairs from runs that answered the same items, sides drawn and stored, a blinded queue
+that interleaves model pairs, votes with undo, flagged answers, and the votes as a leaderboard."""
+import random
+
+import pytest
+
+from medvlm import leaderboard
+from medvlm.errors import UserFacingError
+from medvlm.store import Store
+from review import arena, users
+
+MODELS = ("llava-1.5-7b", "medgemma-4b", "medvlm-tiny")
+
+
+@pytest.fixture
+def study(tmp_path):
+    """Three runs (one per model) answering the same 12 items; a fourth run answers 4 of them."""
+    store = Store(tmp_path / "arena.db")
+    items = [store.add_item("vqa-rad", f"Question {k}?", "yes", "CLOSED", image_ref=f"img{k}.png", image_hash=str(k)) for k in range(12)]
+    runs = {}
+    for model in MODELS:
+        runs[model] = store.add_run(model, "vqa-rad", "test", adapter="runs/pathvqa-qlora/" if model == "llava-1.5-7b" else None)
+        for k, item in enumerate(items):
+            store.add_prediction(runs[model], item, f"{model[:3]} answer {k}")
+    runs["late"] = store.add_run("smolvlm-256m", "vqa-rad", "test")
+    for item in items[:4]:
+        store.add_prediction(runs["late"], item, "no")
+    users.add(store, "ada", "ada-password-1", admin=True)
+    users.add(store, "bob", "bob-password-1")
+    yield store, runs, items
+    store.close()
+
+
+def reviewer(store, name):
+    return store.reviewer(name)["id"]
+
+
+def test_runs_become_pairs_of_answers_to_the_same_item_sides_drawn_once(study):
+    store, runs, _ = study
+    assert arena.enter_runs(store, [runs[m] for m in MODELS], rng=random.Random(0)) == 3 * 12
+    assert arena.enter_runs(store, [runs[m] for m in MODELS]) == 0  # entered again: no pair twice, either way round
+    assert arena.enter_runs(store, [runs["late"], runs["medvlm-tiny"], runs["llava-1.5-7b"]], mode="one_vs_rest") == 8
+    sides = store.query("SELECT pa.run_id < pb.run_id FROM arena_pairs ap JOIN predictions pa ON pa.id = ap.a_prediction "
+                        "JOIN predictions pb ON pb.id = ap.b_prediction")
+    assert {row[0] for row in sides} == {0, 1}  # either run may be A
+    with pytest.raises(UserFacingError, match="at least two runs"):
+        arena.enter_runs(store, [runs["late"]])
+    with pytest.raises(UserFacingError, match="at least two runs"):
+        arena.enter_runs(store, [runs["late"], 999])
+    with pytest.raises(UserFacingError, match="mode is one of"):
+        arena.enter_runs(store, [runs["late"], runs["medvlm-tiny"]], mode="league")
+
+
+def test_the_queue_is_blinded_and_takes_model_pairs_in_turn(study):
+    store, runs, _ = study
+    arena.enter_runs(store, [runs[m] for m in MODELS], rng=random.Random(1))
+    pending = arena.queue(store, reviewer(store, "bob"))
+    assert len(pending) == 36
+    assert set(pending[0]) == {"pair_id", "item_id", "question", "reference", "answer_type", "image_ref", "answer_a", "answer_b"}
+    assert not any(model in str(row) for row in pending for model in MODELS)  # no model, no run id
+    match = {row[0]: frozenset(row[1:]) for row in store.query(
+        "SELECT ap.id, pa.run_id, pb.run_id FROM arena_pairs ap JOIN predictions pa ON pa.id = ap.a_prediction "
+        "JOIN predictions pb ON pb.id = ap.b_prediction")}
+    assert len({match[row["pair_id"]] for row in pending[:3]}) == 3  # the first three votes reach all three model pairs
+    assert [r["pair_id"] for r in arena.queue(store, reviewer(store, "ada"))] != [r["pair_id"] for r in pending]  # own order
+
+
+def test_votes_undo_and_become_battles_without_the_flagged_ones(study):
+    store, runs, items = study
+    blunt = store.add_run("medgemma-4b", "vqa-rad", "other")
+    store.add_prediction(blunt, items[0], "As Google's MedGemma, I see no fracture.")
+    arena.enter_runs(store, [runs["medvlm-tiny"], blunt], rng=random.Random(2))
+    flagged = store.query("SELECT id FROM arena_pairs WHERE flagged = 1")
+    assert len(flagged) == 1
+    bob = reviewer(store, "bob")
+    store.record_vote(flagged[0][0], bob, "a")
+    assert arena.battles(store) == [] and len(arena.battles(store, include_flagged=True)) == 1
+
+    arena.enter_runs(store, [runs[m] for m in MODELS], rng=random.Random(3))
+    for row in arena.queue(store, bob)[:12]:
+        store.record_vote(row["pair_id"], bob, "tie", request_id=f"{row['pair_id']}:tie")
+    first = arena.queue(store, bob)[0]["pair_id"]
+    store.record_vote(first, bob, "b", request_id="same")
+    store.record_vote(first, bob, "b", request_id="same")  # sent twice: stored once
+    assert len(arena.battles(store)) == 13
+    assert store.undo_last_vote(bob) == first and len(arena.battles(store)) == 12
+    assert first in {row["pair_id"] for row in arena.queue(store, bob)}  # back in the queue
+    with pytest.raises(UserFacingError, match="A vote is one of"):
+        store.record_vote(first, bob, "A better")
+    names = {b.model_a for b in arena.battles(store)} | {b.model_b for b in arena.battles(store)}
+    assert names == {"llava-1.5-7b + pathvqa-qlora", "medgemma-4b", "medvlm-tiny"}
+
+
+def test_votes_rank_the_models(study):
+    """Physicians preferring medgemma's answers to llava's to medvlm-tiny's: the leaderboard says so."""
+    store, runs, _ = study
+    arena.enter_runs(store, [runs[m] for m in MODELS], rng=random.Random(4))
+    better = {"medgemma-4b": 2, "llava-1.5-7b + pathvqa-qlora": 1, "medvlm-tiny": 0}
+    pairs = {row[0]: (row[1], row[2]) for row in store.query(
+        "SELECT ap.id, pa.run_id, pb.run_id FROM arena_pairs ap JOIN predictions pa ON pa.id = ap.a_prediction "
+        "JOIN predictions pb ON pb.id = ap.b_prediction")}
+    for name in ("ada", "bob"):
+        for row in arena.queue(store, reviewer(store, name)):
+            a, b = (arena.run_model(store, run) for run in pairs[row["pair_id"]])
+            store.record_vote(row["pair_id"], reviewer(store, name), "a" if better[a] > better[b] else "b")
+    rows = leaderboard.leaderboard(arena.battles(store), anchor="medvlm-tiny", rounds=50)
+    assert [r["model"] for r in rows] == ["medgemma-4b", "llava-1.5-7b + pathvqa-qlora", "medvlm-tiny"]
+    assert rows[0]["battles"] == 48 and rows[0]["wins"] == 48

@@ -20,10 +20,11 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from medvlm import cli, grounding, metrics
+from medvlm import cli, grounding, leaderboard, metrics
 from medvlm.errors import UserFacingError
 from medvlm.stats import cohen_kappa, fleiss_kappa, kappa_with_interval, wilson_interval
 from medvlm.store import Store
+from review import arena
 
 PROG = "python -m review.report"
 
@@ -209,14 +210,39 @@ def agreement(graded: list[dict]) -> dict:
     return {"kappa": round(kappa, 3), "kappa_kind": kind, "kappa_items": len(shared)}
 
 
+def arena_rows(store: Store, include_flagged: bool = False) -> list[dict]:
+    """The arena's leaderboard (medvlm.leaderboard) from every reviewer's current vote; none before two models met.
+    Battles whose answer names a model or vendor are left out unless include_flagged."""
+    battles = arena.battles(store, include_flagged)
+    if len({m for b in battles for m in (b.model_a, b.model_b)}) < 2:
+        return []
+    return [{"rank": r["rank"], "model": r["model"], "score": r["score"], "score_ci95": tuple(r["ci95"]), "battles": r["battles"],
+             "wins": r["wins"], "losses": r["losses"], "ties": r["ties"], "both_bad_share": r["both_bad_share"]}
+            for r in leaderboard.leaderboard(battles)]
+
+
+ARENA_VOTE_FIELDS = ("vote_id", "pair_id", "item_id", "model_a", "model_b", "reviewer", "vote", "note", "flagged", "created")
+ARENA_VOTES_SQL = """
+    SELECT v.id, v.pair_id, ap.item_id, pa.run_id, pb.run_id, u.name, v.vote, v.note, ap.flagged, v.created
+    FROM arena_votes v JOIN reviewers u ON u.id = v.reviewer_id JOIN arena_pairs ap ON ap.id = v.pair_id
+    JOIN predictions pa ON pa.id = ap.a_prediction JOIN predictions pb ON pb.id = ap.b_prediction ORDER BY v.id
+"""
+
+
 def export(store: Store, folder: Path) -> list[Path]:
-    """predictions.{csv,jsonl} and verdicts.{csv,jsonl} (full history, reviewer names) into folder."""
+    """predictions, verdicts and arena votes (full histories, reviewer names), each as .csv and .jsonl, into folder."""
     folder.mkdir(parents=True, exist_ok=True)
     verdict_rows = [dict(zip(("verdict_id", "prediction_id", "reviewer", "verdict", "note", "created"), row)) for row in store.query(
         "SELECT v.id, v.prediction_id, u.name, v.verdict, v.note, v.created FROM verdicts v JOIN reviewers u ON u.id = v.reviewer_id ORDER BY v.id")]
+    vote_rows = []
+    for row in store.query(ARENA_VOTES_SQL):
+        vote = dict(zip(ARENA_VOTE_FIELDS, row))
+        vote["model_a"], vote["model_b"] = arena.run_model(store, vote["model_a"]), arena.run_model(store, vote["model_b"])
+        vote_rows.append(vote)
     written = []
     for name, rows, fields in (("predictions", predictions(store), PREDICTION_FIELDS),
-                               ("verdicts", verdict_rows, ("verdict_id", "prediction_id", "reviewer", "verdict", "note", "created"))):
+                               ("verdicts", verdict_rows, ("verdict_id", "prediction_id", "reviewer", "verdict", "note", "created")),
+                               ("arena_votes", vote_rows, ARENA_VOTE_FIELDS)):
         with open(folder / f"{name}.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=fields)
             writer.writeheader()
@@ -295,6 +321,10 @@ def print_report(args: argparse.Namespace) -> None:
     scorers = scorer_rows(store)
     if scorers:
         print(f"\nAutomatic scorers against the physicians (kappa, 95 % interval: which metric to trust)\n{format_rows(scorers)}")
+    ranked = arena_rows(store)
+    if ranked:
+        print(f"\nArena: physicians' pairwise votes (Bradley-Terry, 400-point scale, 95 % bootstrap interval; rank 1 + "
+              f"the models surely above)\n{format_rows(ranked)}")
     comparisons = comparison_rows(store, runs=rows)
     if comparisons:
         print(f"\nVLM versus detector over a dataset (python -m medvlm.compare)\n{format_rows(comparisons)}")

@@ -106,3 +106,69 @@ def test_votes_rank_the_models(study):
     rows = leaderboard.leaderboard(arena.battles(store), anchor="medvlm-tiny", rounds=50)
     assert [r["model"] for r in rows] == ["medgemma-4b", "llava-1.5-7b + pathvqa-qlora", "medvlm-tiny"]
     assert rows[0]["battles"] == 48 and rows[0]["wins"] == 48
+
+
+# --- the Arena tab's handlers, without a browser ---------------------------------------------------------------------
+
+def test_arena_tab_blinds_until_the_vote_refuses_stale_and_lets_admins_enter_runs(study):
+    import time
+
+    import gradio as gr
+
+    from ui import arena_tab
+
+    def signed_in(name, session="s1"):
+        return gr.Request(username=name, session_hash=session)
+
+    store, runs, _ = study
+    desk = arena_tab.ReviewDesk(store, accounts=True)
+    assert "Sign in" in arena_tab.open_arena(desk, signed_in(None))["who"]
+    empty = arena_tab.open_arena(desk, signed_in("bob"))
+    assert empty["question"] == "Nothing left to compare." and empty["admin"]["visible"] is False
+    refused = arena_tab.enter_runs(desk, [runs["medvlm-tiny"], runs["medgemma-4b"]], "all", signed_in("bob"))
+    assert "Only admins" in refused["status"] and not store.query("SELECT 1 FROM arena_pairs")
+    assert "Choose runs" in arena_tab.enter_runs(desk, "1,2", "all", signed_in("ada"))["status"]  # wrong types, one line
+
+    admin = arena_tab.open_arena(desk, signed_in("ada", "s2"))
+    assert admin["admin"]["visible"] is True and len(admin["runs"]["choices"]) == 4
+    entered = arena_tab.enter_runs(desk, [runs["medvlm-tiny"], runs["medgemma-4b"]], "all", signed_in("ada", "s2"))
+    assert entered["status"] == "12 new pairs entered the arena." and entered["answer_a"]
+
+    page = arena_tab.open_arena(desk, signed_in("bob"))
+    shown = {k: v for k, v in page.items() if k not in ("admin", "panel", "runs")}
+    assert "0 / 12 compared" in page["progress"] and not any(m in str(shown) for m in ("medvlm-tiny", "medgemma", "run "))
+    too_soon = arena_tab.vote(desk, "a", page["item"], "", signed_in("bob"))
+    assert "Not saved" in too_soon["status"]
+    time.sleep(arena_tab.MIN_DWELL_S)
+    saved = arena_tab.vote(desk, "both_bad", page["item"], "both miss the fracture", signed_in("bob"))
+    named = saved["status"].replace("\\", "")  # Markdown-escaped names
+    assert named.startswith("Saved: both bad. A was ") and "medvlm-tiny" in named and "medgemma-4b" in named
+    assert "1 / 12 compared" in saved["progress"]
+    assert "no longer on screen" in arena_tab.vote(desk, "a", page["item"], "", signed_in("bob"))["status"]
+    assert [v["note"] for v in store.current_votes()] == ["both miss the fracture"]
+    undone = arena_tab.undo_vote(desk, signed_in("bob"))
+    assert undone["status"].startswith("Undone") and undone["item"].split(":")[1] == page["item"].split(":")[1]
+    skipped = arena_tab.skip_pair(desk, signed_in("bob"))
+    assert skipped["status"] == "Skipped." and skipped["item"].split(":")[1] != page["item"].split(":")[1]
+
+
+def test_the_report_and_the_export_carry_the_arena(study, tmp_path, capsys):
+    store, runs, _ = study
+    from review import report
+
+    assert report.arena_rows(store) == []  # no votes yet: no table
+    arena.enter_runs(store, [runs["medvlm-tiny"], runs["medgemma-4b"]], rng=random.Random(5))
+    bob = reviewer(store, "bob")
+    for row in arena.queue(store, bob):
+        a_run = store.query("SELECT pa.run_id FROM arena_pairs ap JOIN predictions pa ON pa.id = ap.a_prediction WHERE ap.id = ?",
+                            [row["pair_id"]])[0][0]
+        store.record_vote(row["pair_id"], bob, "a" if a_run == runs["medgemma-4b"] else "b", note="clearer")
+    ranked = report.arena_rows(store)
+    assert [r["model"] for r in ranked] == ["medgemma-4b", "medvlm-tiny"] and ranked[0]["rank"] == 1 and ranked[0]["wins"] == 12
+    written = report.export(store, tmp_path / "export")
+    votes = (tmp_path / "export" / "arena_votes.csv").read_text().splitlines()
+    assert len(votes) == 13 and "bob" in votes[1] and "clearer" in votes[1] and "medgemma-4b" in votes[1]
+    assert tmp_path / "export" / "arena_votes.jsonl" in written
+    assert report.main(["--db", str(store.path)]) == 0
+    printed = capsys.readouterr().out
+    assert "Arena: physicians' pairwise votes" in printed and "medgemma-4b" in printed.split("Arena:", 1)[1]

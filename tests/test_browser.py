@@ -513,7 +513,8 @@ def test_an_admin_adds_a_model_server_chats_with_it_and_sees_it_go_down(browser,
 
 
 PUBLIC_ENDPOINTS = {"/upload", "/chat", "/switch_model", "/models", "/add_server", "/compare", "/detect", "/compare_dataset",
-                    "/open_review", "/grade_correct", "/grade_rephrased", "/grade_wrong", "/undo", "/skip"}
+                    "/open_review", "/grade_correct", "/grade_rephrased", "/grade_wrong", "/undo", "/skip",
+                    "/open_arena", "/vote_a", "/vote_b", "/vote_tie", "/vote_both_bad", "/arena_undo", "/arena_skip"}
 
 
 def test_the_readme_python_example_runs_and_only_user_actions_are_endpoints(app_url, capsys):
@@ -755,3 +756,58 @@ def test_a_chat_template_checkpoint_chats_in_the_browser(kind, chat_template_app
         other.close()
     assert trap.connections == 0
     page.close()
+
+
+def test_arena_admin_enters_runs_a_physician_votes_blind_then_sees_the_models(browser, app_url, review_db):
+    """Last in this file: it adds a second run to the shared database. An admin enters both runs; a reviewer compares
+    answers A and B with the keys, blinded (neither the page nor the API payload names a model before the vote), and
+    sees the two models named after it; U undoes."""
+    from gradio_client import Client
+
+    from medvlm.store import Store
+
+    store = Store(review_db)
+    other = store.add_run("llava-1.5-7b", "vqa-rad", "test")
+    for (item_id,), answer in zip(store.query("SELECT id FROM items ORDER BY id"),
+                                           ["no", "a sagittal slice", "As LLaVA, I think yes", "yes"]):
+        store.add_prediction(other, item_id, answer)
+    store.close()
+
+    admin = new_page(browser)
+    sign_in(admin, app_url, ADMIN, ADMIN_PASSWORD)
+    admin.get_by_role("tab", name="Arena").click()
+    admin.get_by_text("Enter runs (admins)").click()
+    for label in admin.locator("#arena-runs label").all():
+        label.click()
+    admin.locator("#arena-enter").click()
+    wait_text(admin, "#arena-status", "4 new pairs entered the arena")
+    admin.close()
+
+    page = new_page(browser)
+    sign_in(page, app_url)
+    page.get_by_role("tab", name="Arena").click()
+    page.reload()  # the queue is read on load
+    page.wait_for_selector("#question textarea")
+    page.get_by_role("tab", name="Arena").click()
+    wait_text(page, "#arena-progress", "0 / 4 compared")  # the pair whose answer names LLaVA too: flagged, voted all the same
+    shown = page.locator("#arena-panel").inner_text()
+    assert not any(name in shown for name in ("medvlm-tiny", "llava-1.5-7b", "run "))
+    payload = Client(app_url, auth=(REVIEWER, PASSWORD), verbose=False).predict(api_name="/open_arena")
+    assert not any(name in str(payload) for name in ("medvlm-tiny", "llava-1.5-7b"))
+    time.sleep(0.5)  # read it
+    page.locator("body").press("4")  # both bad
+    wait_text(page, "#arena-status", "Saved: both bad")
+    named = page.locator("#arena-status").inner_text()
+    assert "medvlm-tiny" in named and "llava-1.5-7b" in named
+    page.locator("body").press("u")
+    wait_text(page, "#arena-status", "Undone")
+    time.sleep(0.5)
+    page.locator("body").press("1")  # A better
+    wait_text(page, "#arena-status", "Saved: A is better")
+    page.close()
+    admin = new_page(browser)  # the leaderboard, for admins, in the Evaluation tab
+    sign_in(admin, app_url, ADMIN, ADMIN_PASSWORD)
+    admin.get_by_role("tab", name="Evaluation").click()
+    wait_text(admin, "#eval-arena", "llava-1.5-7b")
+    assert "medvlm-tiny" in admin.locator("#eval-arena").inner_text()
+    admin.close()

@@ -6,6 +6,7 @@ from medvlm.host import ModelHost
 from medvlm.settings import MAX_UPLOAD_BYTES, SPACE_ACCOUNTS_ENV
 from medvlm.store import Store
 from review import users
+from ui.arena_tab import build_arena_tab
 from ui.chat_tab import build_chat_tab
 from ui.compare_tab import build_compare_tab
 from ui.evaluation_tab import build_evaluation_tab
@@ -39,6 +40,8 @@ def build_app(host: ModelHost, store: Store, reveal_model: bool = False, notice:
             build_compare_tab(host, store, accounts, compare, model_name)
         with gr.Tab("Review"):
             build_review_tab(demo, store, accounts, reveal_model)
+        with gr.Tab("Arena"):
+            build_arena_tab(demo, store, accounts)
         with gr.Tab("Evaluation") as evaluation:
             build_evaluation_tab(store, evaluation, accounts)
     demo.accounts = accounts

@@ -28,6 +28,8 @@ TASK_COLUMNS = {"run": "run", "model": "model", "task": "task", "questions": "n"
                 "mean_wording": "mean wording %", "consistency": "consistent across wordings %", "ideal": "ideal answers %",
                 "dangerous": "dangerous answers %"}
 TYPES = {"all": None, "closed": "CLOSED", "open": "OPEN"}
+ARENA_COLUMNS = {"rank": "rank", "model": "model", "score": "score", "score_ci95": "95% CI", "battles": "battles", "wins": "wins",
+                 "losses": "losses", "ties": "ties", "both_bad_share": "both bad share"}
 
 
 SCORER_COLUMNS = {"scorer": "scorer", "questions": "questions", "graded": "graded", "scored": "scored",
@@ -52,6 +54,9 @@ def build_evaluation_tab(store: Store, tab: gr.Tab, accounts: bool) -> None:
                 "\"normal\" as a \"no\". Its open figure is token recall. Shown so published numbers can be compared, not trusted. "
                 "Swapped-image closed: the same closed questions asked about another image of the set; image reliance is "
                 "the drop in points: what reading the image adds. A model that answers from the wording alone has none.")
+    arena_table = gr.Dataframe(interactive=False, wrap=True, elem_id="eval-arena",
+                               label="Arena: physicians' pairwise votes (Bradley-Terry, 400-point scale, 95 % bootstrap interval; "
+                                     "rank: 1 + the models whose interval lies wholly above; answers that name a model left out)")
     scorers = gr.Dataframe(interactive=False, wrap=True, elem_id="eval-scorers",
                            label="Which automatic scorer to trust: each against the physicians' majority on the answers they graded "
                                  "(Cohen's kappa, 95 % interval)")
@@ -69,7 +74,7 @@ def build_evaluation_tab(store: Store, tab: gr.Tab, accounts: bool) -> None:
         mix_plot = gr.BarPlot(x="run", y="verdicts", color="verdict", title="Verdict mix", elem_id="eval-mix")
     files = gr.File(label="Exports", file_count="multiple", interactive=False, elem_id="eval-files")
 
-    screen = {"notice": notice, "table": table, "scorers": scorers, "tasks": tasks, "comparisons": comparisons,
+    screen = {"notice": notice, "table": table, "arena": arena_table, "scorers": scorers, "tasks": tasks, "comparisons": comparisons,
               "comparison_plot": comparison_plot, "accuracy_plot": accuracy_plot, "mix_plot": mix_plot}
     loading = bind(load, screen, store=store, accounts=accounts)
     for event in (refresh.click, kind.change, tab.select):  # tab.select: fresh numbers every time the tab is opened
@@ -84,7 +89,7 @@ def load(store: Store, accounts: bool, choice, request: gr.Request) -> dict:
     if not users.may_administer(store, accounts, getattr(request, "username", None)):
         empty = pd.DataFrame()
         return {"notice": "Only admins see the evaluation: it names every run's model and holds every reviewer's verdicts.",
-                "table": empty, "scorers": empty, "tasks": empty, "comparisons": empty, "comparison_plot": None,
+                "table": empty, "arena": empty, "scorers": empty, "tasks": empty, "comparisons": empty, "comparison_plot": None,
                 "accuracy_plot": empty, "mix_plot": empty}
     rows = report.run_rows(store, TYPES[choice])
     frame = pd.DataFrame([{COLUMNS[k]: (f"{v[0]}-{v[1]}" if isinstance(v, tuple) else v) for k, v in row.items() if k in COLUMNS}
@@ -99,7 +104,9 @@ def load(store: Store, accounts: bool, choice, request: gr.Request) -> dict:
     per_task = pd.DataFrame([{TASK_COLUMNS[k]: v for k, v in row.items()} for row in report.task_rows(store)],
                             columns=list(TASK_COLUMNS.values()))
     latest = store.comparisons(1)
-    return {"notice": "", "table": frame, "scorers": scorer_frame(report.scorer_rows(store)), "tasks": per_task,
+    arena_frame = pd.DataFrame([{ARENA_COLUMNS[k]: (f"{v[0]} to {v[1]}" if isinstance(v, tuple) else v) for k, v in row.items()}
+                                for row in report.arena_rows(store)], columns=list(ARENA_COLUMNS.values()))
+    return {"notice": "", "table": frame, "arena": arena_frame, "scorers": scorer_frame(report.scorer_rows(store)), "tasks": per_task,
             "comparisons": pd.DataFrame(report.comparison_rows(store, runs=rows if TYPES[choice] is None else None)),
             "comparison_plot": picture_file(latest[0]["plot"]) if latest else None,  # stored as PNG bytes
             "accuracy_plot": accuracy, "mix_plot": mix}

@@ -37,15 +37,17 @@ NO_ACCOUNTS = ("Reviewing needs accounts: `python -m review.users add NAME` (`--
 # leaves the field, so the next key grades.
 KEYBOARD_JS = """
 () => {
-  const keys = {"1": "review-correct", "2": "review-rephrased", "3": "review-wrong", "u": "review-undo", "s": "review-skip"};
+  const keys = {"1": ["review-correct", "arena-a"], "2": ["review-rephrased", "arena-b"], "3": ["review-wrong", "arena-tie"],
+                "4": ["arena-both-bad"], "u": ["review-undo", "arena-undo"], "s": ["review-skip", "arena-skip"]};
   document.addEventListener("keydown", (event) => {
     const target = event.target;
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     const typing = target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA" || target.isContentEditable);
     if (typing) { if (event.key === "Escape") target.blur(); return; }
-    const id = keys[event.key.toLowerCase()];
-    const button = id && document.getElementById(id);
-    if (button && button.offsetParent !== null) { event.preventDefault(); button.click(); }
+    // The Review and Arena tabs share keys: the button of the tab on screen is the visible one.
+    const button = (keys[event.key.toLowerCase()] || []).map((id) => document.getElementById(id))
+      .find((b) => b && b.offsetParent !== null);
+    if (button) { event.preventDefault(); button.click(); }
   });
 }
 """

@@ -126,3 +126,27 @@ def pair_win_rates(battles: list[Battle]) -> dict[tuple[str, str], dict]:
     met = Counter(frozenset((b.model_a, b.model_b)) for b in battles)
     return {(i, j): {"win_rate": round(wins[i, j] / met[frozenset((i, j))], 3), "battles": met[frozenset((i, j))]}
             for pair in met for i in pair for j in pair if i != j}
+
+
+def plot(rows: list[dict]) -> bytes:
+    """leaderboard()'s rows as a PNG: each model's score with its 95 % interval, best at the top."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ordered = list(reversed(rows))
+    figure, axis = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.2))
+    scores = [r["score"] for r in ordered]
+    errors = [[r["score"] - r["ci95"][0] for r in ordered], [r["ci95"][1] - r["score"] for r in ordered]]
+    axis.errorbar(scores, range(len(ordered)), xerr=errors, fmt="o", capsize=4)
+    axis.set_yticks(range(len(ordered)), [f"{r['rank']}. {r['model']}" for r in ordered])
+    axis.set_xlabel("Bradley-Terry score (95 % bootstrap interval)")
+    axis.set_title(f"Arena: {sum(r['battles'] for r in rows) // 2} battles")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    return buffer.getvalue()

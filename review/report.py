@@ -210,15 +210,23 @@ def agreement(graded: list[dict]) -> dict:
     return {"kappa": round(kappa, 3), "kappa_kind": kind, "kappa_items": len(shared)}
 
 
-def arena_rows(store: Store, include_flagged: bool = False) -> list[dict]:
-    """The arena's leaderboard (medvlm.leaderboard) from every reviewer's current vote; none before two models met.
-    Battles whose answer names a model or vendor are left out unless include_flagged."""
+def arena_leaderboard(store: Store, anchor: str | None = None, include_flagged: bool = False) -> list[dict]:
+    """medvlm.leaderboard's rows from every reviewer's current vote, the anchor model (default: the first by name) at
+    1000; none before two models met. Battles whose answer names a model or vendor are left out unless include_flagged."""
     battles = arena.battles(store, include_flagged)
-    if len({m for b in battles for m in (b.model_a, b.model_b)}) < 2:
+    models = {m for b in battles for m in (b.model_a, b.model_b)}
+    if len(models) < 2:
         return []
+    if anchor is not None and anchor not in models:
+        raise UserFacingError(f"No votes for {anchor!r} yet: anchor on one of {', '.join(sorted(models))}.")
+    return leaderboard.leaderboard(battles, anchor)
+
+
+def arena_rows(store: Store, anchor: str | None = None) -> list[dict]:
+    """The leaderboard as report rows (intervals as tuples, as every report row writes them)."""
     return [{"rank": r["rank"], "model": r["model"], "score": r["score"], "score_ci95": tuple(r["ci95"]), "battles": r["battles"],
              "wins": r["wins"], "losses": r["losses"], "ties": r["ties"], "both_bad_share": r["both_bad_share"]}
-            for r in leaderboard.leaderboard(battles)]
+            for r in arena_leaderboard(store, anchor)]
 
 
 ARENA_VOTE_FIELDS = ("vote_id", "pair_id", "item_id", "model_a", "model_b", "reviewer", "vote", "note", "flagged", "created")
@@ -303,7 +311,8 @@ def format_tasks(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     parser = cli.Parser(PROG, __doc__)
     cli.add_db_argument(parser)
-    parser.add_argument("--export", metavar="FOLDER", help="also write predictions and verdicts as CSV and JSONL")
+    parser.add_argument("--export", metavar="FOLDER", help="also write predictions, verdicts and arena votes as CSV and JSONL")
+    parser.add_argument("--anchor", metavar="MODEL", help="the arena model scored 1000 (default: the first by name)")
     args = parser.parse_args(argv)
     return cli.run(PROG, lambda: print_report(args))
 
@@ -321,7 +330,7 @@ def print_report(args: argparse.Namespace) -> None:
     scorers = scorer_rows(store)
     if scorers:
         print(f"\nAutomatic scorers against the physicians (kappa, 95 % interval: which metric to trust)\n{format_rows(scorers)}")
-    ranked = arena_rows(store)
+    ranked = arena_rows(store, args.anchor)
     if ranked:
         print(f"\nArena: physicians' pairwise votes (Bradley-Terry, 400-point scale, 95 % bootstrap interval; rank 1 + "
               f"the models surely above)\n{format_rows(ranked)}")

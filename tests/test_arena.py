@@ -172,3 +172,15 @@ def test_the_report_and_the_export_carry_the_arena(study, tmp_path, capsys):
     assert report.main(["--db", str(store.path)]) == 0
     printed = capsys.readouterr().out
     assert "Arena: physicians' pairwise votes" in printed and "medgemma-4b" in printed.split("Arena:", 1)[1]
+    # The Evaluation tab (admins): the table, a plot, the anchor chosen from the models voted on.
+    import gradio as gr
+
+    from ui import evaluation_tab
+
+    ada = gr.Request(username="ada", session_hash="s9")
+    shown = evaluation_tab.load(store, True, "all", "medvlm-tiny", ada)
+    assert list(shown["arena"]["model"]) == ["medgemma-4b", "medvlm-tiny"] and list(shown["arena"]["score"])[1] == 1000.0
+    assert shown["arena_plot"].endswith(".png") and shown["anchor"]["choices"] == ["medgemma-4b", "medvlm-tiny"]
+    gone = evaluation_tab.load(store, True, "all", "llava-1.5-7b", ada)  # no votes for it: the default anchor, and why
+    assert "No votes for 'llava-1.5-7b'" in gone["notice"] and list(gone["arena"]["score"])[0] == 1000.0  # medgemma-4b, first by name
+    assert report.main(["--db", str(store.path), "--anchor", "nope"]) == 2

@@ -130,9 +130,9 @@ def test_review_handlers_grade_refuse_stale_and_undo(store):
 def test_evaluation_tab_is_for_admins_only(store):
     run = store.add_run("medvlm-tiny", "vqa-rad", "test")
     store.add_prediction(run, store.add_item("vqa-rad", "Is it?", "yes", "CLOSED", image_hash="h"), "yes")
-    assert "Only admins" in evaluation_tab.load(store, True, "all", signed_in("bob"))["notice"]
+    assert "Only admins" in evaluation_tab.load(store, True, "all", None, signed_in("bob"))["notice"]
     assert evaluation_tab.export_all(store, True, signed_in("bob"))["files"] is None
-    shown = evaluation_tab.load(store, True, "all", signed_in("ada"))
+    shown = evaluation_tab.load(store, True, "all", None, signed_in("ada"))
     assert shown["notice"] == "" and shown["table"]["model"].tolist() == ["medvlm-tiny"]
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from medvlm import leaderboard
+from medvlm.errors import UserFacingError
 from medvlm.store import Store
 from review import report, users
 from ui.events import bind
@@ -28,7 +30,7 @@ TASK_COLUMNS = {"run": "run", "model": "model", "task": "task", "questions": "n"
                 "mean_wording": "mean wording %", "consistency": "consistent across wordings %", "ideal": "ideal answers %",
                 "dangerous": "dangerous answers %"}
 TYPES = {"all": None, "closed": "CLOSED", "open": "OPEN"}
-ARENA_COLUMNS = {"rank": "rank", "model": "model", "score": "score", "score_ci95": "95% CI", "battles": "battles", "wins": "wins",
+ARENA_COLUMNS = {"rank": "rank", "model": "model", "score": "score", "ci95": "95% CI", "battles": "battles", "wins": "wins",
                  "losses": "losses", "ties": "ties", "both_bad_share": "both bad share"}
 
 
@@ -46,6 +48,7 @@ def build_evaluation_tab(store: Store, tab: gr.Tab, accounts: bool) -> None:
     notice = gr.Markdown(elem_id="eval-notice")
     with gr.Row():
         kind = gr.Radio(list(TYPES), value="all", label="Questions", elem_id="eval-type")
+        anchor = gr.Dropdown([], value=None, label="Arena anchor (scored 1000; default: the first by name)", elem_id="eval-anchor")
         refresh = gr.Button("Refresh", elem_id="eval-refresh")
         export = gr.Button("Export CSV + JSONL", elem_id="eval-export")
     table = gr.Dataframe(interactive=False, wrap=True, elem_id="eval-table")
@@ -57,6 +60,7 @@ def build_evaluation_tab(store: Store, tab: gr.Tab, accounts: bool) -> None:
     arena_table = gr.Dataframe(interactive=False, wrap=True, elem_id="eval-arena",
                                label="Arena: physicians' pairwise votes (Bradley-Terry, 400-point scale, 95 % bootstrap interval; "
                                      "rank: 1 + the models whose interval lies wholly above; answers that name a model left out)")
+    arena_plot = gr.Image(label="Arena scores with 95 % intervals", interactive=False, height=260, elem_id="eval-arena-plot")
     scorers = gr.Dataframe(interactive=False, wrap=True, elem_id="eval-scorers",
                            label="Which automatic scorer to trust: each against the physicians' majority on the answers they graded "
                                  "(Cohen's kappa, 95 % interval)")
@@ -74,22 +78,23 @@ def build_evaluation_tab(store: Store, tab: gr.Tab, accounts: bool) -> None:
         mix_plot = gr.BarPlot(x="run", y="verdicts", color="verdict", title="Verdict mix", elem_id="eval-mix")
     files = gr.File(label="Exports", file_count="multiple", interactive=False, elem_id="eval-files")
 
-    screen = {"notice": notice, "table": table, "arena": arena_table, "scorers": scorers, "tasks": tasks, "comparisons": comparisons,
+    screen = {"notice": notice, "table": table, "arena": arena_table, "arena_plot": arena_plot, "anchor": anchor,
+              "scorers": scorers, "tasks": tasks, "comparisons": comparisons,
               "comparison_plot": comparison_plot, "accuracy_plot": accuracy_plot, "mix_plot": mix_plot}
     loading = bind(load, screen, store=store, accounts=accounts)
-    for event in (refresh.click, kind.change, tab.select):  # tab.select: fresh numbers every time the tab is opened
-        loading.on(event, [kind], api_visibility="private")
+    for event in (refresh.click, kind.change, anchor.change, tab.select):  # tab.select: fresh numbers each time it opens
+        loading.on(event, [kind, anchor], api_visibility="private")
     export_folder = gr.State(None)
     bind(export_all, {"files": files, "notice": notice, "export_folder": export_folder}, store=store, accounts=accounts).on(
         export.click, api_visibility="private").then(remove, [export_folder], None, api_visibility="private")
 
 
-def load(store: Store, accounts: bool, choice, request: gr.Request) -> dict:
+def load(store: Store, accounts: bool, choice, anchor, request: gr.Request) -> dict:
     """Every table and plot of the tab, for questions of type `choice`."""
     if not users.may_administer(store, accounts, getattr(request, "username", None)):
         empty = pd.DataFrame()
         return {"notice": "Only admins see the evaluation: it names every run's model and holds every reviewer's verdicts.",
-                "table": empty, "arena": empty, "scorers": empty, "tasks": empty, "comparisons": empty, "comparison_plot": None,
+                "table": empty, "arena": empty, "arena_plot": None, "scorers": empty, "tasks": empty, "comparisons": empty, "comparison_plot": None,
                 "accuracy_plot": empty, "mix_plot": empty}
     rows = report.run_rows(store, TYPES[choice])
     frame = pd.DataFrame([{COLUMNS[k]: (f"{v[0]}-{v[1]}" if isinstance(v, tuple) else v) for k, v in row.items() if k in COLUMNS}
@@ -104,9 +109,16 @@ def load(store: Store, accounts: bool, choice, request: gr.Request) -> dict:
     per_task = pd.DataFrame([{TASK_COLUMNS[k]: v for k, v in row.items()} for row in report.task_rows(store)],
                             columns=list(TASK_COLUMNS.values()))
     latest = store.comparisons(1)
-    arena_frame = pd.DataFrame([{ARENA_COLUMNS[k]: (f"{v[0]} to {v[1]}" if isinstance(v, tuple) else v) for k, v in row.items()}
-                                for row in report.arena_rows(store)], columns=list(ARENA_COLUMNS.values()))
-    return {"notice": "", "table": frame, "arena": arena_frame, "scorers": scorer_frame(report.scorer_rows(store)), "tasks": per_task,
+    notice = ""
+    try:
+        ranked = report.arena_leaderboard(store, anchor or None)
+    except UserFacingError as e:  # an anchor with no votes (any more): the default one, and why
+        notice, ranked = f"⚠️ {e}", report.arena_leaderboard(store)
+    arena_frame = pd.DataFrame([{ARENA_COLUMNS.get(k, k): (f"{v[0]} to {v[1]}" if isinstance(v, list) else v) for k, v in row.items()}
+                                for row in ranked], columns=list(ARENA_COLUMNS.values()))
+    arena_view = {"arena": arena_frame, "arena_plot": picture_file(leaderboard.plot(ranked)) if ranked else None,
+                  "anchor": gr.update(choices=sorted(r["model"] for r in ranked))}
+    return {"notice": notice, "table": frame, **arena_view, "scorers": scorer_frame(report.scorer_rows(store)), "tasks": per_task,
             "comparisons": pd.DataFrame(report.comparison_rows(store, runs=rows if TYPES[choice] is None else None)),
             "comparison_plot": picture_file(latest[0]["plot"]) if latest else None,  # stored as PNG bytes
             "accuracy_plot": accuracy, "mix_plot": mix}

@@ -46,6 +46,15 @@ def load_image(path) -> Image.Image:
     return _decode_raster(path)
 
 
+def blank_warning(image: Image.Image, name: str) -> str | None:
+    """One line when the decoded image is one value everywhere (a blank, or a file that decoded to nothing): nothing
+    a model or a detector says about it is a reading of a scan. None for any image with two different pixels."""
+    if all(low == high for low, high in image.getextrema()):
+        return (f"{name} is one value everywhere (a blank image, or a file that decoded to nothing): what the model "
+                "says about it is not a reading of a scan.")
+    return None
+
+
 def _check_pixels(name: str, width: int, height: int) -> None:
     if width * height > MAX_IMAGE_PIXELS:
         raise UserFacingError(

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import REPO, free_port
+from PIL import Image
 from test_images import PATIENT, write_dicom
 
 CHROMIUM = "/usr/bin/chromium"
@@ -299,6 +300,19 @@ def test_bad_uploads_keep_the_app_and_the_conversation(page, vqa_rad_image, tmp_
     assert ask_and_watch(page, "And now?")[-1]  # the next request works
     upload(page, vqa_rad_image)  # and a good image is accepted again
     wait_for_status(page, "Loaded synpic54610.jpg")
+
+
+def test_a_blank_upload_is_said_to_be_one_in_chat_and_compare(page, tmp_path):
+    """An all-grey 256x256 image: whatever the model and the detector say, the page says there was nothing to read."""
+    Image.new("L", (256, 256), 128).save(tmp_path / "grey.png")
+    upload(page, tmp_path / "grey.png")
+    wait_for_status(page, "grey.png is one value everywhere")
+    page.get_by_role("tab", name="Compare").click()
+    page.locator("#compare-upload input[type=file]").set_input_files(str(tmp_path / "grey.png"))
+    page.locator("#compare-run").click()
+    page.wait_for_function("document.querySelector('#compare-status').innerText.includes('Done')", timeout=120_000)
+    wait_text(page, "#agreement", "one value everywhere")
+    assert "Agreement" in page.locator("#agreement").inner_text()
 
 
 def test_dicom_upload_and_text_only_question(page, tmp_path):

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from medvlm.errors import UserFacingError
-from medvlm.images import load_image
+from medvlm.images import blank_warning, load_image
 
 PATIENT = "Doe^Jane"
 PATIENT_ID = "MRN-0042-SECRET"
@@ -179,3 +179,14 @@ def test_malformed_dicom(tmp_path, damage):
     with pytest.raises(UserFacingError, match=expected) as error:
         load_image(path)
     assert PATIENT not in str(error.value) and PATIENT_ID not in str(error.value)
+
+
+@pytest.mark.parametrize("value", [0, 128, 255])
+def test_a_blank_image_is_named_as_one(tmp_path, value, vqa_rad_image):
+    Image.new("L", (256, 256), value).save(tmp_path / "grey.png")
+    assert "grey.png is one value everywhere" in blank_warning(load_image(tmp_path / "grey.png"), "grey.png")
+    nearly = Image.new("L", (256, 256), value)
+    nearly.putpixel((3, 3), (value + 1) % 256)  # two different pixels: not blank
+    nearly.save(tmp_path / "nearly.png")
+    assert blank_warning(load_image(tmp_path / "nearly.png"), "nearly.png") is None
+    assert blank_warning(load_image(vqa_rad_image), "scan.jpg") is None

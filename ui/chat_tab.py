@@ -11,7 +11,7 @@ from medvlm.answers import with_confidence
 from medvlm.chat import GenerationSettings, check_question
 from medvlm.errors import UserFacingError
 from medvlm.host import ModelHost
-from medvlm.images import load_image
+from medvlm.images import blank_warning, load_image
 from medvlm.models import card
 from medvlm.settings import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE, MAX_NEW_TOKENS_LIMIT
 from medvlm.store import Store
@@ -83,6 +83,9 @@ def on_upload(path, conversation: Conversation) -> dict:
         return {"preview": None, "conversation": conversation, "status": warning(str(e))}
     name = path.rsplit("/", 1)[-1]
     status = f"Loaded {markdown_text(name)} ({image.width}×{image.height}). Ask a question; follow-ups keep this image."
+    blank = blank_warning(image, name)
+    if blank:
+        status = f"{warning(blank)} {status}"
     return {"preview": picture_file(image), "chatbot": [], "conversation": Conversation(image=image, image_name=name), "status": status}
 
 

@@ -8,6 +8,7 @@ physicians first. With accounts, only admins see or start dataset runs (they nam
 import logging
 import queue
 import threading
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -19,7 +20,7 @@ from medvlm.comparison import summary_rows
 from medvlm.detect import draw
 from medvlm.errors import UserFacingError
 from medvlm.host import ModelHost
-from medvlm.images import load_image
+from medvlm.images import blank_warning, load_image
 from medvlm.settings import COMPARE_DATA, DEFAULT_MAX_NEW_TOKENS
 from medvlm.store import Store
 from review import users
@@ -103,6 +104,9 @@ def compare(host: ModelHost, path, text, use_findings, model_name=None):
         else:
             problems.append(f"VLM: {value}")
     line = f"**Agreement:** {agreement(detections, final_answer)}" if detections is not None and final_answer is not None else ""
+    blank = blank_warning(image, Path(path).name)
+    if blank and line:  # no agreement line without saying that there was nothing to read
+        line = f"⚠️ {markdown_text(blank)} {line}"
     grounding = " The VLM was given the detector's findings." if use_findings and detections is not None else ""
     yield shown | {"agreement": line, "status": ("⚠️ " + markdown_text(" ".join(problems))) if problems else f"Done.{grounding}"}
 

@@ -22,10 +22,25 @@ NAMES_A_MODEL = re.compile(
     r"claude|anthropic|gemini|google|alibaba|meta|hugging ?face|deepmind|microsoft|phi|medvlm)\b", re.IGNORECASE)
 
 PAIR_SQL = """
-    SELECT ap.id, ap.item_id, i.question, i.reference, i.answer_type, i.image_ref, pa.answer, pb.answer, pa.run_id, pb.run_id
+    SELECT ap.id, ap.item_id, i.question, i.reference, i.answer_type, i.image_ref, pa.answer, pb.answer, pa.run_id, pb.run_id,
+           ap.flagged
     FROM arena_pairs ap JOIN items i ON i.id = ap.item_id
     JOIN predictions pa ON pa.id = ap.a_prediction JOIN predictions pb ON pb.id = ap.b_prediction
 """
+PAIR_FIELDS = ("pair_id", "item_id", "question", "reference", "answer_type", "image_ref", "answer_a", "answer_b", "run_a", "run_b",
+               "flagged")
+SHOWN = PAIR_FIELDS[:8]  # what a reviewer sees before the vote: no run, no model
+
+
+def pairs(store: Store, pair_id: int | None = None) -> list[dict]:
+    """Every pair (or one) with its item, both answers and the runs behind A and B."""
+    sql = PAIR_SQL + ("" if pair_id is None else " WHERE ap.id = ?")
+    return [dict(zip(PAIR_FIELDS, row)) for row in store.query(sql, [] if pair_id is None else [pair_id])]
+
+
+def votes_on(store: Store, pair_id: int, reviewer_id: int) -> int:
+    """How many vote rows (votes, changes, undos) this reviewer has on this pair: names a showing of it."""
+    return store.query("SELECT COUNT(*) FROM arena_votes WHERE pair_id = ? AND reviewer_id = ?", [pair_id, reviewer_id])[0][0]
 
 
 def names_a_model(text: str) -> bool:
@@ -63,13 +78,12 @@ def queue(store: Store, reviewer_id: int) -> list[dict]:
     """The pairs this reviewer has not voted on, blinded (question, reference, image, answers A and B; no run, no
     model), model pairs taken in turn so each gets votes early."""
     voted = {v["pair_id"] for v in store.current_votes(reviewer_id)}
-    by_match: dict[frozenset, list[tuple]] = {}
-    for row in store.query(PAIR_SQL):
-        if row[0] not in voted:
-            by_match.setdefault(frozenset((row[8], row[9])), []).append(row)
-    lanes = [sorted(rows, key=lambda r: _order(reviewer_id, r[0])) for _, rows in sorted(by_match.items(), key=lambda kv: sorted(kv[0]))]
-    fields = ("pair_id", "item_id", "question", "reference", "answer_type", "image_ref", "answer_a", "answer_b")
-    return [dict(zip(fields, row[:8])) for turn in itertools.zip_longest(*lanes) for row in turn if row is not None]
+    by_match: dict[frozenset, list[dict]] = {}
+    for pair in pairs(store):
+        if pair["pair_id"] not in voted:
+            by_match.setdefault(frozenset((pair["run_a"], pair["run_b"])), []).append(pair)
+    lanes = [sorted(lane, key=lambda p: _order(reviewer_id, p["pair_id"])) for _, lane in sorted(by_match.items(), key=lambda kv: sorted(kv[0]))]
+    return [{k: pair[k] for k in SHOWN} for turn in itertools.zip_longest(*lanes) for pair in turn if pair is not None]
 
 
 def run_model(store: Store, run_id: int) -> str:
@@ -80,14 +94,14 @@ def run_model(store: Store, run_id: int) -> str:
 
 def battles(store: Store, include_flagged: bool = False) -> list[Battle]:
     """Every reviewer's current vote as a battle between the two answers' models (A's model first)."""
-    pairs = {row[0]: row for row in store.query(PAIR_SQL.replace("SELECT ap.id,", "SELECT ap.id, ap.flagged,", 1))}
+    by_id = {pair["pair_id"]: pair for pair in pairs(store)}
     names: dict[int, str] = {}
     out = []
     for vote in store.current_votes():
-        pair = pairs[vote["pair_id"]]
-        if pair[1] and not include_flagged:
+        pair = by_id[vote["pair_id"]]
+        if pair["flagged"] and not include_flagged:
             continue
-        run_a, run_b = pair[9], pair[10]
+        run_a, run_b = pair["run_a"], pair["run_b"]
         for run in (run_a, run_b):
             names.setdefault(run, run_model(store, run))
         if names[run_a] != names[run_b]:  # two runs of one model are no battle between models

@@ -26,12 +26,6 @@ VOTE_LABELS = {"a": "A is better", "b": "B is better", "tie": "a tie", "both_bad
 NOTHING = {"image": None, "question": "Nothing left to compare.", "reference": "", "answer_a": "", "answer_b": "", "note": "", "item": ""}
 
 
-def pair_rows(desk: ReviewDesk, pair_id: int) -> tuple[int, int]:
-    """The run behind answer A and answer B of a pair."""
-    return desk.store.query("SELECT pa.run_id, pb.run_id FROM arena_pairs ap JOIN predictions pa ON pa.id = ap.a_prediction "
-                            "JOIN predictions pb ON pb.id = ap.b_prediction WHERE ap.id = ?", [pair_id])[0]
-
-
 def show_pair(desk: ReviewDesk, box: dict, account: dict, message: str = "", first: int | None = None) -> dict:
     """Put the reviewer's next pair in box["session"] and on screen (`first` if it is pending); skipped ones last."""
     s = box["session"]
@@ -50,9 +44,7 @@ def show_pair(desk: ReviewDesk, box: dict, account: dict, message: str = "", fir
             picture = load_image(row["image_ref"])
         except UserFacingError:
             message = f"{message} ⚠️ This question's image cannot be read.".strip()
-    shown_before = desk.store.query("SELECT COUNT(*) FROM arena_votes WHERE pair_id = ? AND reviewer_id = ?",
-                                    [row["pair_id"], account["id"]])[0][0]
-    token = f"{account['id']}:{row['pair_id']}:{shown_before}"
+    token = f"{account['id']}:{row['pair_id']}:{arena.votes_on(desk.store, row['pair_id'], account['id'])}"
     box["session"] = replace(s, shown=row["pair_id"], shown_token=token, shown_at=time.monotonic())
     return {"image": picture_file(picture), "question": f"({row['answer_type'].lower()}) {row['question']}",
             "reference": row["reference"] or "(none)", "answer_a": row["answer_a"] or "(empty)",
@@ -90,7 +82,8 @@ def vote(desk: ReviewDesk, outcome: str, on_screen, note, request: gr.Request) -
             desk.store.record_vote(s.shown, account["id"], outcome, note=note, request_id=f"{s.shown_token}:{outcome}")
         except UserFacingError as e:
             return {"status": f"⚠️ {e}"}
-        run_a, run_b = pair_rows(desk, s.shown)
+        pair = arena.pairs(desk.store, s.shown)[0]
+        run_a, run_b = pair["run_a"], pair["run_b"]
         said = (f"Saved: {VOTE_LABELS[outcome]}. A was {markdown_text(arena.run_model(desk.store, run_a))}, "
                 f"B was {markdown_text(arena.run_model(desk.store, run_b))}.")
         box["session"] = replace(s, skipped=tuple(p for p in s.skipped if p != s.shown))

@@ -80,9 +80,10 @@ def bradley_terry(battles: list[Battle], anchor: str | None = None) -> dict[str,
     return {m: float(scores[index[m]] + shift) for m in models}
 
 
-def bootstrap(battles: list[Battle], anchor: str | None = None, rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0) -> dict[str, tuple[float, float]]:
-    """Each model's 95 % percentile interval over `rounds` fits on battles drawn with replacement. A draw that lost a
-    model (or the anchor) is drawn again."""
+def bootstrap(battles: list[Battle], anchor: str | None = None, rounds: int | None = None, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """Each model's 95 % percentile interval over `rounds` (default BOOTSTRAP_ROUNDS) fits on battles drawn with
+    replacement. A draw that lost a model (or the anchor) is drawn again."""
+    rounds = rounds or BOOTSTRAP_ROUNDS
     rng = random.Random(seed)
     models = {m for b in battles for m in (b.model_a, b.model_b)}
     anchor = anchor if anchor is not None else min(models)
@@ -98,7 +99,7 @@ def bootstrap(battles: list[Battle], anchor: str | None = None, rounds: int = BO
     return {m: (float(np.percentile(s, 2.5)), float(np.percentile(s, 97.5))) for m, s in samples.items()}
 
 
-def leaderboard(battles: list[Battle], anchor: str | None = None, rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0) -> list[dict]:
+def leaderboard(battles: list[Battle], anchor: str | None = None, rounds: int | None = None, seed: int = 0) -> list[dict]:
     """One row per model, best first: rank, score and its 95 % interval, battles, wins / losses / ties, the share of
     its battles voted "both bad"."""
     scores = bradley_terry(battles, anchor)

@@ -152,7 +152,8 @@ def test_arena_tab_blinds_until_the_vote_refuses_stale_and_lets_admins_enter_run
     assert skipped["status"] == "Skipped." and skipped["item"].split(":")[1] != page["item"].split(":")[1]
 
 
-def test_the_report_and_the_export_carry_the_arena(study, tmp_path, capsys):
+def test_the_report_and_the_export_carry_the_arena(study, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(leaderboard, "BOOTSTRAP_ROUNDS", 20)  # the intervals' maths is test_leaderboard's
     store, runs, _ = study
     from review import report
 

@@ -19,7 +19,7 @@ from medvlm.store import Store
 from review import arena
 from ui.events import bind
 from ui.pictures import picture_file
-from ui.review_tab import MIN_DWELL_S, NO_ACCOUNTS, ReviewDesk
+from ui.review_tab import MIN_DWELL_S, NO_ACCOUNTS, ReviewDesk, skip_shown, undo_latest
 from ui.text import markdown_text
 
 VOTE_LABELS = {"a": "A is better", "b": "B is better", "tie": "a tie", "both_bad": "both bad"}
@@ -91,29 +91,14 @@ def vote(desk: ReviewDesk, outcome: str, on_screen, note, request: gr.Request) -
 
 
 def undo_vote(desk: ReviewDesk, request: gr.Request) -> dict:
-    account = desk.account(request)
-    if account is None:
-        return {"status": "⚠️ Sign in first."}
-    with desk.sessions.hold(request) as box:
-        try:
-            pair = desk.store.undo_last_vote(account["id"])
-        except UserFacingError as e:
-            return {"status": f"⚠️ {e}"}
-        if pair is None:
-            return show_pair(desk, box, account, "Nothing to undo.")
-        box["session"] = replace(box["session"], skipped=tuple(p for p in box["session"].skipped if p != pair))
-        return show_pair(desk, box, account, "Undone: compare this pair again.", first=pair)
+    def show(box, account, message, first=None):
+        return show_pair(desk, box, account, message, first=first)
+
+    return undo_latest(desk, request, desk.store.undo_last_vote, show, "Undone: compare this pair again.")
 
 
 def skip_pair(desk: ReviewDesk, request: gr.Request) -> dict:
-    account = desk.account(request)
-    if account is None:
-        return {}
-    with desk.sessions.hold(request) as box:
-        if box["session"].shown is None:
-            return {"status": "Nothing to skip."}
-        box["session"] = replace(box["session"], skipped=box["session"].skipped + (box["session"].shown,))
-        return show_pair(desk, box, account, "Skipped.")
+    return skip_shown(desk, request, lambda box, account, message: show_pair(desk, box, account, message), {"status": "Nothing to skip."})
 
 
 def enter_runs(desk: ReviewDesk, run_ids, mode, request: gr.Request) -> dict:

@@ -169,30 +169,45 @@ def grade(desk: ReviewDesk, verdict: str, on_screen, note, run, kind, request: g
         return show_next(desk, box, account, run, kind, saved)
 
 
-def undo_last(desk: ReviewDesk, run, kind, request: gr.Request) -> dict:
+def undo_latest(desk: ReviewDesk, request: gr.Request, undo, show, again: str) -> dict:
+    """Undo the signed-in reviewer's latest verdict or vote and show what it was for again. undo(reviewer_id) -> that
+    item's id, or None; show(box, account, message, first=None) puts the tab's next item on screen (the Review and
+    Arena tabs share this)."""
     account = desk.account(request)
     if account is None:
         return {"status": "⚠️ Sign in first."}
     with desk.sessions.hold(request) as box:
         try:
-            prediction = desk.store.undo_last(account["id"])
+            undone = undo(account["id"])
         except UserFacingError as e:
             return {"status": f"⚠️ {e}"}
-        if prediction is None:
-            return show_next(desk, box, account, run, kind, "Nothing to undo.")
-        box["session"] = replace(box["session"], skipped=tuple(p for p in box["session"].skipped if p != prediction))
-        return show_next(desk, box, account, run, kind, "Undone: grade this answer again.", first=prediction)
+        if undone is None:
+            return show(box, account, "Nothing to undo.")
+        box["session"] = replace(box["session"], skipped=tuple(p for p in box["session"].skipped if p != undone))
+        return show(box, account, again, undone)
 
 
-def skip_current(desk: ReviewDesk, run, kind, request: gr.Request) -> dict:
+def skip_shown(desk: ReviewDesk, request: gr.Request, show, nothing: dict) -> dict:
+    """Put the item on screen at the back of this session's queue and show the next (`nothing` when none is shown)."""
     account = desk.account(request)
     if account is None:
         return {}
     with desk.sessions.hold(request) as box:
         if box["session"].shown is None:
-            return {}
+            return nothing
         box["session"] = replace(box["session"], skipped=box["session"].skipped + (box["session"].shown,))
-        return show_next(desk, box, account, run, kind, "Skipped.")
+        return show(box, account, "Skipped.")
+
+
+def undo_last(desk: ReviewDesk, run, kind, request: gr.Request) -> dict:
+    def show(box, account, message, first=None):
+        return show_next(desk, box, account, run, kind, message, first=first)
+
+    return undo_latest(desk, request, desk.store.undo_last, show, "Undone: grade this answer again.")
+
+
+def skip_current(desk: ReviewDesk, run, kind, request: gr.Request) -> dict:
+    return skip_shown(desk, request, lambda box, account, message: show_next(desk, box, account, run, kind, message), {})
 
 
 def refilter(desk: ReviewDesk, run, kind, request: gr.Request) -> dict:

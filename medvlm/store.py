@@ -13,6 +13,7 @@ import threading
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import sqlite_utils
 
@@ -129,6 +130,18 @@ CREATE INDEX arena_votes_by_reviewer ON arena_votes (reviewer_id, pair_id, id);
 # Append, never edit: MIGRATIONS[k] takes version k to k + 1 (SQL statements, or a function of the open database).
 MIGRATIONS = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _SCHEMA_5, _schema_6, _SCHEMA_7, _SCHEMA_8]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class History(NamedTuple):
+    """A reviewer history table: its name, the column naming what is judged, and the column holding the judgement."""
+
+    table: str
+    key: str
+    value: str
+
+
+VERDICT_HISTORY = History("verdicts", "prediction_id", "verdict")
+VOTE_HISTORY = History("arena_votes", "pair_id", "vote")
 
 
 def now() -> str:
@@ -334,34 +347,12 @@ class Store:
         """Store a verdict (None withdraws the current one) as a new history row; the same request_id is stored once."""
         if verdict is not None and verdict not in VERDICTS:
             raise UserFacingError(f"A verdict is one of {', '.join(VERDICTS)}, not {verdict!r}.")
-        with self.write() as db:
-            if request_id:
-                done = db.execute("SELECT id FROM verdicts WHERE request_id = ?", [request_id]).fetchone()
-                if done:
-                    return done[0]
-            return insert(db, "verdicts", {"prediction_id": prediction_id, "reviewer_id": reviewer_id, "verdict": verdict,
-                                           "note": (note or "").strip() or None, "created": now(), "request_id": request_id})
+        return self._record(VERDICT_HISTORY, prediction_id, reviewer_id, verdict, note, request_id)
 
     def undo_last(self, reviewer_id: int) -> int | None:
         """Undo the reviewer's latest verdict that is not undone yet (repeatable): a new row restores what that
         prediction's verdict was before it. -> the prediction id, or None when there is nothing to undo."""
-        with self.write() as db:
-            action = db.execute(
-                """SELECT id, prediction_id FROM verdicts WHERE reviewer_id = ? AND undoes IS NULL
-                   AND id NOT IN (SELECT undoes FROM verdicts WHERE undoes IS NOT NULL) ORDER BY id DESC LIMIT 1""",
-                [reviewer_id],
-            ).fetchone()
-            if action is None:
-                return None
-            action_id, prediction_id = action
-            before = db.execute(
-                "SELECT verdict, note FROM verdicts WHERE prediction_id = ? AND reviewer_id = ? AND id < ? ORDER BY id DESC LIMIT 1",
-                [prediction_id, reviewer_id, action_id],
-            ).fetchone()
-            insert(db, "verdicts", {"prediction_id": prediction_id, "reviewer_id": reviewer_id,
-                                    "verdict": before[0] if before else None, "note": before[1] if before else None,
-                                    "created": now(), "undoes": action_id})
-            return prediction_id
+        return self._undo_last(VERDICT_HISTORY, reviewer_id)
 
     def current_verdict(self, prediction_id: int, reviewer_id: int) -> str | None:
         rows = self.query(
@@ -376,14 +367,47 @@ class Store:
 
     def current_verdicts(self, reviewer_id: int | None = None) -> list[dict]:
         """Every reviewer's (or one reviewer's) current, not withdrawn, verdict on every prediction."""
-        sql = """
-            SELECT v.prediction_id, v.reviewer_id, v.verdict, v.note FROM verdicts v
-            JOIN (SELECT prediction_id, reviewer_id, MAX(id) AS id FROM verdicts WHERE ? IS NULL OR reviewer_id = ?
-                  GROUP BY prediction_id, reviewer_id) latest
+        return self._current(VERDICT_HISTORY, reviewer_id)
+
+    # --- histories: verdicts and arena votes alike ---------------------------------------------------------------
+    # Append-only: a change, a withdrawal (None) or an undo is a new row; the latest row per (item, reviewer) counts.
+
+    def _record(self, h: History, key: int, reviewer_id: int, value: str | None, note: str | None, request_id: str | None) -> int:
+        with self.write() as db:
+            if request_id:
+                done = db.execute(f"SELECT id FROM {h.table} WHERE request_id = ?", [request_id]).fetchone()
+                if done:
+                    return done[0]
+            return insert(db, h.table, {h.key: key, "reviewer_id": reviewer_id, h.value: value,
+                                        "note": (note or "").strip() or None, "created": now(), "request_id": request_id})
+
+    def _undo_last(self, h: History, reviewer_id: int) -> int | None:
+        with self.write() as db:
+            action = db.execute(
+                f"""SELECT id, {h.key} FROM {h.table} WHERE reviewer_id = ? AND undoes IS NULL
+                    AND id NOT IN (SELECT undoes FROM {h.table} WHERE undoes IS NOT NULL) ORDER BY id DESC LIMIT 1""",
+                [reviewer_id],
+            ).fetchone()
+            if action is None:
+                return None
+            action_id, key = action
+            before = db.execute(
+                f"SELECT {h.value}, note FROM {h.table} WHERE {h.key} = ? AND reviewer_id = ? AND id < ? ORDER BY id DESC LIMIT 1",
+                [key, reviewer_id, action_id],
+            ).fetchone()
+            insert(db, h.table, {h.key: key, "reviewer_id": reviewer_id, h.value: before[0] if before else None,
+                                 "note": before[1] if before else None, "created": now(), "undoes": action_id})
+            return key
+
+    def _current(self, h: History, reviewer_id: int | None) -> list[dict]:
+        sql = f"""
+            SELECT v.{h.key}, v.reviewer_id, v.{h.value}, v.note FROM {h.table} v
+            JOIN (SELECT {h.key}, reviewer_id, MAX(id) AS id FROM {h.table} WHERE ? IS NULL OR reviewer_id = ?
+                  GROUP BY {h.key}, reviewer_id) latest
               ON latest.id = v.id
-            WHERE v.verdict IS NOT NULL
+            WHERE v.{h.value} IS NOT NULL
         """
-        names = ("prediction_id", "reviewer_id", "verdict", "note")
+        names = (h.key, "reviewer_id", h.value, "note")
         return [dict(zip(names, row)) for row in self.query(sql, [reviewer_id, reviewer_id])]
 
     # --- the arena ------------------------------------------------------------------------------------------------
@@ -403,42 +427,16 @@ class Store:
         """Store a vote (None withdraws the current one) as a new history row; the same request_id is stored once."""
         if vote is not None and vote not in OUTCOMES:
             raise UserFacingError(f"A vote is one of {', '.join(OUTCOMES)}, not {vote!r}.")
-        with self.write() as db:
-            if request_id:
-                done = db.execute("SELECT id FROM arena_votes WHERE request_id = ?", [request_id]).fetchone()
-                if done:
-                    return done[0]
-            return insert(db, "arena_votes", {"pair_id": pair_id, "reviewer_id": reviewer_id, "vote": vote,
-                                              "note": (note or "").strip() or None, "created": now(), "request_id": request_id})
+        return self._record(VOTE_HISTORY, pair_id, reviewer_id, vote, note, request_id)
 
     def undo_last_vote(self, reviewer_id: int) -> int | None:
         """Undo the reviewer's latest vote not undone yet (repeatable): a new row restores that pair's vote before it.
         -> the pair id, or None when there is nothing to undo."""
-        with self.write() as db:
-            action = db.execute(
-                """SELECT id, pair_id FROM arena_votes WHERE reviewer_id = ? AND undoes IS NULL
-                   AND id NOT IN (SELECT undoes FROM arena_votes WHERE undoes IS NOT NULL) ORDER BY id DESC LIMIT 1""",
-                [reviewer_id]).fetchone()
-            if action is None:
-                return None
-            action_id, pair_id = action
-            before = db.execute("SELECT vote, note FROM arena_votes WHERE pair_id = ? AND reviewer_id = ? AND id < ? ORDER BY id DESC LIMIT 1",
-                                [pair_id, reviewer_id, action_id]).fetchone()
-            insert(db, "arena_votes", {"pair_id": pair_id, "reviewer_id": reviewer_id, "vote": before[0] if before else None,
-                                       "note": before[1] if before else None, "created": now(), "undoes": action_id})
-            return pair_id
+        return self._undo_last(VOTE_HISTORY, reviewer_id)
 
     def current_votes(self, reviewer_id: int | None = None) -> list[dict]:
         """Every reviewer's (or one reviewer's) current, not withdrawn, vote on every pair."""
-        sql = """
-            SELECT v.pair_id, v.reviewer_id, v.vote, v.note FROM arena_votes v
-            JOIN (SELECT pair_id, reviewer_id, MAX(id) AS id FROM arena_votes WHERE ? IS NULL OR reviewer_id = ?
-                  GROUP BY pair_id, reviewer_id) latest
-              ON latest.id = v.id
-            WHERE v.vote IS NOT NULL
-        """
-        names = ("pair_id", "reviewer_id", "vote", "note")
-        return [dict(zip(names, row)) for row in self.query(sql, [reviewer_id, reviewer_id])]
+        return self._current(VOTE_HISTORY, reviewer_id)
 
     def close(self) -> None:
         for conn in self._all_readers:

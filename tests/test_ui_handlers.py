@@ -54,6 +54,8 @@ def test_bind_keys_updates_by_component_and_hides_the_context():
     assert list(streamed("x")) == [{second: "x"}, {second: "xx", first: "db"}]
     with pytest.raises(TypeError, match="takes no host"):
         bind(handler, {}, host=None)
+    # Nothing to change: every output skipped (Gradio takes a bare {} for one missing value, an error on the page).
+    assert bind(lambda: {}, {"status": second, "other": first}).fn() == {second: gr.skip(), first: gr.skip()}
 
 
 def test_model_host_holds_its_lock_for_the_whole_answer(host):

@@ -132,8 +132,8 @@ def switch_model(host: ModelHost, store: Store, accounts: bool, name, model_name
     """This session's model, and no one else's. A model that cannot load (or that admins keep from reviewers)
     leaves the session's in place, and says why."""
     model_name = model_name or host.default_name
-    if name == model_name:  # e.g. the picker set back after a refusal; Gradio takes an empty dict for a missing value
-        return {"model_name": model_name}
+    if name == model_name:  # e.g. the picker set back after a refusal
+        return {}
     try:
         if not isinstance(name, str) or name not in host.specs:
             raise UserFacingError(f"Unknown model {name!r}.")

@@ -10,6 +10,8 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import gradio as gr
+
 from medvlm.settings import REMOTE_CONCURRENCY
 
 # The one queue of events that use the shared model, in order, showing the wait. Up to REMOTE_CONCURRENCY run at once
@@ -43,6 +45,8 @@ def bind(handler: Callable, components: dict, **context) -> Bound:
         return handler(**context, **dict(zip(names, args)), **kwargs)
 
     def keyed(update: dict) -> dict:
+        if not update:  # nothing changes: Gradio would take an empty dict for one missing value and show an error
+            return {component: gr.skip() for component in components.values()}
         return {components[name]: value for name, value in update.items()}
 
     if inspect.isgeneratorfunction(handler):  # Gradio streams only from a generator function

@@ -2,18 +2,17 @@
 
 A battle is two models' answers to one question, voted "a" (A better), "b" (B better), "tie" or "both_bad". As
 FastChat's elo_analysis.py: the Bradley-Terry model P(i beats j) = 1 / (1 + 10 ** ((s_j - s_i) / 400)) is fitted by
-logistic regression (scikit-learn) on votes aggregated per pair, a tie or "both bad" counting as half a win and half a
-loss; scores sit on the 400-point scale with the anchor model at 1000. Intervals: the fit repeated on battles drawn
+maximum likelihood (scipy's L-BFGS-B) on votes aggregated per pair, a tie or "both bad" counting as half a win and half
+a loss; scores sit on the 400-point scale with the anchor model at 1000. Intervals: the fit repeated on battles drawn
 with replacement (percentile bootstrap). Rank: 1 + the number of models whose lower bound is above this one's upper
 bound, so models whose intervals overlap share a rank.
 
-The fit carries a weak Gaussian prior on each score (scikit-learn's L2 penalty, C = PRIOR_C, about 400 points of
+The fit carries a weak Gaussian prior on each score (variance PRIOR_C in log10-odds, about 400 points of
 spread): a model that never lost has no finite maximum-likelihood score, and a study's first votes must not show
 one as infinitely good. Against the plain maximum-likelihood fit (simulated votes, 4 models) it moved scores by at most
 17 points at 20 votes per model, 6 at 50, 2 at 200 (tests/test_leaderboard.py checks under 10 at 50).
 """
 import math
-import random
 from collections import Counter
 from dataclasses import dataclass
 
@@ -21,7 +20,7 @@ import numpy as np
 
 OUTCOMES = ("a", "b", "tie", "both_bad")
 SCALE, BASE, ANCHOR_SCORE = 400, 10, 1000.0
-PRIOR_C = 1.0  # scikit-learn's inverse L2 strength on log10-odds scores: a N(0, 1) prior, i.e. 400 points of spread
+PRIOR_C = 1.0  # the prior's variance on log10-odds scores: N(0, 1), i.e. 400 points of spread
 BOOTSTRAP_ROUNDS = 200
 
 
@@ -53,50 +52,81 @@ def win_counts(battles: list[Battle]) -> dict[tuple[str, str], float]:
     return wins
 
 
-def bradley_terry(battles: list[Battle], anchor: str | None = None) -> dict[str, float]:
-    """Each model's score (400-point scale); the anchor (default: the first model by name) at ANCHOR_SCORE."""
-    from sklearn.linear_model import LogisticRegression
+def _fit(wins: np.ndarray) -> np.ndarray:
+    """Bradley-Terry scores (400-point scale, not yet anchored) for a stack of win matrices: wins[r, i, j] is how often
+    i beat j in round r -> scores[r, i]. Maximum likelihood under the PRIOR_C Gaussian prior, by scipy's L-BFGS-B.
 
+    All rounds go to the optimiser at once as one problem: they share no parameter, so the joint minimum is every
+    round's own minimum (tests check it against fitting each alone), and a bootstrap of 500 rounds costs about as
+    much as a few single fits instead of 500 of them."""
+    from scipy.optimize import minimize
+    from scipy.special import expit, log_expit
+
+    rounds, n, _ = wins.shape
+    r, i, j = np.nonzero(wins)
+    count, winner, loser = wins[r, i, j], r * n + i, r * n + j  # flat indices into the rounds x models scores
+
+    def loss(s):
+        margin = math.log(BASE) * (s[winner] - s[loser])  # log-odds that the winner wins
+        slope = -count * expit(-margin) * math.log(BASE)
+        gradient = np.bincount(winner, slope, rounds * n) - np.bincount(loser, slope, rounds * n)
+        return -(count * log_expit(margin)).sum() + s @ s / (2 * PRIOR_C), gradient + s / PRIOR_C
+
+    fit = minimize(loss, np.zeros(rounds * n), jac=True, method="L-BFGS-B", tol=1e-12)
+    return SCALE * fit.x.reshape(rounds, n)
+
+
+def _anchored(scores: np.ndarray, models: list[str], anchor: str | None) -> np.ndarray:
+    anchor = anchor if anchor is not None else models[0]
+    if anchor not in models:
+        raise ValueError(f"the anchor {anchor!r} has no battles")
+    return scores - scores[:, [models.index(anchor)]] + ANCHOR_SCORE
+
+
+def _models(battles: list[Battle]) -> list[str]:
     models = sorted({m for b in battles for m in (b.model_a, b.model_b)})
     if len(models) < 2:
         raise ValueError("a leaderboard needs battles between at least two models")
-    index = {m: k for k, m in enumerate(models)}
-    wins = win_counts(battles)
-    rows, outcomes, weights = [], [], []
-    for (i, j), count in wins.items():
-        if count:  # "i beat j" count times, written both ways round (scikit-learn wants both classes): half each
-            x = np.zeros(len(models))
-            x[index[i]], x[index[j]] = math.log(BASE), -math.log(BASE)
-            rows += [x, -x]
-            outcomes += [1, 0]
-            weights += [count / 2, count / 2]
-    fit = LogisticRegression(fit_intercept=False, C=PRIOR_C, tol=1e-8, max_iter=1000)
-    fit.fit(np.array(rows), np.array(outcomes), sample_weight=np.array(weights))
-    scores = SCALE * fit.coef_[0]
-    anchor = anchor if anchor is not None else models[0]
-    if anchor not in index:
-        raise ValueError(f"the anchor {anchor!r} has no battles")
-    shift = ANCHOR_SCORE - scores[index[anchor]]
-    return {m: float(scores[index[m]] + shift) for m in models}
+    return models
+
+
+def bradley_terry(battles: list[Battle], anchor: str | None = None) -> dict[str, float]:
+    """Each model's score (400-point scale); the anchor (default: the first model by name) at ANCHOR_SCORE."""
+    models = _models(battles)
+    wins = np.zeros((1, len(models), len(models)))
+    for (i, j), count in win_counts(battles).items():
+        wins[0, models.index(i), models.index(j)] = count
+    scores = _anchored(_fit(wins), models, anchor)[0]
+    return {m: float(scores[k]) for k, m in enumerate(models)}
 
 
 def bootstrap(battles: list[Battle], anchor: str | None = None, rounds: int | None = None, seed: int = 0) -> dict[str, tuple[float, float]]:
     """Each model's 95 % percentile interval over `rounds` (default BOOTSTRAP_ROUNDS) fits on battles drawn with
-    replacement. A draw that lost a model (or the anchor) is drawn again."""
+    replacement. A draw that lost a model is drawn again.
+
+    Drawing n battles with replacement is drawing how many of each kind (same two models, same sides, same outcome)
+    from a multinomial: that is how the rounds are drawn, so a round costs the number of kinds, not of battles."""
     rounds = rounds or BOOTSTRAP_ROUNDS
-    rng = random.Random(seed)
-    models = {m for b in battles for m in (b.model_a, b.model_b)}
-    anchor = anchor if anchor is not None else min(models)
-    samples: dict[str, list[float]] = {m: [] for m in models}
-    done = 0
-    while done < rounds:
-        drawn = rng.choices(battles, k=len(battles))
-        if {m for b in drawn for m in (b.model_a, b.model_b)} != models:
-            continue
-        for model, score in bradley_terry(drawn, anchor).items():
-            samples[model].append(score)
-        done += 1
-    return {m: (float(np.percentile(s, 2.5)), float(np.percentile(s, 97.5))) for m, s in samples.items()}
+    models = _models(battles)
+    n = len(models)
+    kinds = Counter((models.index(b.model_a), models.index(b.model_b), b.outcome) for b in battles)
+    adds = np.zeros((len(kinds), n, n))  # what one battle of each kind adds to the win matrix
+    for k, (a, b, outcome) in enumerate(kinds):
+        if outcome == "a":
+            adds[k, a, b] = 1
+        elif outcome == "b":
+            adds[k, b, a] = 1
+        else:
+            adds[k, a, b] = adds[k, b, a] = 0.5
+    share = np.array(list(kinds.values())) / len(battles)
+    rng = np.random.default_rng(seed)
+    wins = np.zeros((0, n, n))
+    while len(wins) < rounds:
+        drawn = np.einsum("rk,kij->rij", rng.multinomial(len(battles), share, size=rounds - len(wins)), adds)
+        wins = np.concatenate([wins, drawn[((drawn.sum(axis=1) + drawn.sum(axis=2)) > 0).all(axis=1)]])
+    scores = _anchored(_fit(wins), models, anchor)
+    low, high = np.percentile(scores, [2.5, 97.5], axis=0)
+    return {m: (float(low[k]), float(high[k])) for k, m in enumerate(models)}
 
 
 def leaderboard(battles: list[Battle], anchor: str | None = None, rounds: int | None = None, seed: int = 0) -> list[dict]:

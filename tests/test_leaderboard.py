@@ -3,6 +3,7 @@ ties as half, the anchor, bootstrap intervals and the rank rule."""
 import math
 import random
 
+import numpy as np
 import pytest
 
 from medvlm import leaderboard
@@ -114,3 +115,29 @@ def test_bad_battles_are_refused():
         leaderboard.bradley_terry([])
     with pytest.raises(ValueError, match="anchor 'nope' has no battles"):
         leaderboard.bradley_terry([Battle("x", "y", "a")], anchor="nope")
+
+
+def test_bootstrap_rounds_fitted_together_equal_each_round_fitted_alone():
+    """leaderboard._fit hands every bootstrap round to the optimiser as one problem; the rounds share no parameter,
+    so each must land where fitting it alone does."""
+    rng = np.random.default_rng(4)
+    wins = rng.integers(0, 30, size=(40, 5, 5)).astype(float)
+    wins[:, range(5), range(5)] = 0
+    wins[3, 2, :] = 0  # a round where model 2 never won: the prior keeps its score finite
+    together = leaderboard._fit(wins)
+    alone = np.concatenate([leaderboard._fit(wins[r:r + 1]) for r in range(len(wins))])
+    assert np.isfinite(together).all()
+    assert np.abs(together - alone).max() < 0.01, np.abs(together - alone).max()
+
+
+def test_the_bootstrap_draws_battles_with_replacement():
+    """Drawing kinds of battle from a multinomial must give the intervals resampling the battles themselves gives."""
+    battles = simulated(400, seed=5)
+    ours = leaderboard.bootstrap(battles, anchor="llava", rounds=300, seed=0)
+    rng, resampled = random.Random(0), {m: [] for m in TRUTH}
+    for _ in range(300):
+        for model, score in leaderboard.bradley_terry(rng.choices(battles, k=len(battles)), "llava").items():
+            resampled[model].append(score)
+    for model in TRUTH:
+        low, high = np.percentile(resampled[model], [2.5, 97.5])
+        assert abs(ours[model][0] - low) < 25 and abs(ours[model][1] - high) < 25, (model, ours[model], (low, high))

@@ -1,0 +1,131 @@
+"""The arena's leaderboard fit at study scale, and votes through the running app from 8 reviewers at once.
+
+    python bench/arena.py                       # 20,000 battles among 12 models, 500 bootstrap rounds; 8 voters
+    python bench/arena.py --battles 50000 --models 20 --rounds 1000 --skip_api
+
+Fit: medvlm.leaderboard.leaderboard (one Bradley-Terry fit plus `rounds` bootstrap fits) on battles simulated from
+known strengths; printed are the single fit's time, the whole leaderboard's (target: under 2 s for the default sizes)
+and their ratio, and how far the scores land from the strengths they were drawn from.
+
+API: `python app.py` on a fresh database in /tmp holding one dataset arena (two runs, `--pairs` items); 8 reviewers
+sign in and vote through /arena_vote_a at once, each waiting out MIN_DWELL_S as a reader would; afterwards every vote
+is counted in the store: a lost one voids the run.
+"""
+import random
+import re
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.review import PASSWORD, start_app
+from medvlm import cli, leaderboard
+from medvlm.leaderboard import Battle
+from medvlm.store import Store
+
+REVIEWERS = 8
+
+
+def simulated(models: int, battles: int, seed: int = 0) -> tuple[dict[str, float], list[Battle]]:
+    rng = random.Random(seed)
+    truth = {f"model-{k:02d}": 1000 + 40 * k for k in range(models)}
+    names, out = sorted(truth), []
+    for _ in range(battles):
+        a, b = rng.sample(names, 2)
+        # No ties drawn apart from strength: they would pull every score toward the middle and hide the check below.
+        out.append(Battle(a, b, "a" if rng.random() < 1 / (1 + 10 ** ((truth[b] - truth[a]) / 400)) else "b"))
+    return truth, out
+
+
+def bench_fit(models: int, battles: int, rounds: int) -> None:
+    truth, drawn = simulated(models, battles)
+    anchor = min(truth)
+    single = []
+    for _ in range(5):
+        start = time.perf_counter()
+        scores = leaderboard.bradley_terry(drawn, anchor)
+        single.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    rows = leaderboard.leaderboard(drawn, anchor, rounds=rounds)
+    whole = time.perf_counter() - start
+    covered = sum(r["ci95"][0] <= truth[r["model"]] <= r["ci95"][1] for r in rows)
+    worst = max(abs(scores[m] - truth[m]) for m in truth)
+    print(f"fit: {battles} battles, {models} models: one fit {statistics.median(single) * 1000:.1f} ms; "
+          f"leaderboard with {rounds} bootstrap rounds {whole:.2f} s (target < 2 s) = "
+          f"{whole / statistics.median(single):.0f}x one fit")
+    print(f"     scores within {worst:.0f} points of the strengths drawn from; {covered}/{models} intervals cover them")
+
+
+def vote_through_api(url: str, name: str, votes: int) -> list[float]:
+    """One reviewer's session: sign in, then read and vote on `votes` pairs (always "A is better"); -> round trips (s)."""
+    from gradio_client import Client
+
+    from ui.review_tab import MIN_DWELL_S
+
+    client = Client(url, auth=(name, PASSWORD), verbose=False)
+
+    def token(outputs) -> str:
+        return next(v for v in outputs if isinstance(v, str) and re.fullmatch(r"\d+:\d+:\d+", v))
+
+    shown, latencies = token(client.predict(api_name="/open_arena")), []
+    for _ in range(votes):
+        time.sleep(MIN_DWELL_S + 0.02)  # reading both answers
+        start = time.perf_counter()
+        outputs = client.predict(shown, "", api_name="/vote_a")
+        latencies.append(time.perf_counter() - start)
+        if not any(isinstance(v, str) and v.startswith("Saved") for v in outputs):
+            sys.exit(f"{name}: not saved: {outputs[-1]}")
+        if len(latencies) < votes:
+            shown = token(outputs)
+    return latencies
+
+
+def bench_api(pairs: int, votes: int) -> None:
+    from review import arena, users
+
+    with tempfile.TemporaryDirectory() as folder:
+        db = Path(folder) / "bench.db"
+        store = Store(db)
+        runs = [store.add_run(model, "bench") for model in ("model-a", "model-b")]
+        for k in range(pairs):
+            item = store.add_item("bench", f"q{k}", "yes", "CLOSED", image_hash=str(k))
+            for run, answer in zip(runs, ("yes", "no")):
+                store.add_prediction(run, item, answer)
+        arena.enter_runs(store, runs)
+        for k in range(REVIEWERS):
+            users.add(store, f"reviewer{k}", PASSWORD)
+        store.close()
+        app, url = start_app(db)
+        try:
+            with ThreadPoolExecutor(REVIEWERS) as pool:
+                latencies = [t for ts in pool.map(lambda k: vote_through_api(url, f"reviewer{k}", votes), range(REVIEWERS)) for t in ts]
+        finally:
+            app.terminate()
+            app.wait(timeout=30)
+        stored = Store(db).query("SELECT COUNT(*) FROM arena_votes")[0][0]
+    if stored != REVIEWERS * votes:
+        sys.exit(f"lost votes: {stored} stored of {REVIEWERS * votes}")
+    print(f"API: {REVIEWERS} reviewers at once, {votes} votes each on a {pairs}-pair arena, none lost ({stored} stored); "
+          f"per vote p50 {statistics.median(latencies) * 1000:.0f} ms, p95 {statistics.quantiles(latencies, n=20)[-1] * 1000:.0f} ms")
+
+
+def main() -> None:
+    parser = cli.Parser("python bench/arena.py", __doc__)
+    parser.add_argument("--battles", type=int, default=20000)
+    parser.add_argument("--models", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=500)
+    parser.add_argument("--pairs", type=int, default=1000, help="API: pairs in the arena")
+    parser.add_argument("--votes", type=int, default=30, help="API: votes per reviewer")
+    parser.add_argument("--skip_api", action="store_true", help="the fit only, no app")
+    args = parser.parse_args()
+    bench_fit(args.models, args.battles, args.rounds)
+    if not args.skip_api:
+        bench_api(args.pairs, args.votes)
+
+
+if __name__ == "__main__":
+    main()

@@ -2,10 +2,14 @@
 
     python bench/arena.py                       # 20,000 battles among 12 models, 500 bootstrap rounds; 8 voters
     python bench/arena.py --battles 50000 --models 20 --rounds 1000 --skip_api
+    python bench/arena.py --next_pair 100000    # the next pair's time at 1,000 pairs and at 100,000
 
 Fit: medvlm.leaderboard.leaderboard (one Bradley-Terry fit plus `rounds` bootstrap fits) on battles simulated from
 known strengths; printed are the single fit's time, the whole leaderboard's (target: under 2 s for the default sizes)
 and their ratio, and how far the scores land from the strengths they were drawn from.
+
+Next pair: review.arena's read of a reviewer's next pair and progress, on arenas of 1,000 pairs and --next_pair pairs
+(3 models, so 3 lanes), the reviewer having voted on 200; the median of 200 reads and the ratio (target: within 2x).
 
 API: `python app.py` on a fresh database in /tmp holding one dataset arena (two runs, `--pairs` items); 8 reviewers
 sign in and vote through /arena_vote_a at once, each waiting out MIN_DWELL_S as a reader would; afterwards every vote
@@ -113,6 +117,35 @@ def bench_api(pairs: int, votes: int) -> None:
           f"per vote p50 {statistics.median(latencies) * 1000:.0f} ms, p95 {statistics.quantiles(latencies, n=20)[-1] * 1000:.0f} ms")
 
 
+def next_pair_ms(pairs: int) -> float:
+    from medvlm.store import insert, now, shuffle_key
+    from review import arena
+
+    with tempfile.TemporaryDirectory() as folder:
+        store = Store(Path(folder) / "bench.db")
+        runs = [store.add_run(model, "bench") for model in ("model-a", "model-b", "model-c")]
+        lanes = [(runs[0], runs[1]), (runs[0], runs[2]), (runs[1], runs[2])]
+        with store.write() as db:  # one transaction: single writes would take minutes
+            for k in range(pairs):
+                item = insert(db, "items", {"dataset": "bench", "question": f"q{k}", "reference": "yes", "answer_type": "CLOSED",
+                                            "image_hash": str(k)})
+                a, b = (insert(db, "predictions", {"run_id": run, "item_id": item, "answer": "yes", "created": now(),
+                                                   "shuffle": shuffle_key(run, item)}) for run in lanes[k % 3])
+                insert(db, "arena_pairs", {"item_id": item, "a_prediction": a, "b_prediction": b, "created": now(),
+                                           "shuffle": shuffle_key(a, b), "turn": k // 3})
+        reviewer = store.add_reviewer("bench", "-")
+        for row in arena.pending(store, reviewer, limit=200):
+            store.record_vote(row["pair_id"], reviewer, "a")
+        times = []
+        for _ in range(200):
+            start = time.perf_counter()
+            arena.pending(store, reviewer)
+            arena.progress(store, reviewer)
+            times.append(time.perf_counter() - start)
+        store.close()
+        return statistics.median(times) * 1000
+
+
 def main() -> None:
     parser = cli.Parser("python bench/arena.py", __doc__)
     parser.add_argument("--battles", type=int, default=20000)
@@ -121,7 +154,12 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=1000, help="API: pairs in the arena")
     parser.add_argument("--votes", type=int, default=30, help="API: votes per reviewer")
     parser.add_argument("--skip_api", action="store_true", help="the fit only, no app")
+    parser.add_argument("--next_pair", type=int, help="only time the next pair at 1,000 pairs and at this many")
     args = parser.parse_args()
+    if args.next_pair:
+        small, large = next_pair_ms(1000), next_pair_ms(args.next_pair)
+        print(f"next pair: {small:.2f} ms at 1,000 pairs, {large:.2f} ms at {args.next_pair:,}: ratio {large / small:.2f} (target <= 2)")
+        return
     bench_fit(args.models, args.battles, args.rounds)
     if not args.skip_api:
         bench_api(args.pairs, args.votes)

@@ -3,6 +3,11 @@
     python bench/review.py                      # the app on a free port, 40 verdicts per reviewer: p50/p95 latency
     python bench/review.py --store              # medvlm.store alone: verdicts/s, 400 per writer, processes
     python bench/review.py --store --threads --verdicts 1000
+    python bench/review.py --predictions 100000       # the next item's time at 1k predictions and at 100k
+
+Next item: review.queue's read of a reviewer's next answer and progress (what each verdict in the Review tab costs
+besides the write), on a store of 1,000 predictions and on one of --predictions, the reviewer having graded 200 of
+each; the median of 200 reads and the ratio (target: within 2x).
 
 API: `python app.py` runs on a fresh database in /tmp with 9 accounts; each reviewer signs in, reads the answer for
 MIN_DWELL_S (the app refuses faster verdicts) and grades it through /grade_correct, as the Review tab does; the latency
@@ -144,12 +149,43 @@ def measure_api(verdicts: int) -> None:
     print(f"p95 ratio 8 / 1   {p95(eight) / p95(one):.2f}")
 
 
+def next_item_ms(predictions: int) -> float:
+    from medvlm.store import insert, now, shuffle_key
+    from review import queue
+
+    with tempfile.TemporaryDirectory() as folder:
+        store = Store(Path(folder) / "bench.db")
+        run = store.add_run("bench", "bench")
+        with store.write() as db:  # one transaction: 100k single writes would take minutes
+            for k in range(predictions):
+                item = insert(db, "items", {"dataset": "bench", "question": f"q{k}", "reference": "yes", "answer_type": "CLOSED",
+                                            "image_hash": str(k)})
+                insert(db, "predictions", {"run_id": run, "item_id": item, "answer": "yes", "created": now(),
+                                           "shuffle": shuffle_key(run, item)})
+        reviewer = store.add_reviewer("bench", "-")
+        for row in queue.pending(store, reviewer, limit=200):
+            store.record_verdict(row["prediction_id"], reviewer, "correct")
+        times = []
+        for _ in range(200):
+            start = time.perf_counter()
+            queue.pending(store, reviewer)
+            queue.progress(store, reviewer)
+            times.append(time.perf_counter() - start)
+        store.close()
+        return statistics.median(times) * 1000
+
+
 def main() -> None:
     parser = cli.Parser("python bench/review.py", __doc__)
     parser.add_argument("--store", action="store_true", help="medvlm.store alone, not through the app")
     parser.add_argument("--verdicts", type=int, help="verdicts per reviewer (default: 40 through the API, 400 --store)")
     parser.add_argument("--threads", action="store_true", help="--store: threads sharing one store instead of processes")
+    parser.add_argument("--predictions", type=int, help="time the next item at 1,000 predictions and at this many")
     args = parser.parse_args()
+    if args.predictions:
+        small, large = next_item_ms(1000), next_item_ms(args.predictions)
+        print(f"next item: {small:.2f} ms at 1,000 predictions, {large:.2f} ms at {args.predictions:,}: ratio {large / small:.2f} (target <= 2)")
+        return
     if not args.store:
         measure_api(args.verdicts or 40)
         return

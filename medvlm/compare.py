@@ -40,6 +40,24 @@ HEDGES = ("possibl", " may ", " might ", "exclude", "ruled out", "rule out", "un
 CLAUSE = re.compile(r"[;,.:!?]|\bbut\b|\bhowever\b|\balthough\b|\bwhereas\b")
 
 
+COMPARISON_ITEMS_SQL = """SELECT DISTINCT p.item_id FROM predictions p JOIN runs r ON r.id = p.run_id
+                          WHERE r.settings LIKE '%"kind": "comparison"%'"""
+COMPARISON_ANSWERS_SQL = """SELECT p.id, p.answer, i.reference FROM predictions p JOIN runs r ON r.id = p.run_id JOIN items i ON i.id = p.item_id
+                            WHERE p.item_id = ? AND r.settings LIKE '%"kind": "comparison"%'"""
+
+
+def mark_contested(db, item_ids: list[int]) -> None:
+    """Inside a store write (db: its sqlite_utils Database): flag every comparison answer about these images that
+    physicians should grade first, the ones where the sides disagree or either contradicts the label (review.queue)."""
+    for item in item_ids:
+        answers = db.execute(COMPARISON_ANSWERS_SQL, [item]).fetchall()
+        said = {vlm_finds_tumour(answer) for _, answer, _ in answers}
+        truth = {reference == "yes" for _, _, reference in answers if reference in ("yes", "no")}
+        contested = len(said) > 1 or bool(truth) and said != truth
+        ids = [prediction for prediction, _, _ in answers]
+        db.execute(f"UPDATE predictions SET contested = ? WHERE id IN ({', '.join('?' * len(ids))})", [int(contested), *ids])
+
+
 def grounded_question(family, question: str, detections: list[Detection], size: tuple[int, int]) -> str:
     """The question after the detector's findings, in the family's words (medvlm.models.families)."""
     return family.ask(question, context=family.findings(detections, size))
@@ -358,6 +376,8 @@ def store_in_review_db(db, spec, config: dict, rows: list[dict], result: dict, p
             else:
                 answer = row["answers"]["vlm_presence" if side == "vlm" else "grounded_presence"]
             store.add_prediction(run, item, answer, boxes=row["detections"])
+    with store.write() as written:
+        mark_contested(written, items)
     if store is not db:
         store.close()
     return runs

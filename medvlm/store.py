@@ -7,6 +7,7 @@ leaves at most one uncommitted row out, and a resubmitted request (double click,
 request_id and is stored once. Writes take the write lock up front (BEGIN IMMEDIATE) and wait up to
 BUSY_TIMEOUT_S for other writers. The schema version is SQLite's user_version; MIGRATIONS[k] upgrades k -> k + 1.
 """
+import hashlib
 import json
 import sqlite3
 import threading
@@ -127,8 +128,40 @@ CREATE TABLE arena_votes (
 CREATE INDEX arena_votes_by_reviewer ON arena_votes (reviewer_id, pair_id, id);
 """
 
+
+
+def shuffle_key(*parts) -> int:
+    """A fixed pseudo-random position for a queue entry (62 bits, so SQLite holds it as a plain integer)."""
+    return int.from_bytes(hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()) >> 2
+
+
+def _schema_9(db: sqlite_utils.Database) -> None:
+    """9: what orders the review and arena queues is stored with each entry, so the next item is one indexed read
+    (review.queue, review.arena): a prediction's shuffle position and whether physicians should see it first
+    (contested, set by medvlm.compare); a pair's shuffle position and its turn in its model pair's lane."""
+    for statement in ("ALTER TABLE predictions ADD COLUMN shuffle INTEGER NOT NULL DEFAULT 0",
+                      "ALTER TABLE predictions ADD COLUMN contested INTEGER NOT NULL DEFAULT 0",
+                      "CREATE INDEX predictions_in_queue ON predictions (contested, shuffle)",
+                      "ALTER TABLE arena_pairs ADD COLUMN shuffle INTEGER NOT NULL DEFAULT 0",
+                      "ALTER TABLE arena_pairs ADD COLUMN turn INTEGER NOT NULL DEFAULT 0",
+                      "CREATE INDEX arena_pairs_in_queue ON arena_pairs (turn, shuffle)"):
+        db.execute(statement)
+    for prediction, run, item in db.execute("SELECT id, run_id, item_id FROM predictions").fetchall():
+        db.execute("UPDATE predictions SET shuffle = ? WHERE id = ?", [shuffle_key(run, item), prediction])
+    turns: dict[frozenset, int] = {}
+    for pair, a, b, run_a, run_b in db.execute(
+            "SELECT ap.id, ap.a_prediction, ap.b_prediction, pa.run_id, pb.run_id FROM arena_pairs ap "
+            "JOIN predictions pa ON pa.id = ap.a_prediction JOIN predictions pb ON pb.id = ap.b_prediction ORDER BY ap.id").fetchall():
+        lane = frozenset((run_a, run_b))
+        turns[lane] = turns.get(lane, -1) + 1
+        db.execute("UPDATE arena_pairs SET shuffle = ?, turn = ? WHERE id = ?", [shuffle_key(a, b), turns[lane], pair])
+    from medvlm.compare import COMPARISON_ITEMS_SQL, mark_contested
+
+    mark_contested(db, [row[0] for row in db.execute(COMPARISON_ITEMS_SQL).fetchall()])
+
+
 # Append, never edit: MIGRATIONS[k] takes version k to k + 1 (SQL statements, or a function of the open database).
-MIGRATIONS = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _SCHEMA_5, _schema_6, _SCHEMA_7, _SCHEMA_8]
+MIGRATIONS = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _SCHEMA_5, _schema_6, _SCHEMA_7, _SCHEMA_8, _schema_9]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -231,9 +264,10 @@ class Store:
                 conn.execute("ROLLBACK")
                 raise
 
-    def query(self, sql: str, params=()) -> list[tuple]:
+    def query(self, sql: str, params: dict | tuple | list = ()) -> list[tuple]:
+        """Rows of one read; params by position (a sequence) or by :name (a dict)."""
         try:
-            return self._reader().execute(sql, list(params)).fetchall()
+            return self._reader().execute(sql, params if isinstance(params, dict) else list(params)).fetchall()
         except sqlite3.OperationalError as e:
             raise UserFacingError(f"Could not read the review database {self.path.name} ({e}).") from e
 
@@ -285,9 +319,10 @@ class Store:
         probability of "yes" against "no" at the answer's first token."""
         with self.write() as db:
             db.execute(
-                "INSERT OR IGNORE INTO predictions (run_id, item_id, answer, latency_s, tokens, created, boxes, p_yes) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [run_id, item_id, str(answer), latency_s, tokens, now(), None if boxes is None else json.dumps(boxes), p_yes],
+                "INSERT OR IGNORE INTO predictions (run_id, item_id, answer, latency_s, tokens, created, boxes, p_yes, shuffle) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [run_id, item_id, str(answer), latency_s, tokens, now(), None if boxes is None else json.dumps(boxes), p_yes,
+                 shuffle_key(run_id, item_id)],
             )
             return db.execute("SELECT id FROM predictions WHERE run_id = ? AND item_id = ?", [run_id, item_id]).fetchone()[0]
 
@@ -412,15 +447,16 @@ class Store:
 
     # --- the arena ------------------------------------------------------------------------------------------------
 
-    def add_arena_pair(self, item_id: int, a_prediction: int, b_prediction: int, flagged: bool = False) -> int | None:
+    def add_arena_pair(self, item_id: int, a_prediction: int, b_prediction: int, flagged: bool = False, turn: int = 0) -> int | None:
         """A pair of answers to one item, a_prediction shown as A -> its id; None when the two are paired already
-        (either way round)."""
+        (either way round). turn: its place in its model pair's lane of the arena queue (review.arena)."""
         with self.write() as db:
             if db.execute("SELECT 1 FROM arena_pairs WHERE a_prediction IN (?, ?) AND b_prediction IN (?, ?)",
                           [a_prediction, b_prediction, a_prediction, b_prediction]).fetchone():
                 return None
             return insert(db, "arena_pairs", {"item_id": item_id, "a_prediction": a_prediction, "b_prediction": b_prediction,
-                                              "flagged": int(flagged), "created": now()})
+                                              "flagged": int(flagged), "created": now(), "turn": turn,
+                                              "shuffle": shuffle_key(a_prediction, b_prediction)})
 
     def record_vote(self, pair_id: int, reviewer_id: int, vote: str | None, note: str | None = None,
                     request_id: str | None = None) -> int:

@@ -2,18 +2,21 @@
 both bad by physicians, blinded; the votes become medvlm.leaderboard battles.
 
 An admin enters runs: every pair of the chosen runs ("all"), or one run against each of the others ("one_vs_rest").
-Each pair's sides are drawn at random once and stored. A reviewer's queue interleaves the model pairs (round robin,
-each in an order of the reviewer's own), so every pair of models gets votes early. A pair whose answer names a model or
+Each pair's sides are drawn at random once and stored. A reviewer's queue interleaves the model pairs, so every pair
+of models gets votes early: each pair gets a turn in its lane (the pairs of its two runs, in a random order) when it is
+entered, and the queue takes turn 0 of every lane, then turn 1, ..., each reviewer from a turn of their own. Like the
+review queue (review.queue) the next pair is one read along a stored index, not a sort of every pair per click. A pair whose answer names a model or
 a vendor is flagged; the leaderboard can leave flagged battles out, as FastChat drops them.
 """
-import hashlib
 import itertools
+import json
 import random
 import re
 
 from medvlm.errors import UserFacingError
 from medvlm.leaderboard import Battle
-from medvlm.store import Store
+from medvlm.store import Store, shuffle_key
+from review.queue import count_rows
 
 MODES = ("all", "one_vs_rest")
 # Names that unblind an answer: model families and the companies behind them (case-blind, whole words).
@@ -30,6 +33,20 @@ PAIR_SQL = """
 PAIR_FIELDS = ("pair_id", "item_id", "question", "reference", "answer_type", "image_ref", "answer_a", "answer_b", "run_a", "run_b",
                "flagged")
 SHOWN = PAIR_FIELDS[:8]  # what a reviewer sees before the vote: no run, no model
+UNVOTED = """(SELECT vote FROM arena_votes v WHERE v.reviewer_id = :reviewer AND v.pair_id = ap.id
+              ORDER BY v.id DESC LIMIT 1) IS NULL"""
+NEXT_SQL = f"""
+    SELECT ap.id, ap.item_id, i.question, i.reference, i.answer_type, i.image_ref, pa.answer, pb.answer
+    FROM arena_pairs ap INDEXED BY arena_pairs_in_queue JOIN items i ON i.id = ap.item_id
+    JOIN predictions pa ON pa.id = ap.a_prediction JOIN predictions pb ON pb.id = ap.b_prediction
+    WHERE ap.turn >= :low AND ap.turn < :high AND ap.id NOT IN (SELECT value FROM json_each(:skipped)) AND {UNVOTED}
+    ORDER BY ap.turn, ap.shuffle LIMIT :limit
+"""
+NEXT_TURN_SQL = """
+    SELECT COALESCE(MAX(ap.turn) + 1, 0) FROM arena_pairs ap
+    JOIN predictions pa ON pa.id = ap.a_prediction JOIN predictions pb ON pb.id = ap.b_prediction
+    WHERE pa.run_id IN (?, ?) AND pb.run_id IN (?, ?)
+"""
 
 
 def pairs(store: Store, pair_id: int | None = None) -> list[dict]:
@@ -63,27 +80,46 @@ def enter_runs(store: Store, run_ids: list[int], mode: str = "all", rng: random.
         answered = store.query(
             """SELECT p.item_id, p.id, p.answer, q.id, q.answer FROM predictions p JOIN predictions q ON q.item_id = p.item_id
                WHERE p.run_id = ? AND q.run_id = ? ORDER BY p.item_id""", [first, second])
+        rng.shuffle(answered)  # the lane's order: which of its pairs come up first
+        turn = store.query(NEXT_TURN_SQL, [first, second, first, second])[0][0]
         for item_id, p_id, p_answer, q_id, q_answer in answered:
             a, b = (p_id, q_id) if rng.random() < 0.5 else (q_id, p_id)
             flagged = names_a_model(p_answer) or names_a_model(q_answer)
-            added += store.add_arena_pair(item_id, a, b, flagged) is not None
+            if store.add_arena_pair(item_id, a, b, flagged, turn) is not None:
+                added, turn = added + 1, turn + 1
     return added
 
 
-def _order(reviewer_id: int, pair_id: int) -> bytes:
-    return hashlib.blake2b(f"arena:{reviewer_id}:{pair_id}".encode(), digest_size=8).digest()
+def pending(store: Store, reviewer_id: int, skipped: tuple = (), limit: int = 1) -> list[dict]:
+    """The next `limit` pairs this reviewer has not voted on, blinded (question, reference, image, answers A and B;
+    no run, no model), lanes taken in turn; the skipped ones (pair ids) only once nothing else is left."""
+    last_turn = store.query("SELECT MAX(turn) FROM arena_pairs")[0][0]
+    if last_turn is None:
+        return []
+    start = shuffle_key("arena", reviewer_id) % (last_turn + 1)
+
+    def walk(leave_out) -> list[dict]:
+        out: list[dict] = []
+        for low, high in ((start, last_turn + 1), (0, start)):
+            rows = store.query(NEXT_SQL, {"low": low, "high": high, "skipped": json.dumps(list(leave_out)), "reviewer": reviewer_id,
+                                          "limit": limit - len(out)})
+            out += [dict(zip(SHOWN, row)) for row in rows]
+            if len(out) >= limit:
+                break
+        return out
+
+    return walk(skipped) or (walk(()) if skipped else [])
 
 
-def queue(store: Store, reviewer_id: int) -> list[dict]:
-    """The pairs this reviewer has not voted on, blinded (question, reference, image, answers A and B; no run, no
-    model), model pairs taken in turn so each gets votes early."""
-    voted = {v["pair_id"] for v in store.current_votes(reviewer_id)}
-    by_match: dict[frozenset, list[dict]] = {}
-    for pair in pairs(store):
-        if pair["pair_id"] not in voted:
-            by_match.setdefault(frozenset((pair["run_a"], pair["run_b"])), []).append(pair)
-    lanes = [sorted(lane, key=lambda p: _order(reviewer_id, p["pair_id"])) for _, lane in sorted(by_match.items(), key=lambda kv: sorted(kv[0]))]
-    return [{k: pair[k] for k in SHOWN} for turn in itertools.zip_longest(*lanes) for pair in turn if pair is not None]
+def pending_one(store: Store, reviewer_id: int, pair_id: int) -> dict | None:
+    """That pair, blinded, if this reviewer has not voted on it."""
+    rows = store.query(f"SELECT ap.id FROM arena_pairs ap WHERE ap.id = :pair AND {UNVOTED}", {"pair": pair_id, "reviewer": reviewer_id})
+    return {k: v for k, v in pairs(store, pair_id)[0].items() if k in SHOWN} if rows else None
+
+
+def progress(store: Store, reviewer_id: int) -> tuple[int, int]:
+    """(how many pairs this reviewer has voted on, how many there are)."""
+    return len(store.current_votes(reviewer_id)), count_rows(store, "arena_pairs")
 
 
 def run_model(store: Store, run_id: int) -> str:

@@ -1,52 +1,85 @@
-"""A reviewer's queue: the predictions they have not graded, blinded (no model name) and shuffled in an order of
-their own that stays the same across sessions, filtered by run and question type. Contested comparison answers come
-first: an image where the VLM and the detector disagree, or where either contradicts the label."""
-import hashlib
+"""A reviewer's queue: the predictions they have not graded, blinded (no model name), in an order of their own that
+stays the same across sessions, filtered by run and question type. Contested comparison answers come first: an image
+where the VLM and the detector disagree, or where either contradicts the label (marked when they are written,
+medvlm.compare.mark_contested).
 
-from medvlm.compare import vlm_finds_tumour
-from medvlm.store import Store
-
-QUEUE_SQL = """
-    SELECT p.id, p.run_id, i.question, i.reference, i.answer_type, i.image_ref, p.answer, p.boxes
-    FROM predictions p JOIN items i ON i.id = p.item_id
-    WHERE (? IS NULL OR p.run_id = ?) AND (? IS NULL OR i.answer_type = ?)
+The order is stored, not recomputed per click. Every prediction has a fixed pseudo-random position
+(medvlm.store.shuffle_key) and each reviewer walks that cycle from a starting point of their own, so reviewers start
+on different answers; the next answer is then a read along the index (contested, shuffle), whose cost grows with what
+the reviewer has graded, not with how many predictions the study holds (bench/review.py --predictions).
 """
+import json
+
+from medvlm.store import Store, shuffle_key
+
 FIELDS = ("prediction_id", "run_id", "question", "reference", "answer_type", "image_ref", "answer", "boxes")
-
-
-def _order(reviewer_id: int, prediction_id: int) -> bytes:
-    return hashlib.blake2b(f"{reviewer_id}:{prediction_id}".encode(), digest_size=8).digest()
-
-
-COMPARISON_SQL = """
-    SELECT p.id, p.item_id, p.answer, i.reference FROM predictions p JOIN runs r ON r.id = p.run_id JOIN items i ON i.id = p.item_id
-    WHERE r.settings LIKE '%"kind": "comparison"%'
+FILTERS = "(:run IS NULL OR p.run_id = :run) AND (:kind IS NULL OR i.answer_type = :kind)"
+UNGRADED = """(SELECT verdict FROM verdicts v WHERE v.reviewer_id = :reviewer AND v.prediction_id = p.id
+               ORDER BY v.id DESC LIMIT 1) IS NULL"""
+NEXT_SQL = f"""
+    SELECT p.id, p.run_id, i.question, i.reference, i.answer_type, i.image_ref, p.answer, p.boxes
+    FROM predictions p INDEXED BY predictions_in_queue JOIN items i ON i.id = p.item_id
+    WHERE p.contested = :contested AND p.shuffle >= :low AND p.shuffle < :high AND {FILTERS}
+      AND p.id NOT IN (SELECT value FROM json_each(:skipped)) AND {UNGRADED}
+    ORDER BY p.shuffle LIMIT :limit
 """
+ONE_SQL = f"""
+    SELECT p.id, p.run_id, i.question, i.reference, i.answer_type, i.image_ref, p.answer, p.boxes
+    FROM predictions p JOIN items i ON i.id = p.item_id WHERE p.id = :id AND {FILTERS} AND {UNGRADED}
+"""
+GRADED_SQL = f"""
+    SELECT COUNT(*) FROM (SELECT prediction_id, MAX(id) AS id FROM verdicts WHERE reviewer_id = :reviewer GROUP BY prediction_id) latest
+    JOIN verdicts v ON v.id = latest.id JOIN predictions p ON p.id = v.prediction_id JOIN items i ON i.id = p.item_id
+    WHERE v.verdict IS NOT NULL AND {FILTERS}
+"""
+TOTAL_SQL = f"SELECT COUNT(*) FROM predictions p JOIN items i ON i.id = p.item_id WHERE {FILTERS}"
+END = 1 << 62  # shuffle_key's range
+_counts: dict[tuple, tuple[int, int]] = {}  # (database, table, sql, arguments) -> (the table's newest id, the count)
 
 
-def contested(store: Store) -> set[int]:
-    """Prediction ids of comparison answers about an image where the sides disagree or one contradicts the label."""
-    by_item: dict[int, list] = {}
-    for prediction, item, answer, reference in store.query(COMPARISON_SQL):
-        by_item.setdefault(item, []).append((prediction, vlm_finds_tumour(answer), reference))
-    out = set()
-    for answers in by_item.values():
-        said = {finds for _, finds, _ in answers}
-        truth = {reference == "yes" for _, _, reference in answers if reference in ("yes", "no")}
-        if len(said) > 1 or said != truth and truth:
-            out.update(prediction for prediction, _, _ in answers)
+def pending(store: Store, reviewer_id: int, run_id: int | None = None, answer_type: str | None = None,
+            skipped: tuple = (), limit: int = 1) -> list[dict]:
+    """The next `limit` ungraded predictions in this reviewer's order, contested ones first; the skipped ones (ids)
+    only once nothing else is left."""
+    found = _walk(store, reviewer_id, run_id, answer_type, skipped, limit)
+    return found or (_walk(store, reviewer_id, run_id, answer_type, (), limit) if skipped else [])
+
+
+def _walk(store: Store, reviewer_id: int, run_id, answer_type, skipped, limit: int) -> list[dict]:
+    start = shuffle_key("reviewer", reviewer_id)
+    out: list[dict] = []
+    for contested, low, high in ((1, start, END), (1, 0, start), (0, start, END), (0, 0, start)):
+        rows = store.query(NEXT_SQL, {"contested": contested, "low": low, "high": high, "run": run_id, "kind": answer_type,
+                                      "skipped": json.dumps(list(skipped)), "reviewer": reviewer_id, "limit": limit - len(out)})
+        out += [dict(zip(FIELDS, row)) for row in rows]
+        if len(out) >= limit:
+            break
     return out
 
 
-def queue(store: Store, reviewer_id: int, run_id: int | None = None, answer_type: str | None = None) -> tuple[list[dict], int]:
-    """(ungraded predictions in this reviewer's order, contested ones first; how many of the filtered predictions
-    they have graded)."""
-    rows = [dict(zip(FIELDS, row)) for row in store.query(QUEUE_SQL, [run_id, run_id, answer_type, answer_type])]
-    graded = {v["prediction_id"] for v in store.current_verdicts(reviewer_id)}
-    first = contested(store)
-    pending = sorted((r for r in rows if r["prediction_id"] not in graded),
-                     key=lambda r: (r["prediction_id"] not in first, _order(reviewer_id, r["prediction_id"])))
-    return pending, len(rows) - len(pending)
+def pending_one(store: Store, reviewer_id: int, prediction_id: int, run_id: int | None = None,
+                answer_type: str | None = None) -> dict | None:
+    """That prediction, if it passes the filters and this reviewer has not graded it."""
+    rows = store.query(ONE_SQL, {"id": prediction_id, "run": run_id, "kind": answer_type, "reviewer": reviewer_id})
+    return dict(zip(FIELDS, rows[0])) if rows else None
+
+
+def progress(store: Store, reviewer_id: int, run_id: int | None = None, answer_type: str | None = None) -> tuple[int, int]:
+    """(how many of the filtered predictions this reviewer has graded, how many there are)."""
+    filters = {"run": run_id, "kind": answer_type}
+    return store.query(GRADED_SQL, filters | {"reviewer": reviewer_id})[0][0], count_rows(store, "predictions", TOTAL_SQL, filters)
+
+
+def count_rows(store: Store, table: str, sql: str | None = None, arguments: dict | None = None) -> int:
+    """COUNT(*) over an append-only table (or `sql` counting rows of it), counted again only once a row was added:
+    a count reads every row, and the queues must not on each click."""
+    sql = sql or f"SELECT COUNT(*) FROM {table}"
+    key = (str(store.path), table, sql, tuple(sorted((arguments or {}).items())))
+    newest = store.query(f"SELECT MAX(id) FROM {table}")[0][0]
+    known = _counts.get(key)
+    if known is None or known[0] != newest:
+        known = _counts[key] = (newest, store.query(sql, arguments or {})[0][0])
+    return known[1]
 
 
 def model_of(store: Store, prediction_id: int, with_run: bool = False) -> str:

@@ -54,15 +54,15 @@ def test_runs_become_pairs_of_answers_to_the_same_item_sides_drawn_once(study):
 def test_the_queue_is_blinded_and_takes_model_pairs_in_turn(study):
     store, runs, _ = study
     arena.enter_runs(store, [runs[m] for m in MODELS], rng=random.Random(1))
-    pending = arena.queue(store, reviewer(store, "bob"))
-    assert len(pending) == 36
+    pending = arena.pending(store, reviewer(store, "bob"), limit=1000)
+    assert len(pending) == 36 and arena.progress(store, reviewer(store, "bob")) == (0, 36)
     assert set(pending[0]) == {"pair_id", "item_id", "question", "reference", "answer_type", "image_ref", "answer_a", "answer_b"}
     assert not any(model in str(row) for row in pending for model in MODELS)  # no model, no run id
     match = {row[0]: frozenset(row[1:]) for row in store.query(
         "SELECT ap.id, pa.run_id, pb.run_id FROM arena_pairs ap JOIN predictions pa ON pa.id = ap.a_prediction "
         "JOIN predictions pb ON pb.id = ap.b_prediction")}
     assert len({match[row["pair_id"]] for row in pending[:3]}) == 3  # the first three votes reach all three model pairs
-    assert [r["pair_id"] for r in arena.queue(store, reviewer(store, "ada"))] != [r["pair_id"] for r in pending]  # own order
+    assert [r["pair_id"] for r in arena.pending(store, reviewer(store, "ada"), limit=1000)] != [r["pair_id"] for r in pending]  # own order
 
 
 def test_votes_undo_and_become_battles_without_the_flagged_ones(study):
@@ -77,14 +77,14 @@ def test_votes_undo_and_become_battles_without_the_flagged_ones(study):
     assert arena.battles(store) == [] and len(arena.battles(store, include_flagged=True)) == 1
 
     arena.enter_runs(store, [runs[m] for m in MODELS], rng=random.Random(3))
-    for row in arena.queue(store, bob)[:12]:
+    for row in arena.pending(store, bob, limit=1000)[:12]:
         store.record_vote(row["pair_id"], bob, "tie", request_id=f"{row['pair_id']}:tie")
-    first = arena.queue(store, bob)[0]["pair_id"]
+    first = arena.pending(store, bob, limit=1000)[0]["pair_id"]
     store.record_vote(first, bob, "b", request_id="same")
     store.record_vote(first, bob, "b", request_id="same")  # sent twice: stored once
     assert len(arena.battles(store)) == 13
     assert store.undo_last_vote(bob) == first and len(arena.battles(store)) == 12
-    assert first in {row["pair_id"] for row in arena.queue(store, bob)}  # back in the queue
+    assert first in {row["pair_id"] for row in arena.pending(store, bob, limit=1000)}  # back in the queue
     with pytest.raises(UserFacingError, match="A vote is one of"):
         store.record_vote(first, bob, "A better")
     names = {b.model_a for b in arena.battles(store)} | {b.model_b for b in arena.battles(store)}
@@ -100,7 +100,7 @@ def test_votes_rank_the_models(study):
         "SELECT ap.id, pa.run_id, pb.run_id FROM arena_pairs ap JOIN predictions pa ON pa.id = ap.a_prediction "
         "JOIN predictions pb ON pb.id = ap.b_prediction")}
     for name in ("ada", "bob"):
-        for row in arena.queue(store, reviewer(store, name)):
+        for row in arena.pending(store, reviewer(store, name), limit=1000):
             a, b = (arena.run_model(store, run) for run in pairs[row["pair_id"]])
             store.record_vote(row["pair_id"], reviewer(store, name), "a" if better[a] > better[b] else "b")
     rows = leaderboard.leaderboard(arena.battles(store), anchor="medvlm-tiny", rounds=50)
@@ -160,7 +160,7 @@ def test_the_report_and_the_export_carry_the_arena(study, tmp_path, capsys, monk
     assert report.arena_rows(store) == []  # no votes yet: no table
     arena.enter_runs(store, [runs["medvlm-tiny"], runs["medgemma-4b"]], rng=random.Random(5))
     bob = reviewer(store, "bob")
-    for row in arena.queue(store, bob):
+    for row in arena.pending(store, bob, limit=1000):
         a_run = store.query("SELECT pa.run_id FROM arena_pairs ap JOIN predictions pa ON pa.id = ap.a_prediction WHERE ap.id = ?",
                             [row["pair_id"]])[0][0]
         store.record_vote(row["pair_id"], bob, "a" if a_run == runs["medgemma-4b"] else "b", note="clearer")

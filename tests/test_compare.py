@@ -180,6 +180,7 @@ def test_missing_data_is_one_line(tmp_path, capsys):
 
 
 def test_contested_comparison_answers_come_first_in_every_queue(tmp_path):
+    from medvlm.compare import mark_contested
     from review import queue
 
     store = Store(tmp_path / "q.db")
@@ -187,17 +188,19 @@ def test_contested_comparison_answers_come_first_in_every_queue(tmp_path):
     for k in range(6):
         store.add_prediction(plain, store.add_item("vqa-rad", f"q{k}", "yes", "CLOSED", image_hash=f"v{k}"), "yes")
     sides = {side: store.add_run(side, "compare:brain", "val", None, {"kind": "comparison", "side": side}) for side in ("detector", "vlm")}
-    contested = set()
+    contested, items = set(), []
     for k, (reference, detector, vlm) in enumerate([("yes", "yes, glioma", "yes"), ("yes", "yes, glioma", "no"),
                                                     ("no", "no", "There is a mass."), ("no", "no", "no")]):
-        item = store.add_item("compare:brain", "Is there a tumor in this brain MRI?", reference, "CLOSED", image_hash=f"b{k}")
-        ids = [store.add_prediction(sides["detector"], item, detector), store.add_prediction(sides["vlm"], item, vlm)]
+        items.append(store.add_item("compare:brain", "Is there a tumor in this brain MRI?", reference, "CLOSED", image_hash=f"b{k}"))
+        ids = [store.add_prediction(sides["detector"], items[-1], detector), store.add_prediction(sides["vlm"], items[-1], vlm)]
         if k in (1, 2):  # the sides disagree (1), the VLM contradicts the label (2)
             contested.update(ids)
-    assert queue.contested(store) == contested
+    with store.write() as db:
+        mark_contested(db, items)
+    assert {row[0] for row in store.query("SELECT id FROM predictions WHERE contested = 1")} == contested
     for reviewer in (store.add_reviewer("a", "h"), store.add_reviewer("b", "h")):
-        pending, graded = queue.queue(store, reviewer)
-        assert graded == 0 and len(pending) == 14
+        pending = queue.pending(store, reviewer, limit=100)
+        assert queue.progress(store, reviewer) == (0, 14) and len(pending) == 14
         assert {p["prediction_id"] for p in pending[:4]} == contested
 
 

@@ -34,10 +34,10 @@ def test_evaluation_stores_scores_and_resumes(tmp_path, capsys):
     swapped = dict(store.query("SELECT item_id, image_ref FROM swapped_predictions"))
     assert closed and set(swapped) == {item for item, _ in closed}
     assert all(swapped[item] != image for item, image in closed)  # each asked about another image
-    from review.queue import queue
+    from review.queue import pending, progress
 
     reviewer = store.add_reviewer("dr.x", "hash")
-    assert len(queue(store, reviewer)[0]) == 6  # the swapped answers are not for review
+    assert len(pending(store, reviewer, limit=100)) == 6 and progress(store, reviewer) == (0, 6)  # the swapped answers are not for review
 
 
 def test_label_questions_are_scored_per_task(tmp_path, capsys):

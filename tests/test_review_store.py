@@ -239,3 +239,51 @@ def test_schema_6_rekeys_items_by_their_pixels(tmp_path, vqa_rad_image):
     assert store.version == SCHEMA_VERSION and hashes[gone] == "old"
     assert hashes[kept] == fingerprint(load_image(vqa_rad_image))
     assert store.add_item("vqa-rad", "Is it?", "yes", "CLOSED", image_hash=fingerprint(load_image(vqa_rad_image))) == kept
+
+
+def test_schema_9_stores_what_orders_the_queues(tmp_path):
+    """A database from schema 8 gets each prediction's and pair's shuffle position, each pair's turn in its lane
+    of two runs, and the contested comparison answers marked; the queues then read them."""
+    import sqlite3
+
+    import sqlite_utils
+
+    from medvlm.store import MIGRATIONS, shuffle_key
+    from review import arena, queue
+
+    path = tmp_path / "eight.db"
+    db = sqlite_utils.Database(sqlite3.connect(path, isolation_level=None))  # a database as schema 8 left it
+    for migration in MIGRATIONS[:8]:
+        if callable(migration):
+            migration(db)
+        else:
+            for statement in filter(str.strip, migration.split(";")):
+                db.execute(statement)
+    db.execute("PRAGMA user_version = 8")
+    when = "2026-01-01"
+    runs = [db.execute("INSERT INTO runs (model, dataset, settings, created) VALUES (?, 'd', ?, ?)", [model, settings, when]).lastrowid
+            for model, settings in (("m1", "{}"), ("m2", "{}"), ("yolo", '{"kind": "comparison", "side": "detector"}'),
+                                    ("vlm", '{"kind": "comparison", "side": "vlm"}'))]
+    items = [db.execute("INSERT INTO items (dataset, question, reference, answer_type, image_hash) VALUES ('d', ?, 'yes', 'CLOSED', ?)",
+                        [f"q{k}", str(k)]).lastrowid for k in range(3)]
+
+    def answer(run, item, text):
+        return db.execute("INSERT INTO predictions (run_id, item_id, answer, created) VALUES (?, ?, ?, ?)", [run, item, text, when]).lastrowid
+
+    plain = [(answer(runs[0], item, "yes"), answer(runs[1], item, "no")) for item in items]
+    pairs = [db.execute("INSERT INTO arena_pairs (item_id, a_prediction, b_prediction, created) VALUES (?, ?, ?, ?)",
+                        [item, a, b, when]).lastrowid for item, (a, b) in zip(items, plain)]
+    agree = [answer(runs[2], items[0], "yes, glioma"), answer(runs[3], items[0], "yes")]
+    disagree = [answer(runs[2], items[1], "yes, glioma"), answer(runs[3], items[1], "no")]
+    db.conn.close()
+
+    store = Store(path)
+    assert store.version == SCHEMA_VERSION
+    contested = {row[0] for row in store.query("SELECT id FROM predictions WHERE contested = 1")}
+    assert contested == set(disagree) and not contested & set(agree)
+    shuffles = dict(store.query("SELECT id, shuffle FROM predictions"))
+    assert shuffles[plain[0][0]] == shuffle_key(runs[0], items[0]) and len(set(shuffles.values())) == len(shuffles)
+    assert [row[0] for row in store.query("SELECT turn FROM arena_pairs ORDER BY id")] == [0, 1, 2]
+    reviewer = store.add_reviewer("ada", "h")
+    assert {p["prediction_id"] for p in queue.pending(store, reviewer, limit=2)} == set(disagree)
+    assert sorted(p["pair_id"] for p in arena.pending(store, reviewer, limit=10)) == pairs

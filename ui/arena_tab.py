@@ -29,11 +29,10 @@ NOTHING = {"image": None, "question": "Nothing left to compare.", "reference": "
 def show_pair(desk: ReviewDesk, box: dict, account: dict, message: str = "", first: int | None = None) -> dict:
     """Put the reviewer's next pair in box["session"] and on screen (`first` if it is pending); skipped ones last."""
     s = box["session"]
-    pending = arena.queue(desk.store, account["id"])
-    voted = len(desk.store.current_votes(account["id"]))
-    fresh = [p for p in pending if p["pair_id"] not in s.skipped] or pending
-    fresh.sort(key=lambda p: p["pair_id"] != first)
-    progress = f"**{voted} / {voted + len(pending)} compared**" + (f" · {len(s.skipped)} skipped" if s.skipped else "")
+    voted, total = arena.progress(desk.store, account["id"])
+    again = arena.pending_one(desk.store, account["id"], first) if first is not None else None
+    fresh = [again] if again else arena.pending(desk.store, account["id"], skipped=s.skipped)
+    progress = f"**{voted} / {total} compared**" + (f" · {len(s.skipped)} skipped" if s.skipped else "")
     if not fresh:
         box["session"] = replace(s, shown=None, shown_token="")
         return NOTHING | {"progress": progress, "status": message}

@@ -107,10 +107,10 @@ def show_next(desk: ReviewDesk, box: dict, account: dict, run, kind, message: st
     """Put the next answer in box["session"] and on screen. `first`: show that prediction if it is pending."""
     s = box["session"]
     run_id = int(run) if account["admin"] and run not in (None, ALL) else None
-    pending, graded = queue.queue(desk.store, account["id"], run_id, None if kind == ALL else kind)
-    total = graded + len(pending)
-    fresh = [p for p in pending if p["prediction_id"] not in s.skipped] or pending  # skipped ones come back last
-    fresh.sort(key=lambda p: p["prediction_id"] != first)
+    answer_type = None if kind == ALL else kind
+    graded, total = queue.progress(desk.store, account["id"], run_id, answer_type)
+    again = queue.pending_one(desk.store, account["id"], first, run_id, answer_type) if first is not None else None
+    fresh = [again] if again else queue.pending(desk.store, account["id"], run_id, answer_type, skipped=s.skipped)
     counts = f"**{graded} / {total} graded**" + (f" · {len(s.skipped)} skipped" if s.skipped else "")
     if not fresh:
         box["session"] = replace(s, shown=None, shown_token="")

@@ -4,6 +4,7 @@
     python bench/review.py --store              # medvlm.store alone: verdicts/s, 400 per writer, processes
     python bench/review.py --store --threads --verdicts 1000
     python bench/review.py --predictions 100000       # the next item's time at 1k predictions and at 100k
+    python bench/review.py --api_predictions 100000 --verdicts 10   # through the API on a study of 100k answers
 
 Next item: review.queue's read of a reviewer's next answer and progress (what each verdict in the Review tab costs
 besides the write), on a store of 1,000 predictions and on one of --predictions, the reviewer having graded 200 of
@@ -38,10 +39,16 @@ PASSWORD = "bench password"
 
 
 def seed(path: Path, predictions: int, writers: int) -> None:
+    """A store of one run with `predictions` answers, written in one transaction (single writes: minutes at 100k)."""
+    from medvlm.store import insert, now, shuffle_key
+
     store = Store(path)
     run = store.add_run("bench", "bench")
-    for k in range(predictions):
-        store.add_prediction(run, store.add_item("bench", f"q{k}", "yes", "CLOSED", image_hash=str(k)), "yes")
+    with store.write() as db:
+        for k in range(predictions):
+            item = insert(db, "items", {"dataset": "bench", "question": f"q{k}", "reference": "yes", "answer_type": "CLOSED",
+                                        "image_hash": str(k)})
+            insert(db, "predictions", {"run_id": run, "item_id": item, "answer": "yes", "created": now(), "shuffle": shuffle_key(run, item)})
     for w in range(writers):
         store.add_reviewer(f"writer{w}", "-")
     store.close()
@@ -118,12 +125,12 @@ def review_through_api(url: str, name: str, verdicts: int) -> list[float]:
     return latencies
 
 
-def measure_api(verdicts: int) -> None:
+def measure_api(verdicts: int, predictions: int) -> None:
     from review import users
 
     with tempfile.TemporaryDirectory() as folder:
         db = Path(folder) / "bench.db"
-        seed(db, verdicts, 0)
+        seed(db, max(predictions, verdicts), 0)
         store = Store(db)
         for k in range(9):
             users.add(store, f"reviewer{k}", PASSWORD)
@@ -143,25 +150,18 @@ def measure_api(verdicts: int) -> None:
     def p95(values):
         return statistics.quantiles(values, n=20)[-1] * 1000
 
-    print(f"through the app's API, {verdicts} verdicts per reviewer, none lost ({stored} stored)")
+    print(f"through the app's API, {verdicts} verdicts per reviewer on {max(predictions, verdicts):,} predictions, none lost ({stored} stored)")
     print(f"1 reviewer        p50 {statistics.median(one) * 1000:.0f} ms, p95 {p95(one):.0f} ms")
     print(f"8 reviewers       p50 {statistics.median(eight) * 1000:.0f} ms, p95 {p95(eight):.0f} ms")
     print(f"p95 ratio 8 / 1   {p95(eight) / p95(one):.2f}")
 
 
 def next_item_ms(predictions: int) -> float:
-    from medvlm.store import insert, now, shuffle_key
     from review import queue
 
     with tempfile.TemporaryDirectory() as folder:
+        seed(Path(folder) / "bench.db", predictions, 0)
         store = Store(Path(folder) / "bench.db")
-        run = store.add_run("bench", "bench")
-        with store.write() as db:  # one transaction: 100k single writes would take minutes
-            for k in range(predictions):
-                item = insert(db, "items", {"dataset": "bench", "question": f"q{k}", "reference": "yes", "answer_type": "CLOSED",
-                                            "image_hash": str(k)})
-                insert(db, "predictions", {"run_id": run, "item_id": item, "answer": "yes", "created": now(),
-                                           "shuffle": shuffle_key(run, item)})
         reviewer = store.add_reviewer("bench", "-")
         for row in queue.pending(store, reviewer, limit=200):
             store.record_verdict(row["prediction_id"], reviewer, "correct")
@@ -181,13 +181,14 @@ def main() -> None:
     parser.add_argument("--verdicts", type=int, help="verdicts per reviewer (default: 40 through the API, 400 --store)")
     parser.add_argument("--threads", action="store_true", help="--store: threads sharing one store instead of processes")
     parser.add_argument("--predictions", type=int, help="time the next item at 1,000 predictions and at this many")
+    parser.add_argument("--api_predictions", type=int, default=0, help="through the API: the store holds this many predictions")
     args = parser.parse_args()
     if args.predictions:
         small, large = next_item_ms(1000), next_item_ms(args.predictions)
         print(f"next item: {small:.2f} ms at 1,000 predictions, {large:.2f} ms at {args.predictions:,}: ratio {large / small:.2f} (target <= 2)")
         return
     if not args.store:
-        measure_api(args.verdicts or 40)
+        measure_api(args.verdicts or 40, args.api_predictions)
         return
     args.verdicts = args.verdicts or 400
     kind = "threads" if args.threads else "processes"

@@ -104,15 +104,15 @@ def run_rows(store: Store, answer_type: str | None = None) -> list[dict]:
         rows.append({
             "run": run_id, "model": preds[0]["model"] + (f" + {Path(preds[0]['adapter']).name}" if preds[0]["adapter"] else ""),
             "dataset": preds[0]["dataset"], "questions": len(preds),
-            "strict_closed": strict["closed_accuracy"], "strict_open_recall": strict["open_recall"],
+            "closed_n": strict["closed_n"], "strict_closed": strict["closed_accuracy"], "strict_open_recall": strict["open_recall"],
             "strict_open_f1": strict["open_f1"], "strict_exact": strict["open_exact_match"],
             "llava_med_closed": llava_med["closed_accuracy"], "llava_med_closed_n": llava_med["closed_counted"],
             "llava_med_closed_all": llava_med["closed_accuracy_all"], "llava_med_open": llava_med["open_recall"],
             "lenient_closed": lenient["closed_accuracy"], "lenient_open": lenient["open_accuracy"],
             "swapped_closed": reliance.get(run_id, {}).get("swapped_closed"),
-            "image_reliance": reliance.get(run_id, {}).get("image_reliance"),
+            "image_reliance": reliance.get(run_id, {}).get("image_reliance"), "swapped_n": reliance.get(run_id, {}).get("swapped_n"),
             "yes_no_ece": calibrated["ece"] if calibrated else None,
-            "reviewed": len(reviewed),
+            "reviewed": len(reviewed), "physician_right": sum(right),
             "physician_accuracy": round(100 * sum(right) / len(right), 1) if right else None,
             "physician_ci95": (round(100 * low, 1), round(100 * high, 1)) if right else None,
             "auto_wrong_physician_right": sum(r and not s for r, s in zip(right, strict_right)),
@@ -121,6 +121,32 @@ def run_rows(store: Store, answer_type: str | None = None) -> list[dict]:
             **agreement([given for _, given in reviewed]),
         })
     return rows
+
+
+def headline_rows(runs: list[dict], tasks: list[dict], ranked: list[dict]) -> list[dict]:
+    """One row per model, pooled over its runs (run_rows, task_rows, arena_leaderboard): the physicians' accuracy with
+    its 95 % interval and how many answers they reviewed, the strict closed accuracy, the image reliance (weighted by
+    the questions asked both ways), the worst held-out wording of its label tasks, and the arena score with its
+    interval. None where a model has no such figure yet."""
+    def weighted(rows, value, weight):
+        counted = [(r[value], r[weight]) for r in rows if r[value] is not None and r[weight]]
+        return round(sum(v * w for v, w in counted) / sum(w for _, w in counted), 1) if counted else None
+
+    arena_by_model = {r["model"]: r for r in ranked}
+    out = []
+    for model in sorted({r["model"] for r in runs} | set(arena_by_model)):
+        own = [r for r in runs if r["model"] == model]
+        reviewed, right = sum(r["reviewed"] for r in own), sum(r["physician_right"] for r in own)
+        low, high = wilson_interval(right, reviewed)
+        worst = [t["worst_wording"] for t in tasks if t["model"] == model and t["worst_wording"] is not None]
+        fought = arena_by_model.get(model)
+        out.append({"model": model, "runs": len(own), "answers": sum(r["questions"] for r in own),
+                    "physician_accuracy": round(100 * right / reviewed, 1) if reviewed else None,
+                    "physician_ci95": (round(100 * low, 1), round(100 * high, 1)) if reviewed else None, "reviewed": reviewed,
+                    "strict_closed": weighted(own, "strict_closed", "closed_n"), "image_reliance": weighted(own, "image_reliance", "swapped_n"),
+                    "worst_wording": min(worst) if worst else None,
+                    "arena_score": fought["score"] if fought else None, "arena_ci95": tuple(fought["ci95"]) if fought else None})
+    return out
 
 
 def comparison_rows(store: Store, limit: int = 10, runs: list[dict] | None = None) -> list[dict]:
@@ -222,11 +248,11 @@ def arena_leaderboard(store: Store, anchor: str | None = None, include_flagged: 
     return leaderboard.leaderboard(battles, anchor)
 
 
-def arena_rows(store: Store, anchor: str | None = None) -> list[dict]:
-    """The leaderboard as report rows (intervals as tuples, as every report row writes them)."""
+def arena_rows(ranked: list[dict]) -> list[dict]:
+    """arena_leaderboard's rows as report rows (intervals as tuples, as every report row writes them)."""
     return [{"rank": r["rank"], "model": r["model"], "score": r["score"], "score_ci95": tuple(r["ci95"]), "battles": r["battles"],
              "wins": r["wins"], "losses": r["losses"], "ties": r["ties"], "both_bad_share": r["both_bad_share"]}
-            for r in arena_leaderboard(store, anchor)]
+            for r in ranked]
 
 
 ARENA_VOTE_FIELDS = ("vote_id", "pair_id", "item_id", "model_a", "model_b", "reviewer", "vote", "note", "flagged", "created")
@@ -322,18 +348,19 @@ def print_report(args: argparse.Namespace) -> None:
     rows = run_rows(store)
     if not rows:
         raise UserFacingError(f"{args.db} holds no predictions yet: run python -m medvlm.evaluate first.")
+    tasks, ranked = task_rows(store), arena_leaderboard(store, args.anchor)
+    print(f"\nPer model, pooled over its runs (physicians' accuracy, strict closed accuracy, image reliance in points, worst "
+          f"held-out wording, arena score; 95 % intervals)\n{format_rows(headline_rows(rows, tasks, ranked))}")
     for answer_type, title in ((None, "All questions"), ("CLOSED", "Closed questions"), ("OPEN", "Open questions")):
         print(f"\n{title}\n{format_table(run_rows(store, answer_type) if answer_type else rows)}")
-    tasks = task_rows(store)
     if tasks:
         print(f"\nLabel questions, per task\n{format_tasks(tasks)}")
     scorers = scorer_rows(store)
     if scorers:
         print(f"\nAutomatic scorers against the physicians (kappa, 95 % interval: which metric to trust)\n{format_rows(scorers)}")
-    ranked = arena_rows(store, args.anchor)
     if ranked:
         print(f"\nArena: physicians' pairwise votes (Bradley-Terry, 400-point scale, 95 % bootstrap interval; rank 1 + "
-              f"the models surely above)\n{format_rows(ranked)}")
+              f"the models surely above)\n{format_rows(arena_rows(ranked))}")
     comparisons = comparison_rows(store, runs=rows)
     if comparisons:
         print(f"\nVLM versus detector over a dataset (python -m medvlm.compare)\n{format_rows(comparisons)}")

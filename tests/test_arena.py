@@ -1,6 +1,7 @@
 """review.arena on a real store: pairs from runs that answered the same items, sides drawn and stored, a blinded queue
 that interleaves model pairs, votes with undo, flagged answers, and the votes as a leaderboard."""
 import random
+import re
 
 import pytest
 
@@ -157,14 +158,14 @@ def test_the_report_and_the_export_carry_the_arena(study, tmp_path, capsys, monk
     store, runs, _ = study
     from review import report
 
-    assert report.arena_rows(store) == []  # no votes yet: no table
+    assert report.arena_leaderboard(store) == []  # no votes yet: no table
     arena.enter_runs(store, [runs["medvlm-tiny"], runs["medgemma-4b"]], rng=random.Random(5))
     bob = reviewer(store, "bob")
     for row in arena.pending(store, bob, limit=1000):
         a_run = store.query("SELECT pa.run_id FROM arena_pairs ap JOIN predictions pa ON pa.id = ap.a_prediction WHERE ap.id = ?",
                             [row["pair_id"]])[0][0]
         store.record_vote(row["pair_id"], bob, "a" if a_run == runs["medgemma-4b"] else "b", note="clearer")
-    ranked = report.arena_rows(store)
+    ranked = report.arena_rows(report.arena_leaderboard(store))
     assert [r["model"] for r in ranked] == ["medgemma-4b", "medvlm-tiny"] and ranked[0]["rank"] == 1 and ranked[0]["wins"] == 12
     written = report.export(store, tmp_path / "export")
     votes = (tmp_path / "export" / "arena_votes.csv").read_text().splitlines()
@@ -180,8 +181,11 @@ def test_the_report_and_the_export_carry_the_arena(study, tmp_path, capsys, monk
 
     ada = gr.Request(username="ada", session_hash="s9")
     shown = evaluation_tab.load(store, True, "all", "medvlm-tiny", ada)
-    assert list(shown["arena"]["model"]) == ["medgemma-4b", "medvlm-tiny"] and list(shown["arena"]["score"])[1] == 1000.0
-    assert shown["arena_plot"].endswith(".png") and shown["anchor"]["choices"] == ["medgemma-4b", "medvlm-tiny"]
+    arena_table = shown["arena"]["value"]
+    assert list(arena_table["model"]) == ["medgemma-4b", "medvlm-tiny"] and list(arena_table["score"])[1] == 1000.0
+    assert shown["arena_plot"]["value"].endswith(".png") and shown["anchor"]["choices"] == ["medgemma-4b", "medvlm-tiny"]
+    headline = shown["headline"]["value"].set_index("model")["arena (95% CI)"]
+    assert headline["medvlm-tiny"] == "1000 (1000–1000)" and re.fullmatch(r"1\d{3} \(1\d{3}–1\d{3}\)", headline["medgemma-4b"])
     gone = evaluation_tab.load(store, True, "all", "llava-1.5-7b", ada)  # no votes for it: the default anchor, and why
-    assert "No votes for 'llava-1.5-7b'" in gone["notice"] and list(gone["arena"]["score"])[0] == 1000.0  # medgemma-4b, first by name
+    assert "No votes for 'llava-1.5-7b'" in gone["notice"] and list(gone["arena"]["value"]["score"])[0] == 1000.0  # medgemma-4b, first by name
     assert report.main(["--db", str(store.path), "--anchor", "nope"]) == 2

@@ -184,6 +184,25 @@ def wait_for_status(page, text: str, timeout=30_000):
         pytest.fail(f"the status line never said {text!r}; it says {status(page)!r}")
 
 
+# Every word of every visible table header in the Evaluation tab that the browser broke over two lines.
+BROKEN_HEADER_WORDS = """() => {
+    const broken = [];
+    for (const th of document.querySelectorAll('[id^=eval-] th')) {
+        if (!th.offsetParent) continue;
+        const walker = document.createTreeWalker(th, NodeFilter.SHOW_TEXT);
+        for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+            for (const word of node.textContent.matchAll(/\\S+/g)) {
+                const range = document.createRange();
+                range.setStart(node, word.index);
+                range.setEnd(node, word.index + word[0].length);
+                if ([...range.getClientRects()].filter(r => r.width > 0).length > 1) broken.push(word[0]);
+            }
+        }
+    }
+    return broken;
+}"""
+
+
 def wait_text(page, selector: str, text: str, timeout=60_000):
     """Wait until the element exists and its text contains `text` (hidden Gradio columns are not in the page)."""
     page.wait_for_function("([s, t]) => (document.querySelector(s)?.innerText || '').includes(t)", arg=[selector, text], timeout=timeout)
@@ -414,16 +433,27 @@ def test_review_grade_with_keys_undo_blinded_and_evaluation_for_admins(page, bro
 
     admin = new_page(browser)
     sign_in(admin, app_url, ADMIN, ADMIN_PASSWORD)
+    admin.set_viewport_size({"width": 1280, "height": 1000})  # a laptop's width: the headline must fit it unwrapped
     admin.get_by_role("tab", name="Evaluation").click()
+    wait_text(admin, "#eval-headline", "medvlm-tiny")
+    headline = admin.locator("#eval-headline").inner_text()
+    assert "physicians % (95% CI)" in headline and "image reliance" in headline
+    wait_text(admin, "#eval-arena-empty", "Nothing yet")  # no votes yet: a line saying what to do, not an empty table
+    assert not admin.locator("#eval-arena").is_visible() and not admin.locator("#eval-arena-plot").is_visible()
+    for section in ("Scores per run, every scorer", "Which automatic scorer to trust", "Label questions, per task", "VLM versus detector"):
+        admin.get_by_text(section, exact=True).click()
     wait_text(admin, "#eval-table", "medvlm-tiny")
     table = admin.locator("#eval-table").inner_text()
     assert "image reliance" in table and "66.67" in table  # closed 66.67 % about their own image, 0 about others
-    assert "-100.0" in table  # a physician accuracy interval: the three graded closed answers right
+    assert "to 100.0" in table  # a physician accuracy interval: the three graded closed answers right
     wait_text(admin, "#eval-tasks", "organ_yes_no")
     wait_text(admin, "#eval-scorers", "LLaVA-Med, after #35")  # each automatic scorer against the physicians
     wait_text(admin, "#eval-comparisons", "yolov8n-brain-tumor.pt")
     assert "67/50/60" in admin.locator("#eval-comparisons").inner_text()  # detector sensitivity/specificity/accuracy
     assert admin.locator("#eval-comparison-plot img").count() == 1
+    assert admin.evaluate(BROKEN_HEADER_WORDS) == []  # no header word split over two lines ("clo / sed %")
+    assert admin.evaluate("() => [...document.querySelectorAll('[id^=eval-] table')].filter(t => t.offsetParent)"
+                          ".filter(t => t.querySelectorAll('tbody tr').length === 0).map(t => t.closest('[id]').id)") == []  # no empty table
     exports_before = set(Path(tempfile.gettempdir()).glob("medvlm-export-*"))
     admin.locator("#eval-export").click()
     wait_text(admin, "#eval-files", "verdicts")

@@ -108,3 +108,25 @@ def test_image_reliance_and_label_tasks(tmp_path, capsys):
     assert report.main(["--db", str(tmp_path / "g.db")]) == 0
     out = capsys.readouterr().out
     assert "image reliance" in out and "Label questions, per task" in out and "tumor_presence" in out
+
+
+def test_the_headline_pools_each_models_runs():
+    """One row per model: physicians' accuracy pooled over its runs (not averaged), strict closed and image reliance
+    weighted by their questions, the worst wording of its label tasks, its arena score; None where it has none."""
+    from review.report import headline_rows
+
+    def run(model, reviewed, right, closed_n, strict, swapped_n, reliance):
+        return {"model": model, "questions": closed_n, "reviewed": reviewed, "physician_right": right, "closed_n": closed_n,
+                "strict_closed": strict, "swapped_n": swapped_n, "image_reliance": reliance}
+
+    runs = [run("m", 10, 9, 100, 80.0, 100, 10.0), run("m", 30, 15, 300, 60.0, 0, None), run("n", 0, 0, 50, 50.0, 50, 0.0)]
+    tasks = [{"model": "m", "worst_wording": 70.0}, {"model": "m", "worst_wording": 55.0}, {"model": "n", "worst_wording": None}]
+    ranked = [{"model": "m", "score": 1000.0, "ci95": [1000.0, 1000.0]}, {"model": "x", "score": 900.0, "ci95": [850.0, 950.0]}]
+    rows = {r["model"]: r for r in headline_rows(runs, tasks, ranked)}
+    assert set(rows) == {"m", "n", "x"}  # x: voted on in the arena, never evaluated
+    m = rows["m"]
+    assert (m["runs"], m["answers"], m["reviewed"], m["physician_accuracy"]) == (2, 400, 40, 60.0)  # 24 of 40, not (90 + 50) / 2
+    assert m["physician_ci95"][0] < 60.0 < m["physician_ci95"][1]
+    assert (m["strict_closed"], m["image_reliance"], m["worst_wording"], m["arena_score"]) == (65.0, 10.0, 55.0, 1000.0)
+    assert rows["n"]["physician_accuracy"] is None and rows["n"]["worst_wording"] is None and rows["n"]["arena_score"] is None
+    assert rows["x"]["runs"] == 0 and rows["x"]["arena_ci95"] == (850.0, 950.0)

@@ -135,7 +135,11 @@ def test_evaluation_tab_is_for_admins_only(store):
     assert "Only admins" in evaluation_tab.load(store, True, "all", None, signed_in("bob"))["notice"]
     assert evaluation_tab.export_all(store, True, signed_in("bob"))["files"] is None
     shown = evaluation_tab.load(store, True, "all", None, signed_in("ada"))
-    assert shown["notice"] == "" and shown["table"]["model"].tolist() == ["medvlm-tiny"]
+    assert shown["notice"] == "" and shown["table"]["value"]["model"].tolist() == ["medvlm-tiny"]
+    assert shown["headline"]["value"]["model"].tolist() == ["medvlm-tiny"] and shown["headline"]["visible"]
+    # A section with nothing in it says what to run instead of showing an empty table.
+    assert not shown["arena"]["visible"] and "Nothing yet" in shown["arena_empty"]["value"] and shown["arena_empty"]["visible"]
+    assert not shown["comparison_plot"]["visible"] and not shown["headline_empty"]["visible"]
 
 
 # --- each session its own model: the pool --------------------------------------------------------------------------

@@ -39,9 +39,38 @@ SCORER_COLUMNS = {"scorer": "scorer", "questions": "questions", "graded": "grade
                   "auto_right_physician_wrong": "auto right, MD wrong", "auto_wrong_physician_right": "auto wrong, MD right"}
 
 
-def scorer_frame(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame([{SCORER_COLUMNS[k]: (f"{v[0]} to {v[1]}" if isinstance(v, tuple) else v) for k, v in row.items()}
-                         for row in rows], columns=list(SCORER_COLUMNS.values()))
+HEADLINE_COLUMNS = {"model": "model", "answers": "answers", "reviewed": "reviewed", "physicians": "physicians % (95% CI)",
+                    "strict_closed": "strict closed %", "image_reliance": "image reliance", "worst_wording": "worst wording %",
+                    "arena": "arena (95% CI)"}
+# What to run when a section has nothing to show yet.
+NOTHING_YET = {
+    "headline": "Nothing yet: run `python -m medvlm.evaluate --model medvlm-tiny --data ../shared/data/vqa-rad/vqa_rad.jsonl "
+                "--split test --db medvlm.db`, then grade answers in the Review tab.",
+    "arena": "Nothing yet: an admin enters runs in the Arena tab, and physicians vote there.",
+    "table": "Nothing yet: run `python -m medvlm.evaluate ... --db medvlm.db`.",
+    "scorers": "Nothing yet: physicians grade answers in the Review tab; each scorer is then measured against them.",
+    "tasks": "Nothing yet: run `python -m medvlm.evaluate --model medvlm-tiny --data labels:../shared/data/brain-tumor/data.yaml "
+             "--split val --db medvlm.db`.",
+    "comparisons": "Nothing yet: run `python -m medvlm.compare --data ../shared/data/brain-tumor/data.yaml --split val "
+                   "--db medvlm.db`.",
+}
+
+
+def headline_frame(rows: list[dict]) -> pd.DataFrame:
+    """report.headline_rows with each interval beside its figure, in whole points, so the table fits the page."""
+    def with_interval(value, interval):
+        if value is None:
+            return None
+        return f"{value:.0f} ({interval[0]:.0f}–{interval[1]:.0f})"
+
+    return frame_of([row | {"physicians": with_interval(row["physician_accuracy"], row["physician_ci95"]),
+                            "arena": with_interval(row["arena_score"], row["arena_ci95"])} for row in rows], HEADLINE_COLUMNS)
+
+
+def frame_of(rows: list[dict], columns: dict) -> pd.DataFrame:
+    """Report rows as a table with readable headers; intervals as "low to high"."""
+    return pd.DataFrame([{columns[k]: (f"{v[0]} to {v[1]}" if isinstance(v, (tuple, list)) else v) for k, v in row.items() if k in columns}
+                         for row in rows], columns=list(columns.values()))
 
 
 def build_evaluation_tab(store: Store, tab: gr.Tab, accounts: bool) -> None:
@@ -51,36 +80,56 @@ def build_evaluation_tab(store: Store, tab: gr.Tab, accounts: bool) -> None:
         anchor = gr.Dropdown([], value=None, label="Arena anchor (scored 1000; default: the first by name)", elem_id="eval-anchor")
         refresh = gr.Button("Refresh", elem_id="eval-refresh")
         export = gr.Button("Export CSV + JSONL", elem_id="eval-export")
-    table = gr.Dataframe(interactive=False, wrap=True, elem_id="eval-table")
-    gr.Markdown("EM: exact match; MD: physicians. \\* LLaVA-Med's run_eval.py before its fix #35: a wrong closed answer that "
-                "contains yes/no leaves the denominator (\"counted\" stay); after #35 every closed question counts; both count "
-                "\"normal\" as a \"no\". Its open figure is token recall. Shown so published numbers can be compared, not trusted. "
-                "Swapped-image closed: the same closed questions asked about another image of the set; image reliance is "
-                "the drop in points: what reading the image adds. A model that answers from the wording alone has none.")
-    arena_table = gr.Dataframe(interactive=False, wrap=True, elem_id="eval-arena",
-                               label="Arena: physicians' pairwise votes (Bradley-Terry, 400-point scale, 95 % bootstrap interval; "
-                                     "rank: 1 + the models whose interval lies wholly above; answers that name a model left out)")
-    arena_plot = gr.Image(label="Arena scores with 95 % intervals", interactive=False, height=260, elem_id="eval-arena-plot")
-    scorers = gr.Dataframe(interactive=False, wrap=True, elem_id="eval-scorers",
-                           label="Which automatic scorer to trust: each against the physicians' majority on the answers they graded "
-                                 "(Cohen's kappa, 95 % interval)")
-    tasks = gr.Dataframe(interactive=False, wrap=True, label="Label questions, per task (balanced: always yes or always no scores 50; "
-                         "worst wording: the task's score in its worst held-out wording; consistent: images whose answers agree "
-                         "across wordings, reversed polarity accounted for; ideal: consistent and changed by the image, "
-                         "dangerous: consistent but the same without the image)", elem_id="eval-tasks")
-    comparisons = gr.Dataframe(interactive=False, wrap=True, elem_id="eval-comparisons",
-                               label="VLM versus detector over a dataset (python -m medvlm.compare; sens/spec/acc: tumour presence)")
-    comparison_plot = gr.Image(label="Latest comparison", interactive=False, height=320, elem_id="eval-comparison-plot")
-    with gr.Row():
-        # One bar per (run, scorer): BarPlot stacks bars that share an x value.
-        accuracy_plot = gr.BarPlot(x="bar", y="accuracy", color="scorer", title="Accuracy by scorer (automatic: closed questions)",
-                                   x_title="run · scorer", x_label_angle=-30, elem_id="eval-accuracy")
-        mix_plot = gr.BarPlot(x="run", y="verdicts", color="verdict", title="Verdict mix", elem_id="eval-mix")
-    files = gr.File(label="Exports", file_count="multiple", interactive=False, elem_id="eval-files")
+    gr.Markdown("### Per model\nPooled over each model's runs. Physicians: answers most of their reviewers graded correct or "
+                "rephrased. Strict closed: exact yes/no. Image reliance: points lost when the same closed questions are asked "
+                "about another image (a model that reads no image has none). Worst wording: its label tasks in their worst "
+                "held-out wording. Arena: Bradley-Terry score from physicians' pairwise votes.")
+    empty = {}  # each section's "nothing yet" line, in its place
 
-    screen = {"notice": notice, "table": table, "arena": arena_table, "arena_plot": arena_plot, "anchor": anchor,
-              "scorers": scorers, "tasks": tasks, "comparisons": comparisons,
-              "comparison_plot": comparison_plot, "accuracy_plot": accuracy_plot, "mix_plot": mix_plot}
+    def nothing_yet(key):
+        empty[key] = gr.Markdown(visible=False, elem_id=f"eval-{key}-empty")
+
+    nothing_yet("headline")
+    headline = gr.Dataframe(interactive=False, elem_id="eval-headline")
+    with gr.Accordion("Arena leaderboard", open=True):
+        gr.Markdown("Bradley-Terry, 400-point scale, 95 % bootstrap interval; rank: 1 + the models whose interval lies wholly "
+                    "above; answers that name a model are left out.")
+        nothing_yet("arena")
+        arena_table = gr.Dataframe(interactive=False, elem_id="eval-arena")
+        arena_plot = gr.Image(label="Arena scores with 95 % intervals", interactive=False, height=260, visible=False, elem_id="eval-arena-plot")
+    with gr.Accordion("Scores per run, every scorer", open=False):
+        nothing_yet("table")
+        table = gr.Dataframe(interactive=False, elem_id="eval-table")
+        gr.Markdown("EM: exact match; MD: physicians. \\* LLaVA-Med's run_eval.py before its fix #35: a wrong closed answer that "
+                    "contains yes/no leaves the denominator (\"counted\" stay); after #35 every closed question counts; both count "
+                    "\"normal\" as a \"no\". Its open figure is token recall. Shown so published numbers can be compared, not trusted. "
+                    "Swapped-image closed: the same closed questions asked about another image of the set; image reliance is "
+                    "the drop in points.")
+        with gr.Row():
+            # One bar per (run, scorer): BarPlot stacks bars that share an x value.
+            accuracy_plot = gr.BarPlot(x="bar", y="accuracy", color="scorer", title="Accuracy by scorer (automatic: closed questions)",
+                                       x_title="run · scorer", x_label_angle=-30, visible=False, elem_id="eval-accuracy")
+            mix_plot = gr.BarPlot(x="run", y="verdicts", color="verdict", title="Verdict mix", visible=False, elem_id="eval-mix")
+    with gr.Accordion("Which automatic scorer to trust", open=False):
+        gr.Markdown("Each scorer against the physicians' majority on the answers they graded (Cohen's kappa, 95 % interval).")
+        nothing_yet("scorers")
+        scorers = gr.Dataframe(interactive=False, elem_id="eval-scorers")
+    with gr.Accordion("Label questions, per task", open=False):
+        gr.Markdown("Balanced: always yes or always no scores 50. Worst wording: the task's score in its worst held-out wording. "
+                    "Consistent: images whose answers agree across wordings, reversed polarity accounted for. Ideal: consistent "
+                    "and changed by the image; dangerous: consistent but the same without the image.")
+        nothing_yet("tasks")
+        tasks = gr.Dataframe(interactive=False, elem_id="eval-tasks")
+    with gr.Accordion("VLM versus detector", open=False):
+        gr.Markdown("python -m medvlm.compare over a labelled set; sens / spec / acc: tumour presence.")
+        nothing_yet("comparisons")
+        comparisons = gr.Dataframe(interactive=False, elem_id="eval-comparisons")
+        comparison_plot = gr.Image(label="Latest comparison", interactive=False, height=320, visible=False, elem_id="eval-comparison-plot")
+    files = gr.File(label="Exports", file_count="multiple", interactive=False, visible=False, elem_id="eval-files")
+
+    screen = {"notice": notice, "headline": headline, "table": table, "arena": arena_table, "arena_plot": arena_plot, "anchor": anchor,
+              "scorers": scorers, "tasks": tasks, "comparisons": comparisons, "comparison_plot": comparison_plot,
+              "accuracy_plot": accuracy_plot, "mix_plot": mix_plot} | {f"{key}_empty": box for key, box in empty.items()}
     loading = bind(load, screen, store=store, accounts=accounts)
     for event in (refresh.click, kind.change, anchor.change, tab.select):  # tab.select: fresh numbers each time it opens
         loading.on(event, [kind, anchor], api_visibility="private")
@@ -89,39 +138,52 @@ def build_evaluation_tab(store: Store, tab: gr.Tab, accounts: bool) -> None:
         export.click, api_visibility="private").then(remove, [export_folder], None, api_visibility="private")
 
 
+def sections(tables: dict[str, pd.DataFrame]) -> dict:
+    """Each table shown when it has rows; otherwise hidden, and its "nothing yet" line in its place."""
+    out = {}
+    for key, frame in tables.items():
+        out[key] = gr.update(value=frame, visible=not frame.empty)
+        out[f"{key}_empty"] = gr.update(value=NOTHING_YET[key], visible=frame.empty)
+    return out
+
+
+def picture(value, visible: bool) -> dict:
+    return gr.update(value=value if visible else None, visible=visible)
+
+
 def load(store: Store, accounts: bool, choice, anchor, request: gr.Request) -> dict:
     """Every table and plot of the tab, for questions of type `choice`."""
     if not users.may_administer(store, accounts, getattr(request, "username", None)):
-        empty = pd.DataFrame()
+        hidden = gr.update(value=None, visible=False)
         return {"notice": "Only admins see the evaluation: it names every run's model and holds every reviewer's verdicts.",
-                "table": empty, "arena": empty, "arena_plot": None, "scorers": empty, "tasks": empty, "comparisons": empty, "comparison_plot": None,
-                "accuracy_plot": empty, "mix_plot": empty}
+                **{key: hidden for key in ("headline", "table", "arena", "arena_plot", "scorers", "tasks", "comparisons",
+                                           "comparison_plot", "accuracy_plot", "mix_plot")},
+                **{f"{key}_empty": gr.update(visible=False) for key in NOTHING_YET}}
     rows = report.run_rows(store, TYPES[choice])
-    frame = pd.DataFrame([{COLUMNS[k]: (f"{v[0]}-{v[1]}" if isinstance(v, tuple) else v) for k, v in row.items() if k in COLUMNS}
-                          for row in rows], columns=list(COLUMNS.values()))
     accuracy = pd.DataFrame(
-        [{"bar": f"{row['run']} · {scorer}", "scorer": scorer, "accuracy": row[key] or 0.0}
+        [{"bar": f"{row['run']} · {scorer}", "scorer": scorer, "accuracy": row[key]}
          for row in rows for scorer, key in (("strict closed", "strict_closed"), ("LLaVA-Med closed", "llava_med_closed"),
-                                             ("lenient closed", "lenient_closed"), ("physicians (reviewed)", "physician_accuracy"))],
+                                             ("lenient closed", "lenient_closed"), ("physicians (reviewed)", "physician_accuracy"))
+         if row[key] is not None],  # no bar rather than a zero one where a scorer has nothing to score
         columns=["bar", "scorer", "accuracy"])
     mix = pd.DataFrame([{"run": str(row["run"]), "verdict": v, "verdicts": n} for row in rows for v, n in row["verdict_mix"].items()],
                        columns=["run", "verdict", "verdicts"])
-    per_task = pd.DataFrame([{TASK_COLUMNS[k]: v for k, v in row.items()} for row in report.task_rows(store)],
-                            columns=list(TASK_COLUMNS.values()))
+    task_list = report.task_rows(store)
     latest = store.comparisons(1)
     notice = ""
     try:
         ranked = report.arena_leaderboard(store, anchor or None)
     except UserFacingError as e:  # an anchor with no votes (any more): the default one, and why
         notice, ranked = f"⚠️ {e}", report.arena_leaderboard(store)
-    arena_frame = pd.DataFrame([{ARENA_COLUMNS.get(k, k): (f"{v[0]} to {v[1]}" if isinstance(v, list) else v) for k, v in row.items()}
-                                for row in ranked], columns=list(ARENA_COLUMNS.values()))
-    arena_view = {"arena": arena_frame, "arena_plot": picture_file(leaderboard.plot(ranked)) if ranked else None,
-                  "anchor": gr.update(choices=sorted(r["model"] for r in ranked))}
-    return {"notice": notice, "table": frame, **arena_view, "scorers": scorer_frame(report.scorer_rows(store)), "tasks": per_task,
-            "comparisons": pd.DataFrame(report.comparison_rows(store, runs=rows if TYPES[choice] is None else None)),
-            "comparison_plot": picture_file(latest[0]["plot"]) if latest else None,  # stored as PNG bytes
-            "accuracy_plot": accuracy, "mix_plot": mix}
+    tables = {"headline": headline_frame(report.headline_rows(rows, task_list, ranked)),
+              "arena": frame_of(ranked, ARENA_COLUMNS), "table": frame_of(rows, COLUMNS),
+              "scorers": frame_of(report.scorer_rows(store), SCORER_COLUMNS), "tasks": frame_of(task_list, TASK_COLUMNS),
+              "comparisons": pd.DataFrame(report.comparison_rows(store, runs=rows if TYPES[choice] is None else None))}
+    return {"notice": notice, **sections(tables),
+            "arena_plot": picture(picture_file(leaderboard.plot(ranked)) if ranked else None, bool(ranked)),
+            "anchor": gr.update(choices=sorted(r["model"] for r in ranked)),
+            "comparison_plot": picture(picture_file(latest[0]["plot"]) if latest else None, bool(latest)),  # stored as PNG bytes
+            "accuracy_plot": gr.update(value=accuracy, visible=not accuracy.empty), "mix_plot": gr.update(value=mix, visible=not mix.empty)}
 
 
 def export_all(store: Store, accounts: bool, request: gr.Request) -> dict:
@@ -129,7 +191,7 @@ def export_all(store: Store, accounts: bool, request: gr.Request) -> dict:
     if not users.may_administer(store, accounts, getattr(request, "username", None)):
         return {"files": None, "notice": "Only admins may export.", "export_folder": None}
     folder = Path(tempfile.mkdtemp(prefix="medvlm-export-"))
-    return {"files": [str(p) for p in report.export(store, folder)], "notice": "", "export_folder": str(folder)}
+    return {"files": gr.update(value=[str(p) for p in report.export(store, folder)], visible=True), "notice": "", "export_folder": str(folder)}
 
 
 def remove(folder):

@@ -248,6 +248,55 @@ def arena_leaderboard(store: Store, anchor: str | None = None, include_flagged: 
     return leaderboard.leaderboard(battles, anchor)
 
 
+def arena_checks(store: Store) -> dict:
+    """What a pairwise study must show beside its leaderboard, from every reviewer's current vote:
+    - position bias: the share of decisive votes (A or B better) that went to A, with its 95 % interval (0.5: none);
+    - reviewer agreement: kappa on the four outcomes over pairs every reviewer voted on (Cohen for two, Fleiss for more);
+    - agreement with the absolute verdicts: on pairs where physicians' verdicts call exactly one answer right, the share
+      of decisive votes for that one (95 % interval)."""
+    votes = store.current_votes()
+    decisive = [v for v in votes if v["vote"] in ("a", "b")]
+    for_a = sum(v["vote"] == "a" for v in decisive)
+    low, high = wilson_interval(for_a, len(decisive))
+    by_pair = defaultdict(dict)
+    for v in votes:
+        by_pair[v["pair_id"]][v["reviewer_id"]] = v["vote"]
+    verdicts = defaultdict(dict)
+    for v in store.current_verdicts():
+        verdicts[v["prediction_id"]][v["reviewer_id"]] = v["verdict"]
+    sides = dict((pair, (a, b)) for pair, a, b in store.query("SELECT id, a_prediction, b_prediction FROM arena_pairs"))
+    settled = []  # (the vote, the side physicians call right) where exactly one side is right
+    for v in decisive:
+        a, b = sides[v["pair_id"]]
+        if verdicts[a] and verdicts[b] and physician_right(verdicts[a]) != physician_right(verdicts[b]):
+            settled.append(v["vote"] == ("a" if physician_right(verdicts[a]) else "b"))
+    agree_low, agree_high = wilson_interval(sum(settled), len(settled))
+    reviewers = agreement(list(by_pair.values()))
+    return {"decisive_votes": len(decisive), "share_for_a": round(for_a / len(decisive), 3) if decisive else None,
+            "share_for_a_ci95": (round(low, 3), round(high, 3)) if decisive else None,
+            "kappa": reviewers["kappa"], "kappa_kind": reviewers["kappa_kind"], "kappa_pairs": reviewers["kappa_items"],
+            "verdict_pairs": len(settled), "agrees_with_verdicts": round(sum(settled) / len(settled), 3) if settled else None,
+            "agrees_with_verdicts_ci95": (round(agree_low, 3), round(agree_high, 3)) if settled else None}
+
+
+def arena_checks_line(checks: dict) -> str:
+    """arena_checks in one line of plain text."""
+    if not checks["decisive_votes"]:
+        return "No decisive votes yet: position bias and agreement follow the first A or B votes."
+    low, high = checks["share_for_a_ci95"]
+    said = [f"Position bias: {checks['share_for_a']:.0%} of {checks['decisive_votes']} decisive votes went to A "
+            f"(95 % interval {low:.0%} to {high:.0%}; 50 % is none)"]
+    said.append(f"reviewer agreement: {checks['kappa_kind']} kappa {checks['kappa']:.2f} over {checks['kappa_pairs']} shared pairs"
+                if checks["kappa"] is not None else "reviewer agreement: no pair voted on by every reviewer yet")
+    if checks["verdict_pairs"]:
+        low, high = checks["agrees_with_verdicts_ci95"]
+        said.append(f"the vote went to the answer physicians graded right in {checks['agrees_with_verdicts']:.0%} of "
+                    f"{checks['verdict_pairs']} pairs where exactly one was (95 % interval {low:.0%} to {high:.0%})")
+    else:
+        said.append("no pair yet where physicians' verdicts call exactly one answer right")
+    return "; ".join(said) + "."
+
+
 def arena_rows(ranked: list[dict]) -> list[dict]:
     """arena_leaderboard's rows as report rows (intervals as tuples, as every report row writes them)."""
     return [{"rank": r["rank"], "model": r["model"], "score": r["score"], "score_ci95": tuple(r["ci95"]), "battles": r["battles"],
@@ -284,6 +333,10 @@ def export(store: Store, folder: Path) -> list[Path]:
         with open(folder / f"{name}.jsonl", "w") as f:
             f.writelines(json.dumps(row) + "\n" for row in rows)
         written += [folder / f"{name}.csv", folder / f"{name}.jsonl"]
+    ranked = arena_leaderboard(store)
+    if ranked:  # the leaderboard as fitted now (anchor: the first model by name), and the study's checks
+        (folder / "arena_leaderboard.json").write_text(json.dumps({"leaderboard": ranked, "checks": arena_checks(store)}, indent=1))
+        written.append(folder / "arena_leaderboard.json")
     return written
 
 
@@ -360,7 +413,7 @@ def print_report(args: argparse.Namespace) -> None:
         print(f"\nAutomatic scorers against the physicians (kappa, 95 % interval: which metric to trust)\n{format_rows(scorers)}")
     if ranked:
         print(f"\nArena: physicians' pairwise votes (Bradley-Terry, 400-point scale, 95 % bootstrap interval; rank 1 + "
-              f"the models surely above)\n{format_rows(arena_rows(ranked))}")
+              f"the models surely above)\n{format_rows(arena_rows(ranked))}\n{arena_checks_line(arena_checks(store))}")
     comparisons = comparison_rows(store, runs=rows)
     if comparisons:
         print(f"\nVLM versus detector over a dataset (python -m medvlm.compare)\n{format_rows(comparisons)}")

@@ -189,3 +189,34 @@ def test_the_report_and_the_export_carry_the_arena(study, tmp_path, capsys, monk
     gone = evaluation_tab.load(store, True, "all", "llava-1.5-7b", ada)  # no votes for it: the default anchor, and why
     assert "No votes for 'llava-1.5-7b'" in gone["notice"] and list(gone["arena"]["value"]["score"])[0] == 1000.0  # medgemma-4b, first by name
     assert report.main(["--db", str(store.path), "--anchor", "nope"]) == 2
+
+
+def test_the_study_checks_position_bias_reviewer_agreement_and_the_verdicts(study, tmp_path):
+    """Two reviewers who always vote A: a position bias whose interval excludes 50 %, perfect agreement between them,
+    and, where physicians graded exactly one answer of a pair right, votes that follow the side and not the verdict."""
+    from review import report
+
+    store, runs, _ = study
+    arena.enter_runs(store, [runs["medvlm-tiny"], runs["medgemma-4b"]], rng=random.Random(6))
+    assert report.arena_checks(store)["decisive_votes"] == 0
+    assert report.arena_checks_line(report.arena_checks(store)).startswith("No decisive votes yet")
+    ada, bob = reviewer(store, "ada"), reviewer(store, "bob")
+    sides = store.query("SELECT id, a_prediction, b_prediction FROM arena_pairs ORDER BY id")
+    for pair, _, _ in sides:
+        for who in (ada, bob):
+            store.record_vote(pair, who, "a")
+    for _, a, b in sides[:6]:  # physicians: B right, A wrong on six pairs
+        store.record_verdict(a, ada, "wrong")
+        store.record_verdict(b, ada, "correct")
+    checks = report.arena_checks(store)
+    assert checks["decisive_votes"] == 24 and checks["share_for_a"] == 1.0 and checks["share_for_a_ci95"][0] > 0.5
+    assert checks["kappa_kind"] == "Cohen" and checks["kappa_pairs"] == 12
+    assert checks["verdict_pairs"] == 12 and checks["agrees_with_verdicts"] == 0.0  # 6 pairs x 2 reviewers, all for the wrong one
+    line = report.arena_checks_line(checks)
+    assert "100% of 24 decisive votes went to A" in line and "in 0% of 12 pairs" in line
+    written = report.export(store, tmp_path / "export")
+    assert tmp_path / "export" / "arena_leaderboard.json" in written
+    import json
+
+    exported = json.loads((tmp_path / "export" / "arena_leaderboard.json").read_text())
+    assert exported["checks"]["share_for_a"] == 1.0 and {r["model"] for r in exported["leaderboard"]} == {"medvlm-tiny", "medgemma-4b"}

@@ -96,6 +96,8 @@ def build_evaluation_tab(store: Store, tab: gr.Tab, accounts: bool) -> None:
                     "above; answers that name a model are left out.")
         nothing_yet("arena")
         arena_table = gr.Dataframe(interactive=False, elem_id="eval-arena")
+        arena_checks = gr.Textbox(label="Checks: position bias, reviewer agreement, agreement with the verdicts", interactive=False,
+                                  visible=False, elem_id="eval-arena-checks")
         arena_plot = gr.Image(label="Arena scores with 95 % intervals", interactive=False, height=260, visible=False, elem_id="eval-arena-plot")
     with gr.Accordion("Scores per run, every scorer", open=False):
         nothing_yet("table")
@@ -128,6 +130,7 @@ def build_evaluation_tab(store: Store, tab: gr.Tab, accounts: bool) -> None:
     files = gr.File(label="Exports", file_count="multiple", interactive=False, visible=False, elem_id="eval-files")
 
     screen = {"notice": notice, "headline": headline, "table": table, "arena": arena_table, "arena_plot": arena_plot, "anchor": anchor,
+              "arena_checks": arena_checks,
               "scorers": scorers, "tasks": tasks, "comparisons": comparisons, "comparison_plot": comparison_plot,
               "accuracy_plot": accuracy_plot, "mix_plot": mix_plot} | {f"{key}_empty": box for key, box in empty.items()}
     loading = bind(load, screen, store=store, accounts=accounts)
@@ -156,7 +159,7 @@ def load(store: Store, accounts: bool, choice, anchor, request: gr.Request) -> d
     if not users.may_administer(store, accounts, getattr(request, "username", None)):
         hidden = gr.update(value=None, visible=False)
         return {"notice": "Only admins see the evaluation: it names every run's model and holds every reviewer's verdicts.",
-                **{key: hidden for key in ("headline", "table", "arena", "arena_plot", "scorers", "tasks", "comparisons",
+                **{key: hidden for key in ("headline", "table", "arena", "arena_plot", "arena_checks", "scorers", "tasks", "comparisons",
                                            "comparison_plot", "accuracy_plot", "mix_plot")},
                 **{f"{key}_empty": gr.update(visible=False) for key in NOTHING_YET}}
     rows = report.run_rows(store, TYPES[choice])
@@ -182,6 +185,7 @@ def load(store: Store, accounts: bool, choice, anchor, request: gr.Request) -> d
     return {"notice": notice, **sections(tables),
             "arena_plot": picture(picture_file(leaderboard.plot(ranked)) if ranked else None, bool(ranked)),
             "anchor": gr.update(choices=sorted(r["model"] for r in ranked)),
+            "arena_checks": gr.update(value=report.arena_checks_line(report.arena_checks(store)) if ranked else "", visible=bool(ranked)),
             "comparison_plot": picture(picture_file(latest[0]["plot"]) if latest else None, bool(latest)),  # stored as PNG bytes
             "accuracy_plot": gr.update(value=accuracy, visible=not accuracy.empty), "mix_plot": gr.update(value=mix, visible=not mix.empty)}
 

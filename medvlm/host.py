@@ -114,7 +114,7 @@ class ModelHost:
             if reason:
                 raise UserFacingError(reason)
             spec = self.specs[name]
-            self._make_room(self._estimate(spec), keep=name)
+            self._make_room(self.estimate(spec), keep=name)
             loaded = models.load(spec, self.device, self.quantize)
             with self.pool_lock:
                 self._join(loaded)
@@ -140,7 +140,8 @@ class ModelHost:
         self.pool_bytes[name] = model_bytes(loaded)
         self.generating.setdefault(name, threading.Lock())
 
-    def _estimate(self, spec: ModelSpec) -> int:
+    def estimate(self, spec: ModelSpec) -> int:
+        """Bytes the model will hold once loaded (0 for a served one), before it is."""
         if remote.is_remote(spec.source) or not spec.params_billion:
             return 0
         quantize = resolve_quantize(spec, self.device, self.quantize)

@@ -16,9 +16,11 @@ import re
 from medvlm.errors import UserFacingError
 from medvlm.leaderboard import Battle
 from medvlm.store import Store, shuffle_key
+from review.chat_answers import keep_image
 from review.queue import count_rows
 
 MODES = ("all", "one_vs_rest")
+LIVE_DATASET = "arena:live"  # live battles' items and runs (one run per model), beside the datasets' ones
 # Names that unblind an answer: model families and the companies behind them (case-blind, whole words).
 NAMES_A_MODEL = re.compile(
     r"\b(llava|idefics|midefics|gemma|medgemma|qwen|lingshu|smolvlm|smollm|huatuo|llama|mistral|mixtral|gpt|chatgpt|openai|"
@@ -122,10 +124,14 @@ def progress(store: Store, reviewer_id: int) -> tuple[int, int]:
     return len(store.current_votes(reviewer_id)), count_rows(store, "arena_pairs")
 
 
-def run_model(store: Store, run_id: int) -> str:
-    """A run's model as the leaderboard names it: the model, and the adapter's folder name if it has one."""
-    model, adapter = store.query("SELECT model, adapter FROM runs WHERE id = ?", [run_id])[0]
+def model_label(model: str, adapter: str | None) -> str:
+    """A model as the leaderboard names it: the model, and the adapter's folder name if it has one."""
     return f"{model} + {adapter.rstrip('/').rsplit('/', 1)[-1]}" if adapter else model
+
+
+def run_model(store: Store, run_id: int) -> str:
+    """A run's model as the leaderboard names it (model_label)."""
+    return model_label(*store.query("SELECT model, adapter FROM runs WHERE id = ?", [run_id])[0])
 
 
 def battles(store: Store, include_flagged: bool = False) -> list[Battle]:
@@ -143,3 +149,41 @@ def battles(store: Store, include_flagged: bool = False) -> list[Battle]:
         if names[run_a] != names[run_b]:  # two runs of one model are no battle between models
             out.append(Battle(names[run_a], names[run_b], vote["vote"]))
     return out
+
+
+def contenders(host, admin: bool, rng: random.Random | None = None) -> tuple[str, str]:
+    """Two models drawn at random for a live battle from those that can answer now and this account may use: served
+    ones, or in-process ones whose memory fits the pool's budget together. Raises UserFacingError saying why not."""
+    usable = [name for name, spec in host.specs.items() if host.may_pick(name, admin) and host.unavailable_reason(name) is None]
+    if len(usable) < 2:
+        raise UserFacingError(f"A live battle needs two models that can answer here; {len(usable)} can "
+                              f"({', '.join(usable) or 'none'}). Add a model server in the Chat tab, or start with more models.")
+    size = {name: host.pool_bytes.get(name, host.estimate(host.specs[name])) for name in usable}
+    fitting = [(a, b) for a, b in itertools.combinations(usable, 2) if size[a] + size[b] <= host.budget]
+    if not fitting:
+        raise UserFacingError(f"No two of {', '.join(usable)} fit in the model memory budget ({host.budget / 1e9:.1f} GB) together.")
+    rng = rng or random.SystemRandom()
+    first, second = rng.choice(fitting)
+    return (first, second) if rng.random() < 0.5 else (second, first)
+
+
+def record_live_battle(store: Store, models: tuple, image, questions: list[str], answers: tuple[list[str], list[str]],
+                       vote: str, reviewer_id: int, note: str | None, request_id: str) -> int:
+    """A decided live battle as an arena pair (its item: the image and the questions; its answers: each model's, in a
+    run of its own on LIVE_DATASET, A first) and the reviewer's vote on it -> the pair id. `models`: (name, adapter)
+    for A and B. The same two models answering the same questions about the same image again share the pair."""
+    image_ref, image_hash = keep_image(store, image)
+    item = store.add_item(LIVE_DATASET, "\n".join(questions), None, "OPEN", image_ref=image_ref, image_hash=image_hash)
+    predictions = []
+    for (name, adapter), said in zip(models, answers):
+        settings = {"kind": "live_battle"}
+        run = store.find_run(name, LIVE_DATASET, None, adapter, settings) or store.add_run(name, LIVE_DATASET, None, adapter, settings)
+        predictions.append(store.add_prediction(run, item, "\n".join(said)))
+    flagged = any(names_a_model(text) for said in answers for text in said)
+    pair = store.add_arena_pair(item, *predictions, flagged)
+    if pair is None:  # paired before, perhaps the other way round: the vote is for the same model either way
+        pair, a_before = store.query("SELECT id, a_prediction FROM arena_pairs WHERE a_prediction IN (?, ?) AND b_prediction IN (?, ?)",
+                                     predictions * 2)[0]
+        vote = vote if a_before == predictions[0] else {"a": "b", "b": "a"}.get(vote, vote)
+    store.record_vote(pair, reviewer_id, vote, note=note, request_id=request_id)
+    return pair

@@ -14,19 +14,24 @@ def image_folder(store: Store) -> Path:
     return store.path.parent / f"{store.path.stem}-images"
 
 
+def keep_image(store: Store, image) -> tuple[str | None, str | None]:
+    """The image saved beside the database (once per picture) -> (its path, its fingerprint); (None, None) for none."""
+    if image is None:
+        return None, None
+    image_hash = fingerprint(image)
+    folder = image_folder(store)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{image_hash}.png"
+    if not target.exists():
+        png = io.BytesIO()
+        image.save(png, format="PNG")
+        target.write_bytes(png.getvalue())
+    return str(target), image_hash
+
+
 def submit(store: Store, model: str, adapter: str | None, image, question: str, answer: str) -> int:
     """Store one chat turn for review -> prediction id. A resubmitted turn is stored once."""
-    image_ref = image_hash = None
-    if image is not None:
-        image_hash = fingerprint(image)
-        folder = image_folder(store)
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"{image_hash}.png"
-        if not target.exists():
-            png = io.BytesIO()
-            image.save(png, format="PNG")
-            target.write_bytes(png.getvalue())
-        image_ref = str(target)
+    image_ref, image_hash = keep_image(store, image)
     run = store.find_run(model, CHAT_DATASET, None, adapter, {}) or store.add_run(model, CHAT_DATASET, None, adapter, {})
     kind = "CLOSED" if yes_no(answer) is not None else "OPEN"
     item = store.add_item(CHAT_DATASET, question, None, kind, image_ref=image_ref, image_hash=image_hash)

@@ -1,5 +1,7 @@
 """`python app.py --model FOLDER` on tiny Gemma 3, Idefics3 and Qwen2.5-VL checkpoints in headless Chromium, and each
 session its own model. Its own file so that pytest-xdist runs it beside test_browser.py, not after it."""
+import time
+
 import pytest
 from test_browser import (  # noqa: F401  trap and browser are this module's fixtures too
     ask_and_watch,
@@ -11,6 +13,7 @@ from test_browser import (  # noqa: F401  trap and browser are this module's fix
     trap,
     upload,
     wait_for_status,
+    wait_text,
     wait_until_up,
 )
 
@@ -79,4 +82,53 @@ def test_a_chat_template_checkpoint_chats_in_the_browser(kind, chat_template_app
         assert other.get_by_text("Error", exact=True).count() == 0 and page.get_by_text("Error", exact=True).count() == 0
         other.close()
     assert trap.connections == 0
+    page.close()
+
+
+def test_a_live_battle_streams_two_unnamed_models_side_by_side_then_names_them(chat_template_apps, browser, vqa_rad_image):  # noqa: F811
+    """The Arena's live battle on `python app.py --model FOLDER` (a tiny Idefics3) beside MedVLM-Tiny: upload, ask,
+    both answer side by side, a follow-up to both; no model name on the page or in any API payload before the vote;
+    key 1 votes and both are named (no accounts here: nothing stored, and it says so)."""
+    from gradio_client import Client, handle_file
+
+    folder, _, url, _ = chat_template_apps["idefics3"]
+    names = (str(folder), "medvlm-tiny")
+    client = Client(url, verbose=False)  # over the wire: every output of every event before the vote
+    payloads = [client.predict(handle_file(str(vqa_rad_image)), api_name="/battle_upload")]
+    asked = client.submit("Is there a fracture?", api_name="/battle_ask")
+    payloads += [*asked, asked.result()]
+    assert "Which answer is better" in str(payloads[-1])
+    assert not any(name in str(payloads) for name in names), payloads
+    token = payloads[1][-2]  # the first answer's update names the battle (the hidden token a vote carries)
+    assert "read both answers first" in client.predict(token, "", api_name="/battle_vote_a")  # no faster than a reader
+    time.sleep(0.5)
+    revealed = client.predict(token, "", api_name="/battle_vote_a")
+    assert all(name in str(revealed).replace("\\", "") for name in names), (payloads[0], revealed)
+
+    page = new_page(browser)
+    page.goto(url)
+    page.wait_for_selector("#question textarea")
+    page.get_by_role("tab", name="Arena").click()
+    page.get_by_role("tab", name="Live battle").click()
+    page.locator("#battle-upload input[type=file]").set_input_files(str(vqa_rad_image))
+    wait_text(page, "#battle-status", "Loaded synpic54610.jpg")
+    for question in ("Is there a fracture?", "Where is it?"):
+        page.locator("#battle-question textarea").fill(question)
+        page.locator("#battle-question textarea").press("Enter")
+        wait_text(page, "#battle-status", "Both models are answering", timeout=120_000)
+        wait_text(page, "#battle-status", "Which answer is better", timeout=180_000)
+    for side in ("#battle-a-chat", "#battle-b-chat"):
+        assert page.locator(f'{side} [data-testid="bot"]').count() == 2 and page.locator(f'{side} [data-testid="user"]').count() == 2
+    panel = page.locator("#battle-a-chat").inner_text() + page.locator("#battle-b-chat").inner_text() + page.locator("#battle-status").inner_text()
+    assert not any(name in panel for name in names)
+    page.wait_for_timeout(500)  # read both
+    page.locator("#battle-question textarea").press("Escape")  # out of the question box, as a user leaves it
+    page.keyboard.press("1")
+    wait_text(page, "#battle-status", "A is better")
+    shown = page.locator("#battle-status").inner_text()
+    assert all(name in shown for name in names) and "Not stored" in shown
+    page.locator("#battle-question textarea").fill("And now?")
+    page.locator("#battle-question textarea").press("Enter")
+    wait_text(page, "#battle-status", "This battle is decided")
+    assert page.get_by_text("Error", exact=True).count() == 0
     page.close()

@@ -224,3 +224,84 @@ def test_admins_pin_and_limit_what_reviewers_pick(medvlm_tiny, medvlm_tiny_base,
     assert "Unknown model" in chat_tab.switch_model(host, store, True, ["bare"], None, signed_in("ada"))["status"]
     assert "lists of model names" in chat_tab.set_pool_rules(host, store, True, "bare", 3, signed_in("ada"))["status"]
     assert r"Unknown model\(s\)\: nope" in chat_tab.set_pool_rules(host, store, True, ["nope"], [], signed_in("ada"))["status"]
+
+
+# --- live battles (the Arena tab) -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_model_host(medvlm_tiny, medvlm_tiny_base):
+    host = ModelHost(device="cpu")
+    host.adopt(medvlm_tiny)
+    host.adopt(renamed(medvlm_tiny_base, "bare"))
+    return host
+
+
+def test_two_models_are_drawn_only_from_those_that_can_answer_together(host, two_model_host):
+    import random
+
+    from review import arena
+
+    with pytest.raises(UserFacingError, match="needs two models that can answer here; 1 can"):
+        arena.contenders(host, admin=True)
+    drawn = {arena.contenders(two_model_host, admin=True, rng=random.Random(seed)) for seed in range(12)}
+    assert drawn == {("medvlm-tiny", "bare"), ("bare", "medvlm-tiny")}  # either may be A
+    two_model_host.set_rules([], ["medvlm-tiny"])  # admins keep "bare" from reviewers: no battle for them
+    with pytest.raises(UserFacingError, match="1 can"):
+        arena.contenders(two_model_host, admin=False)
+    two_model_host.set_rules([], None)
+    two_model_host.budget = max(two_model_host.pool_bytes.values()) + 1  # each fits alone, not both
+    with pytest.raises(UserFacingError, match="fit in the model memory budget"):
+        arena.contenders(two_model_host, admin=True)
+
+
+def test_a_live_battle_is_blind_until_the_vote_and_joins_the_leaderboard(two_model_host, store, vqa_rad_image):
+    from review import arena
+    from ui import live_battle
+
+    host, bob = two_model_host, signed_in("bob", "live")
+    sent = []  # every update the page (or the API) receives before the vote
+
+    def seen(update):
+        sent.append(update)
+        return update
+
+    battle = seen(live_battle.new_battle(host, store, True, live_battle.LiveBattle(), bob))["battle"]
+    assert set(battle.models) == {"medvlm-tiny", "bare"}
+    battle = seen(live_battle.on_upload(str(vqa_rad_image), battle))["battle"]
+    assert battle.models and battle.image is not None
+    for question in ("Is there a mass?", "Which organ is this?"):  # a follow-up goes to both
+        updates = [seen(u) for u in live_battle.ask(host, store, True, question, battle, bob)]
+        battle = updates[-1]["battle"]
+    assert len(battle.questions) == 2 and all(len(said) == 2 and all(said) for said in battle.answers)
+    assert updates[0]["status"] == "Both models are answering…" and len(updates[-1]["chat_a"]) == 4
+    shown = repr([{k: v for k, v in update.items() if k != "battle"} for update in sent])  # "battle" stays on the server
+    assert "medvlm-tiny" not in shown and "bare" not in shown
+
+    assert "read both answers first" in live_battle.vote(host, store, True, "a", battle.token, "", battle, bob)["status"]
+    time.sleep(review_tab.MIN_DWELL_S)
+    assert "no longer on screen" in live_battle.vote(host, store, True, "a", "old-token", "", battle, bob)["status"]
+    voted = live_battle.vote(host, store, True, "b", battle.token, "B reads the image", battle, bob)
+    a, b = (arena.model_label(name, host.specs[name].adapter) for name in battle.models)
+    assert voted["status"].replace("\\", "").startswith(f"Saved: B is better. A was {a}, B was {b}") and voted["battle"].decided == "b"
+    assert live_battle.vote(host, store, True, "a", battle.token, "", voted["battle"], bob) == {}  # a second click: nothing
+    assert [(x.model_a, x.model_b, x.outcome) for x in arena.battles(store)] == [(a, b, "b")]
+    assert [v["note"] for v in store.current_votes()] == ["B reads the image"]
+    refused = list(live_battle.ask(host, store, True, "And now?", voted["battle"], bob))
+    assert "This battle is decided" in refused[-1]["status"]
+
+
+def test_live_battle_errors_and_votes_without_accounts_name_no_model(two_model_host, store):
+    from ui import live_battle
+
+    host = two_model_host
+    assert live_battle.blinded(host, ("bare", "medvlm-tiny"), "Not enough room for medvlm-tiny; bare is answering") == \
+        "Not enough room for Model B; Model A is answering"
+    battle = live_battle.LiveBattle(models=("bare", "medvlm-tiny"), token="t", questions=("q",), answers=(("yes",), ("no",)))
+    shown = live_battle.vote(host, store, False, "tie", "t", "", battle, signed_in(None))
+    assert "A was bare, B was medvlm-tiny + medvlm-tiny-grounded" in shown["status"].replace("\\", "") and "Not stored" in shown["status"]
+    assert store.current_votes() == []
+    assert "Ask a question first" in live_battle.vote(host, store, True, "a", "", "", live_battle.LiveBattle(), signed_in("bob"))["status"]
+    assert "Sign in" in live_battle.vote(host, store, True, "a", "t", "", battle, signed_in(None))["status"]
+    empty = list(live_battle.ask(host, store, True, "   ", battle, signed_in("bob")))
+    assert empty[-1]["status"].startswith("⚠️")

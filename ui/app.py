@@ -10,6 +10,7 @@ from ui.arena_tab import build_arena_tab
 from ui.chat_tab import build_chat_tab
 from ui.compare_tab import build_compare_tab
 from ui.evaluation_tab import build_evaluation_tab
+from ui.live_battle import build_live_battle
 from ui.review_tab import KEYBOARD_JS, build_review_tab
 from ui.text import markdown_text
 
@@ -41,7 +42,10 @@ def build_app(host: ModelHost, store: Store, reveal_model: bool = False, notice:
         with gr.Tab("Review"):
             build_review_tab(demo, store, accounts, reveal_model)
         with gr.Tab("Arena"):
-            build_arena_tab(demo, store, accounts)
+            with gr.Tab("Dataset pairs"):
+                build_arena_tab(demo, store, accounts)
+            with gr.Tab("Live battle"):
+                build_live_battle(host, store, accounts)
         with gr.Tab("Evaluation") as evaluation:
             build_evaluation_tab(store, evaluation, accounts)
     demo.accounts = accounts

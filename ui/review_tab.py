@@ -37,14 +37,15 @@ NO_ACCOUNTS = ("Reviewing needs accounts: `python -m review.users add NAME` (`--
 # leaves the field, so the next key grades.
 KEYBOARD_JS = """
 () => {
-  const keys = {"1": ["review-correct", "arena-a"], "2": ["review-rephrased", "arena-b"], "3": ["review-wrong", "arena-tie"],
-                "4": ["arena-both-bad"], "u": ["review-undo", "arena-undo"], "s": ["review-skip", "arena-skip"]};
+  const keys = {"1": ["review-correct", "arena-a", "battle-a"], "2": ["review-rephrased", "arena-b", "battle-b"],
+                "3": ["review-wrong", "arena-tie", "battle-tie"], "4": ["arena-both-bad", "battle-both-bad"],
+                "u": ["review-undo", "arena-undo"], "s": ["review-skip", "arena-skip"]};
   document.addEventListener("keydown", (event) => {
     const target = event.target;
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     const typing = target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA" || target.isContentEditable);
     if (typing) { if (event.key === "Escape") target.blur(); return; }
-    // The Review and Arena tabs share keys: the button of the tab on screen is the visible one.
+    // The Review tab and the Arena's two share keys: the button of the tab on screen is the visible one.
     const button = (keys[event.key.toLowerCase()] || []).map((id) => document.getElementById(id))
       .find((b) => b && b.offsetParent !== null);
     if (button) { event.preventDefault(); button.click(); }

@@ -107,8 +107,9 @@ import sys
 from medvlm.store import Store
 store = Store(sys.argv[1])
 reviewer = store.reviewer(sys.argv[2])["id"]
+record = store.record_vote if sys.argv[4:] == ["votes"] else store.record_verdict  # on pair p, or on prediction p
 for p in range(1, int(sys.argv[3]) + 1):
-    store.record_verdict(p, reviewer, "wrong", request_id=f"{sys.argv[2]}-{p}")
+    record(p, reviewer, "b" if sys.argv[4:] == ["votes"] else "wrong", request_id=f"{sys.argv[2]}-{p}")
     print(p, flush=True)
 """
 
@@ -127,13 +128,23 @@ def test_eight_processes_lose_no_verdict(tmp_path):
     assert store.db.execute("SELECT COUNT(*) FROM verdicts WHERE verdict = 'wrong'").fetchone()[0] == 8 * 40
 
 
-def test_a_writer_killed_mid_write_leaves_a_consistent_file(tmp_path):
+@pytest.mark.parametrize("kind", ["verdicts", "votes"])
+def test_a_writer_killed_mid_write_leaves_a_consistent_file(tmp_path, kind):
+    """Verdicts (Review tab) and arena votes alike: every acknowledged write survives a SIGKILL."""
+    from medvlm.store import insert, now
+
     path = tmp_path / "killed.db"
     store = Store(path)
-    seeded(store, predictions=5000)
+    _, predictions = seeded(store, predictions=5000)
+    if kind == "votes":  # a second run's answers to the same items, paired with the first's: 5000 arena pairs
+        other = store.add_run("llava-1.5-7b", "vqa-rad", "test")
+        with store.write() as db:
+            for prediction, (item,) in zip(predictions, db.execute("SELECT id FROM items ORDER BY id").fetchall()):
+                answer = insert(db, "predictions", {"run_id": other, "item_id": item, "answer": "No", "created": now()})
+                insert(db, "arena_pairs", {"item_id": item, "a_prediction": prediction, "b_prediction": answer, "created": now()})
     store.add_reviewer("victim", "h")
     store.close()
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path), "victim", "5000"],
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path), "victim", "5000", kind],
                               env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE, text=True)
     committed = 0
     while committed < 200:  # let it get going, then kill it without warning
@@ -145,9 +156,10 @@ def test_a_writer_killed_mid_write_leaves_a_consistent_file(tmp_path):
     assert committed < 5000, "the writer finished before it was killed"
     reopened = Store(path)
     assert reopened.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    stored = reopened.db.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0]
+    stored = reopened.db.execute(f"SELECT COUNT(*) FROM {'arena_votes' if kind == 'votes' else 'verdicts'}").fetchone()[0]
     assert committed <= stored <= committed + 1  # every acknowledged write is there; at most the one in flight more
-    assert reopened.record_verdict(1, reopened.reviewer("ada")["id"], "correct")  # and it takes new writes
+    record = reopened.record_vote if kind == "votes" else reopened.record_verdict
+    assert record(1, reopened.reviewer("ada")["id"], "tie" if kind == "votes" else "correct")  # and it takes new writes
 
 
 def test_read_only_and_locked_files_say_so_and_lose_nothing(tmp_path, monkeypatch):

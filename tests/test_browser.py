@@ -784,9 +784,23 @@ def test_arena_admin_enters_runs_a_physician_votes_blind_then_sees_the_models(br
     page.locator("body").press("1")  # A better
     wait_text(page, "#arena-status", "Saved: A is better")
     page.close()
-    admin = new_page(browser)  # the leaderboard, for admins, in the Evaluation tab
+    admin = new_page(browser)  # a second reviewer (the admin) votes on every pair, then reads the leaderboard
     sign_in(admin, app_url, ADMIN, ADMIN_PASSWORD)
+    admin.get_by_role("tab", name="Arena").click()
+    admin.reload()
+    admin.wait_for_selector("#question textarea")
+    admin.get_by_role("tab", name="Arena").click()
+    for k, key in enumerate("2121"):
+        wait_text(admin, "#arena-progress", f"{k} / 4 compared")
+        time.sleep(0.5)
+        admin.locator("body").press(key)
+    wait_text(admin, "#arena-progress", "4 / 4 compared")
     admin.get_by_role("tab", name="Evaluation").click()
     wait_text(admin, "#eval-arena", "llava-1.5-7b")
-    assert "medvlm-tiny" in admin.locator("#eval-arena").inner_text()
+    board = admin.locator("#eval-arena").inner_text()
+    assert "medvlm-tiny" in board and board.count(" to ") == 2  # both models, each with its interval
+    headline = admin.locator("#eval-headline").inner_text()
+    assert headline.count("–") >= 2  # arena scores with their intervals in the per-model table
+    wait_text(admin, "#eval-arena-checks", "decisive votes went to A")
+    assert "Cohen kappa" in admin.locator("#eval-arena-checks").inner_text()  # one pair voted on by both reviewers
     admin.close()

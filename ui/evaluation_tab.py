@@ -96,8 +96,7 @@ def build_evaluation_tab(store: Store, tab: gr.Tab, accounts: bool) -> None:
                     "above; answers that name a model are left out.")
         nothing_yet("arena")
         arena_table = gr.Dataframe(interactive=False, elem_id="eval-arena")
-        arena_checks = gr.Textbox(label="Checks: position bias, reviewer agreement, agreement with the verdicts", interactive=False,
-                                  visible=False, elem_id="eval-arena-checks")
+        arena_checks = gr.Markdown(visible=False, elem_id="eval-arena-checks")  # figures only: no user or model text
         arena_plot = gr.Image(label="Arena scores with 95 % intervals", interactive=False, height=260, visible=False, elem_id="eval-arena-plot")
     with gr.Accordion("Scores per run, every scorer", open=False):
         nothing_yet("table")
@@ -185,7 +184,8 @@ def load(store: Store, accounts: bool, choice, anchor, request: gr.Request) -> d
     return {"notice": notice, **sections(tables),
             "arena_plot": picture(picture_file(leaderboard.plot(ranked)) if ranked else None, bool(ranked)),
             "anchor": gr.update(choices=sorted(r["model"] for r in ranked)),
-            "arena_checks": gr.update(value=report.arena_checks_line(report.arena_checks(store)) if ranked else "", visible=bool(ranked)),
+            "arena_checks": gr.update(value=f"**Checks.** {report.arena_checks_line(report.arena_checks(store))}" if ranked else "",
+                                      visible=bool(ranked)),
             "comparison_plot": picture(picture_file(latest[0]["plot"]) if latest else None, bool(latest)),  # stored as PNG bytes
             "accuracy_plot": gr.update(value=accuracy, visible=not accuracy.empty), "mix_plot": gr.update(value=mix, visible=not mix.empty)}
 

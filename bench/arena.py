@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.review import PASSWORD, start_app
+from bench.review import PASSWORD, median_ms, start_app
 from medvlm import cli, leaderboard
 from medvlm.leaderboard import Battle
 from medvlm.store import Store
@@ -136,14 +136,9 @@ def next_pair_ms(pairs: int) -> float:
         reviewer = store.add_reviewer("bench", "-")
         for row in arena.pending(store, reviewer, limit=200):
             store.record_vote(row["pair_id"], reviewer, "a")
-        times = []
-        for _ in range(200):
-            start = time.perf_counter()
-            arena.pending(store, reviewer)
-            arena.progress(store, reviewer)
-            times.append(time.perf_counter() - start)
+        took = median_ms(lambda: (arena.pending(store, reviewer), arena.progress(store, reviewer)))
         store.close()
-        return statistics.median(times) * 1000
+        return took
 
 
 def main() -> None:

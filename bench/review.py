@@ -165,14 +165,19 @@ def next_item_ms(predictions: int) -> float:
         reviewer = store.add_reviewer("bench", "-")
         for row in queue.pending(store, reviewer, limit=200):
             store.record_verdict(row["prediction_id"], reviewer, "correct")
-        times = []
-        for _ in range(200):
-            start = time.perf_counter()
-            queue.pending(store, reviewer)
-            queue.progress(store, reviewer)
-            times.append(time.perf_counter() - start)
+        took = median_ms(lambda: (queue.pending(store, reviewer), queue.progress(store, reviewer)))
         store.close()
-        return statistics.median(times) * 1000
+        return took
+
+
+def median_ms(read, rounds: int = 200) -> float:
+    """The median time of `read()` over `rounds` calls, in milliseconds."""
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        read()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
 
 
 def main() -> None:

@@ -129,7 +129,6 @@ CREATE INDEX arena_votes_by_reviewer ON arena_votes (reviewer_id, pair_id, id);
 """
 
 
-
 def shuffle_key(*parts) -> int:
     """A fixed pseudo-random position for a queue entry (62 bits, so SQLite holds it as a plain integer)."""
     return int.from_bytes(hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()) >> 2

@@ -5,8 +5,9 @@ An admin enters runs: every pair of the chosen runs ("all"), or one run against 
 Each pair's sides are drawn at random once and stored. A reviewer's queue interleaves the model pairs, so every pair
 of models gets votes early: each pair gets a turn in its lane (the pairs of its two runs, in a random order) when it is
 entered, and the queue takes turn 0 of every lane, then turn 1, ..., each reviewer from a turn of their own. Like the
-review queue (review.queue) the next pair is one read along a stored index, not a sort of every pair per click. A pair whose answer names a model or
-a vendor is flagged; the leaderboard can leave flagged battles out, as FastChat drops them.
+review queue (review.queue) the next pair is one read along a stored index, not a sort of every pair per click. A pair
+whose answer names a model or a vendor is flagged; the leaderboard can leave flagged battles out, as FastChat drops
+them. Live battles (ui/live_battle.py) are stored as pairs too, each model's answers in a run on LIVE_DATASET.
 """
 import itertools
 import json
@@ -17,10 +18,9 @@ from medvlm.errors import UserFacingError
 from medvlm.leaderboard import Battle
 from medvlm.store import Store, shuffle_key
 from review.chat_answers import keep_image
-from review.queue import count_rows
+from review.queue import LIVE_DATASET, count_rows
 
 MODES = ("all", "one_vs_rest")
-LIVE_DATASET = "arena:live"  # live battles' items and runs (one run per model), beside the datasets' ones
 # Names that unblind an answer: model families and the companies behind them (case-blind, whole words).
 NAMES_A_MODEL = re.compile(
     r"\b(llava|idefics|midefics|gemma|medgemma|qwen|lingshu|smolvlm|smollm|huatuo|llama|mistral|mixtral|gpt|chatgpt|openai|"

@@ -1,7 +1,7 @@
 """A reviewer's queue: the predictions they have not graded, blinded (no model name), in an order of their own that
-stays the same across sessions, filtered by run and question type. Contested comparison answers come first: an image
-where the VLM and the detector disagree, or where either contradicts the label (marked when they are written,
-medvlm.compare.mark_contested).
+stays the same across sessions, filtered by run and question type; not the answers of live arena battles, which
+physicians vote on instead. Contested comparison answers come first: an image where the VLM and the detector
+disagree, or where either contradicts the label (marked when they are written, medvlm.compare.mark_contested).
 
 The order is stored, not recomputed per click. Every prediction has a fixed pseudo-random position
 (medvlm.store.shuffle_key) and each reviewer walks that cycle from a starting point of their own, so reviewers start
@@ -13,7 +13,8 @@ import json
 from medvlm.store import Store, shuffle_key
 
 FIELDS = ("prediction_id", "run_id", "question", "reference", "answer_type", "image_ref", "answer", "boxes")
-FILTERS = "(:run IS NULL OR p.run_id = :run) AND (:kind IS NULL OR i.answer_type = :kind)"
+LIVE_DATASET = "arena:live"  # live arena battles' items (review.arena): voted on there, not graded here
+FILTERS = f"(:run IS NULL OR p.run_id = :run) AND (:kind IS NULL OR i.answer_type = :kind) AND i.dataset != '{LIVE_DATASET}'"
 UNGRADED = """(SELECT verdict FROM verdicts v WHERE v.reviewer_id = :reviewer AND v.prediction_id = p.id
                ORDER BY v.id DESC LIMIT 1) IS NULL"""
 NEXT_SQL = f"""

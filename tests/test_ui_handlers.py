@@ -287,6 +287,9 @@ def test_a_live_battle_is_blind_until_the_vote_and_joins_the_leaderboard(two_mod
     assert live_battle.vote(host, store, True, "a", battle.token, "", voted["battle"], bob) == {}  # a second click: nothing
     assert [(x.model_a, x.model_b, x.outcome) for x in arena.battles(store)] == [(a, b, "b")]
     assert [v["note"] for v in store.current_votes()] == ["B reads the image"]
+    from review import queue
+
+    assert queue.pending(store, store.reviewer("bob")["id"]) == [] and queue.progress(store, store.reviewer("bob")["id"]) == (0, 0)
     refused = list(live_battle.ask(host, store, True, "And now?", voted["battle"], bob))
     assert "This battle is decided" in refused[-1]["status"]
 

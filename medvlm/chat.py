@@ -42,6 +42,8 @@ _INVISIBLE = {c: None for c in range(32) if chr(c) not in "\t\n"} | {0x7F: None}
 
 
 def check_question(question: str | None) -> str:
+    if question is not None and not isinstance(question, str):  # through the API a question can be any JSON value
+        raise UserFacingError(f"A question is text, not {type(question).__name__}.")
     question = (question or "").translate(_INVISIBLE).strip()
     if not question:
         raise UserFacingError("Type a question first.")

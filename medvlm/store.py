@@ -407,6 +407,8 @@ class Store:
     # Append-only: a change, a withdrawal (None) or an undo is a new row; the latest row per (item, reviewer) counts.
 
     def _record(self, h: History, key: int, reviewer_id: int, value: str | None, note: str | None, request_id: str | None) -> int:
+        if note is not None and not isinstance(note, str):  # through the API a note can be any JSON value
+            raise UserFacingError(f"A note is text, not {type(note).__name__}: nothing was saved.")
         with self.write() as db:
             if request_id:
                 done = db.execute(f"SELECT id FROM {h.table} WHERE request_id = ?", [request_id]).fetchone()

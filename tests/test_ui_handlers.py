@@ -308,3 +308,9 @@ def test_live_battle_errors_and_votes_without_accounts_name_no_model(two_model_h
     assert "Sign in" in live_battle.vote(host, store, True, "a", "t", "", battle, signed_in(None))["status"]
     empty = list(live_battle.ask(host, store, True, "   ", battle, signed_in("bob")))
     assert empty[-1]["status"].startswith("⚠️")
+    for wrong in (None, 123, ["a"]):  # what the API can send for the question
+        assert list(live_battle.ask(host, store, True, wrong, battle, signed_in("bob")))[-1]["status"].startswith("⚠️")
+    answered = live_battle.LiveBattle(models=("bare", "medvlm-tiny"), token="t", questions=("q",), answers=(("yes",), ("no",)))
+    for token, note in ((None, ""), (["t"], ""), ("t", {"x": 1}), ("t", 7)):  # wrong types: one line each, nothing stored
+        assert live_battle.vote(host, store, True, "a", token, note, answered, signed_in("bob"))["status"].startswith("⚠️")
+    assert store.current_votes() == []

@@ -1,5 +1,6 @@
 """`python app.py --model FOLDER` on tiny Gemma 3, Idefics3 and Qwen2.5-VL checkpoints in headless Chromium, and each
 session its own model. Its own file so that pytest-xdist runs it beside test_browser.py, not after it."""
+import html
 import time
 
 import pytest
@@ -86,12 +87,12 @@ def test_a_chat_template_checkpoint_chats_in_the_browser(kind, chat_template_app
 
 
 def test_a_live_battle_streams_two_unnamed_models_side_by_side_then_names_them(chat_template_apps, browser, vqa_rad_image):  # noqa: F811
-    """The Arena's live battle on `python app.py --model FOLDER` (a tiny Idefics3) beside MedVLM-Tiny: upload, ask,
-    both answer side by side, a follow-up to both; no model name on the page or in any API payload before the vote;
-    key 1 votes and both are named (no accounts here: nothing stored, and it says so)."""
+    """The Arena's live battle on `python app.py --model FOLDER` (a tiny Gemma 3 in a folder named in markup) beside
+    MedVLM-Tiny: upload, ask, both answer side by side, a follow-up to both; no model name on the page or in any API
+    payload before the vote; key 1 votes and both are named, as text (no accounts here: nothing stored, and it says so)."""
     from gradio_client import Client, handle_file
 
-    folder, _, url, _ = chat_template_apps["idefics3"]
+    folder, _, url, _ = chat_template_apps["gemma3"]
     names = (str(folder), "medvlm-tiny")
     client = Client(url, verbose=False)  # over the wire: every output of every event before the vote
     payloads = [client.predict(handle_file(str(vqa_rad_image)), api_name="/battle_upload")]
@@ -103,7 +104,7 @@ def test_a_live_battle_streams_two_unnamed_models_side_by_side_then_names_them(c
     assert "read both answers first" in client.predict(token, "", api_name="/battle_vote_a")  # no faster than a reader
     time.sleep(0.5)
     revealed = client.predict(token, "", api_name="/battle_vote_a")
-    assert all(name in str(revealed).replace("\\", "") for name in names), (payloads[0], revealed)
+    assert all(name in html.unescape(revealed.replace("\\", "")) for name in names), revealed  # Markdown, escaped: as typed
 
     page = new_page(browser)
     page.goto(url)
@@ -127,6 +128,7 @@ def test_a_live_battle_streams_two_unnamed_models_side_by_side_then_names_them(c
     wait_text(page, "#battle-status", "A is better")
     shown = page.locator("#battle-status").inner_text()
     assert all(name in shown for name in names) and "Not stored" in shown
+    assert page.locator("#battle-status").locator("img, a, code, strong").count() == 0  # the folder's markup drew nothing
     page.locator("#battle-question textarea").fill("And now?")
     page.locator("#battle-question textarea").press("Enter")
     wait_text(page, "#battle-status", "This battle is decided")

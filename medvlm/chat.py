@@ -30,11 +30,18 @@ class GenerationSettings:
     temperature: float = DEFAULT_TEMPERATURE  # 0 = greedy (reproducible)
 
     def check(self) -> "GenerationSettings":
-        if not 1 <= int(self.max_new_tokens) <= MAX_NEW_TOKENS_LIMIT:
-            raise UserFacingError(f"Max new tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, not {self.max_new_tokens}.")
-        if not 0.0 <= float(self.temperature) <= 2.0:
-            raise UserFacingError(f"Temperature must be between 0 and 2, not {self.temperature}.")
-        return self
+        """These settings as numbers in range -> a checked copy. From the app's API they can arrive as anything (None,
+        text, NaN, a list): each gets one line."""
+        try:
+            tokens, temperature = float(self.max_new_tokens), float(self.temperature)
+        except (TypeError, ValueError):
+            raise UserFacingError(f"Max new tokens and temperature are numbers, not {self.max_new_tokens!r} and "
+                                  f"{self.temperature!r}.") from None
+        if not 1 <= tokens <= MAX_NEW_TOKENS_LIMIT or tokens != int(tokens):  # NaN fails every comparison
+            raise UserFacingError(f"Max new tokens is a whole number from 1 to {MAX_NEW_TOKENS_LIMIT}, not {self.max_new_tokens!r}.")
+        if not 0.0 <= temperature <= 2.0:
+            raise UserFacingError(f"Temperature is a number from 0 to 2, not {self.temperature!r}.")
+        return GenerationSettings(max_new_tokens=int(tokens), temperature=temperature)
 
 
 # Control characters other than tab and newline (NUL and friends) are dropped: they carry nothing a reader sees.

@@ -88,6 +88,14 @@ def test_chat_upload_ask_and_follow_up(host, vqa_rad_image, tmp_path):
 
     refused = list(chat_tab.respond(host, "   ", conversation, [], 0.0, 8))
     assert len(refused) == 1 and refused[0]["chatbot"] == [] and "⚠️" in refused[0]["status"] and "question" not in refused[0]
+    # What the API can send (issue 26's hostile run): each a one-line message, the conversation unchanged.
+    for history, temperature, tokens, said in (
+            ([], None, 8, "are numbers"), ([], "warm", 8, "are numbers"), ([], float("nan"), 8, "Temperature is a number"),
+            ([], 0.0, None, "are numbers"), ([], 0.0, "many", "are numbers"), ([], 0.0, float("nan"), "whole number"),
+            ([], 0.0, 2.5, "whole number"), ([], 0.0, [8], "are numbers"), ("not a list", 0.0, 8, "chat history is a list"),
+            ([1, 2], 0.0, 8, "chat history is a list")):
+        updates = list(chat_tab.respond(host, "Is it?", conversation, history, temperature, tokens))
+        assert len(updates) == 1 and said in updates[0]["status"] and updates[0]["conversation"] is conversation, (history, temperature, tokens)
 
 
 def test_chat_answers_reach_review_only_from_a_signed_in_account(host, store, vqa_rad_image):

@@ -97,16 +97,19 @@ def on_remove_image() -> dict:
 def respond(host: ModelHost, text, conversation: Conversation, messages, temperature, max_new_tokens, model_name=None):
     """The question's answer from the session's model (model_name; None: the app's default), streamed into the chat;
     the turn joins the conversation once the answer is complete."""
-    messages = list(messages or [])
     model_name = model_name or host.default_name
     try:
+        if messages is not None and not (isinstance(messages, list) and all(isinstance(m, dict) for m in messages)):
+            messages = None  # through the API the shown history can be anything: it is only drawn, never asked from
+            raise UserFacingError("The chat history is a list of messages ({role, content}).")
         text = check_question(text)
-        settings = GenerationSettings(max_new_tokens=int(max_new_tokens), temperature=float(temperature)).check()
+        settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature).check()
         if model_name is None:
             raise UserFacingError("No model is loaded: pick one that can load here.")
     except UserFacingError as e:
-        yield {"chatbot": messages, "conversation": conversation, "status": warning(str(e))}
+        yield {"chatbot": messages or [], "conversation": conversation, "status": warning(str(e))}
         return
+    messages = list(messages or [])
     messages += [{"role": "user", "content": html_text(text)}, {"role": "assistant", "content": ""}]
     yield {"chatbot": messages, "conversation": conversation, "question": "", "status": f"{markdown_text(model_name)} is answering…"}
     answer = ""

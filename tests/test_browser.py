@@ -558,7 +558,9 @@ def test_an_admin_adds_a_model_server_chats_with_it_and_sees_it_go_down(browser,
 
 PUBLIC_ENDPOINTS = {"/upload", "/chat", "/switch_model", "/models", "/add_server", "/compare", "/detect", "/compare_dataset",
                     "/open_review", "/grade_correct", "/grade_rephrased", "/grade_wrong", "/undo", "/skip",
-                    "/open_arena", "/vote_a", "/vote_b", "/vote_tie", "/vote_both_bad", "/arena_undo", "/arena_skip"}
+                    "/open_arena", "/vote_a", "/vote_b", "/vote_tie", "/vote_both_bad", "/arena_undo", "/arena_skip",
+                    "/battle_upload", "/battle_ask", "/battle_new", "/battle_vote_a", "/battle_vote_b", "/battle_vote_tie",
+                    "/battle_vote_both_bad"}
 
 
 def test_the_readme_python_example_runs_and_only_user_actions_are_endpoints(app_url, capsys):

@@ -16,7 +16,6 @@ sign in and vote through /arena_vote_a at once, each waiting out MIN_DWELL_S as 
 is counted in the store: a lost one voids the run.
 """
 import random
-import re
 import statistics
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.review import PASSWORD, median_ms, start_app
+from bench.review import PASSWORD, judge_through_api, median_ms, start_app
 from medvlm import cli, leaderboard
 from medvlm.leaderboard import Battle
 from medvlm.store import Store
@@ -64,30 +63,6 @@ def bench_fit(models: int, battles: int, rounds: int) -> None:
     print(f"     scores within {worst:.0f} points of the strengths drawn from; {covered}/{models} intervals cover them")
 
 
-def vote_through_api(url: str, name: str, votes: int) -> list[float]:
-    """One reviewer's session: sign in, then read and vote on `votes` pairs (always "A is better"); -> round trips (s)."""
-    from gradio_client import Client
-
-    from ui.review_tab import MIN_DWELL_S
-
-    client = Client(url, auth=(name, PASSWORD), verbose=False)
-
-    def token(outputs) -> str:
-        return next(v for v in outputs if isinstance(v, str) and re.fullmatch(r"\d+:\d+:\d+", v))
-
-    shown, latencies = token(client.predict(api_name="/open_arena")), []
-    for _ in range(votes):
-        time.sleep(MIN_DWELL_S + 0.02)  # reading both answers
-        start = time.perf_counter()
-        outputs = client.predict(shown, "", api_name="/vote_a")
-        latencies.append(time.perf_counter() - start)
-        if not any(isinstance(v, str) and v.startswith("Saved") for v in outputs):
-            sys.exit(f"{name}: not saved: {outputs[-1]}")
-        if len(latencies) < votes:
-            shown = token(outputs)
-    return latencies
-
-
 def bench_api(pairs: int, votes: int) -> None:
     from review import arena, users
 
@@ -105,8 +80,11 @@ def bench_api(pairs: int, votes: int) -> None:
         store.close()
         app, url = start_app(db)
         try:
+            def voter(k: int) -> list[float]:
+                return judge_through_api(url, f"reviewer{k}", votes, ("/open_arena", ()), ("/vote_a", ()))
+
             with ThreadPoolExecutor(REVIEWERS) as pool:
-                latencies = [t for ts in pool.map(lambda k: vote_through_api(url, f"reviewer{k}", votes), range(REVIEWERS)) for t in ts]
+                latencies = [t for ts in pool.map(voter, range(REVIEWERS)) for t in ts]
         finally:
             app.terminate()
             app.wait(timeout=30)

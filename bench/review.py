@@ -101,8 +101,10 @@ def start_app(db: Path) -> tuple[subprocess.Popen, str]:
     sys.exit("the app did not start in 4 minutes")
 
 
-def review_through_api(url: str, name: str, verdicts: int) -> list[float]:
-    """One reviewer's session: sign in, then read and grade `verdicts` answers; -> each verdict's round trip (s)."""
+def judge_through_api(url: str, name: str, count: int, opening: tuple, judging: tuple) -> list[float]:
+    """One reviewer's session: sign in, open the queue (endpoint, arguments), then read and judge `count` items
+    (endpoint, arguments after the item's token and an empty note), as the Review and Arena tabs do; -> each
+    judgement's round trip (s)."""
     from gradio_client import Client
 
     from ui.review_tab import MIN_DWELL_S
@@ -112,17 +114,21 @@ def review_through_api(url: str, name: str, verdicts: int) -> list[float]:
     def token(outputs) -> str:
         return next(v for v in outputs if isinstance(v, str) and re.fullmatch(r"\d+:\d+:\d+", v))
 
-    shown, latencies = token(client.predict("all", "all", api_name="/open_review")), []
-    for _ in range(verdicts):
-        time.sleep(MIN_DWELL_S + 0.02)  # reading the answer
+    shown, latencies = token(client.predict(*opening[1], api_name=opening[0])), []
+    for _ in range(count):
+        time.sleep(MIN_DWELL_S + 0.02)  # reading it
         start = time.perf_counter()
-        outputs = client.predict(shown, "", "all", "all", api_name="/grade_correct")
+        outputs = client.predict(shown, "", *judging[1], api_name=judging[0])
         latencies.append(time.perf_counter() - start)
-        if not outputs[-1].startswith("Saved"):
+        if not any(isinstance(v, str) and v.startswith("Saved") for v in outputs):
             sys.exit(f"{name}: not saved: {outputs[-1]}")
-        if len(latencies) < verdicts:
+        if len(latencies) < count:
             shown = token(outputs)
     return latencies
+
+
+def review_through_api(url: str, name: str, verdicts: int) -> list[float]:
+    return judge_through_api(url, name, verdicts, ("/open_review", ("all", "all")), ("/grade_correct", ("all", "all")))
 
 
 def measure_api(verdicts: int, predictions: int) -> None:

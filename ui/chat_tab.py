@@ -75,18 +75,24 @@ def model_panel(host: ModelHost, name: str | None) -> str:
     return "\n\n".join(line for line in lines if line)
 
 
+def uploaded(path) -> tuple:
+    """An uploaded file -> (the image, its file name, "Loaded NAME (W×H)." with the blank-image warning before it when
+    it is one). Raises UserFacingError for a file that is no readable image."""
+    image = load_image(path)
+    name = path.rsplit("/", 1)[-1]
+    status = f"Loaded {markdown_text(name)} ({image.width}×{image.height})."
+    blank = blank_warning(image, name)
+    return image, name, f"{warning(blank)} {status}" if blank else status
+
+
 def on_upload(path, conversation: Conversation) -> dict:
     """A new image starts a new conversation. A bad file changes nothing but the status line."""
     try:
-        image = load_image(path)
+        image, name, loaded = uploaded(path)
     except UserFacingError as e:
         return {"preview": None, "conversation": conversation, "status": warning(str(e))}
-    name = path.rsplit("/", 1)[-1]
-    status = f"Loaded {markdown_text(name)} ({image.width}×{image.height}). Ask a question; follow-ups keep this image."
-    blank = blank_warning(image, name)
-    if blank:
-        status = f"{warning(blank)} {status}"
-    return {"preview": picture_file(image), "chatbot": [], "conversation": Conversation(image=image, image_name=name), "status": status}
+    return {"preview": picture_file(image), "chatbot": [], "conversation": Conversation(image=image, image_name=name),
+            "status": f"{loaded} Ask a question; follow-ups keep this image."}
 
 
 def on_remove_image() -> dict:

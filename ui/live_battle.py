@@ -19,12 +19,12 @@ from PIL import Image
 from medvlm.chat import GenerationSettings, check_question
 from medvlm.errors import UserFacingError
 from medvlm.host import ModelHost
-from medvlm.images import blank_warning, load_image
 from medvlm.leaderboard import OUTCOMES
 from medvlm.settings import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE
 from medvlm.store import Store
 from review import arena, users
 from ui.arena_tab import VOTE_LABELS
+from ui.chat_tab import uploaded, warning
 from ui.events import MODEL_EVENT, bind
 from ui.pictures import picture_file
 from ui.review_tab import MIN_DWELL_S
@@ -45,10 +45,6 @@ class LiveBattle:
     answered_at: float = 0.0  # time.monotonic() when the last answers ended
     decided: str = ""  # the vote, once cast
     chats: tuple = field(default_factory=lambda: ([], []))
-
-
-def warning(message: str) -> str:
-    return f"⚠️ {markdown_text(message)}"
 
 
 def blinded(host: ModelHost, models: tuple, text: str) -> str:
@@ -81,14 +77,12 @@ def new_battle(host: ModelHost, store: Store, accounts: bool, battle: LiveBattle
 def on_upload(path, battle: LiveBattle) -> dict:
     """A new image: the same two models (new ones if this battle was decided), a new conversation."""
     try:
-        image = load_image(path)
+        image, _, loaded = uploaded(path)
     except UserFacingError as e:
         return {"status": warning(str(e))}
-    status = f"Loaded {markdown_text(path.rsplit('/', 1)[-1])}. Ask a question: both models answer."
-    blank = blank_warning(image, path.rsplit("/", 1)[-1])
     fresh = LiveBattle(image=image) if battle.decided else LiveBattle(models=battle.models, image=image, token=battle.token)
     return {"battle": fresh, "preview": picture_file(image), "chat_a": [], "chat_b": [], "token": fresh.token,
-            "status": f"{warning(blank)} {status}" if blank else status}
+            "status": f"{loaded} Ask a question: both models answer."}
 
 
 def side_by_side(host: ModelHost, models: tuple, histories: tuple, question: str, image, settings: GenerationSettings):

@@ -45,7 +45,7 @@ class ModelArguments:
 class DataArguments:
     data: str = arg(
         "../shared/data/vqa-rad/vqa_rad.jsonl@2,labels:../shared/data/brain-tumor/data.yaml,"
-        "labels:../shared/data/vqa-rad/vqa_rad.jsonl@2,labels:../shared/data/isic/isic_ham10000_sample.jsonl@2",
+        "labels:../shared/data/vqa-rad/vqa_rad.jsonl@3,labels:../shared/data/isic/isic_ham10000_sample.jsonl@2",
         "a mixture SOURCE[@WEIGHT],...: JSONL, image folder with metadata.jsonl, hub dataset id, or labels:PATH "
         "(questions from image labels). The first source's eval split gives the headline scores; every labels: source "
         "is also scored on its held-out images (per task), and closed questions again with swapped images")

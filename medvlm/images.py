@@ -41,10 +41,16 @@ def load_image(path) -> Image.Image:
         raise UserFacingError(f"{name} is empty (0 bytes): upload a PNG, JPEG or DICOM image.")
     if size > MAX_UPLOAD_BYTES:
         raise UserFacingError(f"{name} is {size / 2**20:.0f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB.")
-    if head[128:132] == b"DICM" or path.suffix.lower() in DICOM_SUFFIXES:
-        return _decode_dicom(path)
+    if head[128:132] == b"DICM" or path.suffix.lower() in DICOM_SUFFIXES or name.lower().endswith((".nii", ".nii.gz")):
+        from medvlm.volumes import open_scan
+
+        return open_scan([path]).render()  # the middle slice in the scan's own window (medvlm.volumes)
     return _decode_raster(path)
 
+
+def load_raster(path) -> Image.Image:
+    """A PNG or JPEG (what load_image does for a file that is not DICOM or NIfTI)."""
+    return _decode_raster(Path(path))
 
 def blank_warning(image: Image.Image, name: str) -> str | None:
     """One line when the decoded image is one value everywhere (a blank, or a file that decoded to nothing): nothing
@@ -106,65 +112,3 @@ def _rescale_to_uint8(values: np.ndarray) -> np.ndarray:
 def _gray_to_rgb(gray: np.ndarray) -> Image.Image:
     return Image.fromarray(np.stack([gray] * 3, axis=-1), mode="RGB")
 
-
-def _decode_dicom(path: Path) -> Image.Image:
-    """DICOM pixel data -> modality LUT -> window (centre/width, else min-max) -> 8-bit RGB."""
-    import pydicom
-    from pydicom.pixels import apply_modality_lut, convert_color_space
-
-    name = path.name
-    try:
-        # force=True reads files without the 128-byte preamble; the pixel checks below reject non-DICOM content.
-        ds = pydicom.dcmread(path, force=True)
-    except Exception as e:  # pydicom raises many types; the message must not quote tag values
-        raise UserFacingError(f"{name} is not a readable DICOM file ({type(e).__name__}).") from None
-    if "PixelData" not in ds:
-        raise UserFacingError(f"{name} is a DICOM file without image pixel data.")
-    try:
-        rows, columns = int(ds.Rows), int(ds.Columns)
-    except Exception:
-        raise UserFacingError(f"{name} is a malformed DICOM file (no valid image size).") from None
-    _check_pixels(name, columns, rows)
-    try:
-        pixels = ds.pixel_array
-    except Exception as e:
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        detail = f"transfer syntax {syntax.name}" if syntax is not None else type(e).__name__
-        raise UserFacingError(f"{name}: the DICOM pixel data could not be decoded ({detail}).") from None
-
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames > 1:
-        pixels = pixels[frames // 2]  # a multi-frame series is shown by its middle frame
-    if samples == 3:
-        photometric = str(ds.get("PhotometricInterpretation", "RGB"))
-        if photometric.startswith("YBR"):
-            pixels = convert_color_space(pixels, photometric, "RGB")
-        return Image.fromarray(_rescale_to_uint8(pixels) if pixels.dtype != np.uint8 else pixels, mode="RGB")
-    if pixels.ndim != 2:
-        raise UserFacingError(f"{name} is a malformed DICOM file (unexpected pixel array shape {pixels.shape}).")
-
-    values = apply_modality_lut(pixels, ds).astype(np.float64)
-    gray = _window(values, ds.get("WindowCenter"), ds.get("WindowWidth"))
-    if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
-        gray = 255 - gray  # MONOCHROME1 stores low values as white
-    return _gray_to_rgb(gray)
-
-
-def _window(values: np.ndarray, center, width) -> np.ndarray:
-    """DICOM linear VOI window (PS3.3 C.11.2.1.2) to 0..255; min-max when the header has no usable window."""
-    try:
-        c, w = float(_first(center)), float(_first(width))
-    except (TypeError, ValueError, IndexError):
-        return _rescale_to_uint8(values)
-    if not np.isfinite(c) or not np.isfinite(w) or w < 1:
-        return _rescale_to_uint8(values)
-    scaled = ((values - (c - 0.5)) / max(w - 1.0, 1.0) + 0.5).clip(0.0, 1.0)
-    return np.round(scaled * 255.0).astype(np.uint8)
-
-
-def _first(value):
-    """A multi-valued DICOM window lists alternatives; the first is the default view."""
-    from pydicom.multival import MultiValue
-
-    return value[0] if isinstance(value, (MultiValue, list, tuple)) else value

@@ -39,6 +39,12 @@ COMPARE_BATCH_SIZE = 4  # images per batch of a dataset comparison, 4 questions 
 # Images: a decompression bomb is refused before its pixels are decoded.
 MAX_IMAGE_PIXELS = 50_000_000
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+# Series and volumes (medvlm.volumes): a 512x512 CT of 1,000 slices fits; a bigger one, or an archive that unpacks
+# to more, is refused before its pixels are read.
+MAX_SERIES_FILES = 2000
+MAX_VOLUME_VOXELS = 512 * 512 * 1024
+MAX_ARCHIVE_BYTES = 1024 * 1024 * 1024  # a .zip's members, unpacked, in all
+MAX_ZIP_RATIO = 200  # a member that unpacks to more than this many times its packed size is a zip bomb
 
 # Questions: the character cap keeps tokenisation cheap; the model's context is checked after tokenising.
 MAX_QUESTION_CHARS = 16_000

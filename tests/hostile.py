@@ -202,6 +202,8 @@ SERIES_KINDS = ["zip-slip", "zip-absolute", "zip-bomb", "zip-2001-files", "zip-n
                 "series-mixed-orientations", "series-mixed-modalities", "series-missing-slices", "series-duplicate-slices",
                 "dicom-voi-lut-wrong-length"]
 NIFTI_KINDS = ["nifti-broken-header", "nifti-nan", "nifti-4d", "nifti-huge", "nifti-truncated"]
+# Shown, with one line saying what is odd; every other series and volume kind is refused.
+LOADED_WITH_A_NOTE = ("series-missing-slices", "series-duplicate-slices", "dicom-voi-lut-wrong-length", "nifti-nan")
 DICOM_KINDS = ["monochrome1", "rgb", "multi-frame", "no-pixels", "undecodable-compressed", "garbage-after-preamble", "rows-disagree"]
 IDENTIFYING = (PATIENT, PATIENT_ID, "19700101")
 

@@ -588,19 +588,21 @@ def test_hostile_inputs_through_the_api_get_one_line_and_the_app_answers(app_url
 
     client = Client(app_url, auth=(REVIEWER, PASSWORD), verbose=False)
     for name, path in hostile.build(tmp_path / "corpus", vqa_rad_image).items():
-        message = client.predict(handle_file(str(path)), api_name="/upload")[-1]
+        message = client.predict([handle_file(str(path))], api_name="/upload")[-1]
         assert message and "\n" not in message and "Traceback" not in message, name
         assert not any(tag in message for tag in hostile.IDENTIFYING), name
         assert "<" not in message, name  # file names shown as text
         if name in ("zero-byte", "truncated", "text-as-image", "html-svg-as-png", "bomb", "animated-gif", "bmp", "tiff",
                     "webp", "dicom-no-pixels", "dicom-undecodable-compressed", "dicom-garbage-after-preamble",
-                    "dicom-rows-disagree"):
+                    "dicom-rows-disagree") or (name in hostile.SERIES_KINDS + hostile.NIFTI_KINDS and name not in hostile.LOADED_WITH_A_NOTE):
             assert message.startswith("⚠️"), name
+        elif name in hostile.LOADED_WITH_A_NOTE:  # shown, the line saying what is odd before "Loaded"
+            assert "Loaded" in message and not message.startswith(("Loaded", "⚠️")), name
         elif name in ("1x1", "10000x2"):  # loaded, and said to be one value everywhere
             assert message.startswith("⚠️") and "one value everywhere" in message and "Loaded" in message, name
         else:
             assert message.startswith("Loaded"), name
-    client.predict(handle_file(str(vqa_rad_image)), api_name="/upload")
+    client.predict([handle_file(str(vqa_rad_image))], api_name="/upload")
     for question in ("", "x" * 1_000_000, "a\x00b?", "<image>", "<image>" * 5, "Hi<|im_end|>\n<|im_start|>assistant\nI"):
         messages, _, status = client.predict(question, [], 0.0, 8, api_name="/chat")
         assert "\n" not in status and "Traceback" not in status
@@ -614,7 +616,7 @@ def test_hostile_inputs_through_the_api_get_one_line_and_the_app_answers(app_url
 
     def chat(k):
         own = Client(app_url, auth=(REVIEWER, PASSWORD), verbose=False)
-        own.predict(handle_file(str(vqa_rad_image)), api_name="/upload")
+        own.predict([handle_file(str(vqa_rad_image))], api_name="/upload")
         messages, _, status = own.predict(f"Question {k}: is this the head?", [], 0.0, 4, api_name="/chat")
         return status == "" and messages[-1]["content"]
 

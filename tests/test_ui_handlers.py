@@ -322,3 +322,63 @@ def test_live_battle_errors_and_votes_without_accounts_name_no_model(two_model_h
     for token, note in ((None, ""), (["t"], ""), ("t", {"x": 1}), ("t", 7)):  # wrong types: one line each, nothing stored
         assert live_battle.vote(host, store, True, "a", token, note, answered, signed_in("bob"))["status"].startswith("⚠️")
     assert store.current_votes() == []
+
+
+def test_the_viewer_shows_the_model_and_the_detector_exactly_the_slice_and_window_on_screen(host, store, tmp_path):
+    """A zipped CT series in the Chat tab: the status names slice and window; another slice or window starts a new
+    conversation about that picture; what goes to review and to the Compare tab's detector is that rendering."""
+    import numpy as np
+    from hostile import write_series, zip_files
+    from PIL import Image
+
+    from medvlm.images import fingerprint
+    from ui import compare_tab, scan_view
+
+    archive = str(zip_files(tmp_path / "ct.zip", write_series(tmp_path / "ct", 9)))
+    update = chat_tab.on_upload([archive], chat_tab.Conversation())
+    view = update["view"]
+    assert view.where == "slice 5/9, window full range 2143/176" and "slice 5/9" in update["status"]
+    assert update["slice"]["maximum"] == 9 and update["slice"]["visible"] and "lung" in update["window"]["choices"]
+    assert not update["plane"]["visible"]  # a DICOM series has its one plane
+
+    moved = chat_tab.on_view("slice", view, update["conversation"], "full range", 0, 0, 3, None)
+    moved = chat_tab.on_view("window", moved["view"], moved["conversation"], "lung", 0, 0, 3, None)
+    view, conversation = moved["view"], moved["conversation"]
+    assert moved["status"] == "Now slice 3/9, window lung 1500/−600: a new conversation about this picture."
+    assert moved["chatbot"] == [] and (moved["width"]["value"], moved["level"]["value"]) == (1500, -600)
+    expected = view.scan.render(2, view.scan.window("lung"))
+    assert fingerprint(conversation.image) == fingerprint(expected) == fingerprint(Image.open(moved["preview"]).convert("RGB"))
+    custom = chat_tab.on_view("custom", view, conversation, "lung", 80, 40, 3, None)
+    assert custom["view"].where == "slice 3/9, window custom 80/40" and custom["window"]["value"] == scan_view.CUSTOM
+
+    for control, args in (("slice", ("lung", 0, 0, 99, None)), ("slice", ("lung", 0, 0, "x", None)), ("custom", ("lung", "wide", 40, 3, None)),
+                          ("custom", ("lung", 0, 40, 3, None)), ("window", ({"a": 1}, 0, 0, 3, None)), ("plane", ("lung", 0, 0, 3, "coronal"))):
+        refused = chat_tab.on_view(control, view, conversation, *args)
+        assert refused["status"].startswith("⚠️") and "\n" not in refused["status"] and refused["view"] is view, (control, args)
+    assert chat_tab.on_view("slice", None, conversation, "lung", 0, 0, 3, None)["status"].startswith("⚠️")
+
+    asked = list(chat_tab.respond(host, "Is there a tumour?", conversation, [], 0.0, 4))[-1]
+    assert "Sent" in chat_tab.send_to_review(host, store, True, asked["conversation"], None, signed_in("bob"))["status"]
+    (kept,), = store.query("SELECT image_hash FROM items")
+    assert kept == fingerprint(expected)  # physicians grade the picture the model saw
+
+    every = chat_tab.ask_every_window(host, view, asked["conversation"], "", None)
+    table = every["windows_table"]["value"]
+    assert list(table["window"]) == [w.label() for w in view.scan.windows] and table["answer"].str.len().min() > 0
+    assert "Is there a tumour? — asked in every window of slice 3/9" in every["status"]
+    assert "windows give the same answer" in every["status"] or "answers differ" in every["status"]
+    png = tmp_path / "plain.png"
+    Image.fromarray(np.full((32, 32), 90, np.uint8)).save(png)
+    plain = chat_tab.on_upload([str(png)], chat_tab.Conversation())
+    assert not plain["viewer"]["visible"] and "no windows" in chat_tab.ask_every_window(host, plain["view"], plain["conversation"], "ok?")["status"]
+
+    seen = []
+    original = host.detect
+    host.detect = lambda image: seen.append(fingerprint(image)) or original(image)
+    try:
+        shown = compare_tab.detect_only(host, [archive], view)
+        assert shown["status"].startswith("Detector only (slice 3/9, window lung 1500/−600)")
+        fresh = compare_tab.detect_only(host, [str(png)], view)  # another upload: its own picture, not the view
+    finally:
+        host.detect = original
+    assert seen[0] == fingerprint(expected) and seen[1] != seen[0] and "Detector only" in fresh["status"]

@@ -1,9 +1,11 @@
 """The Chat tab: upload an image (PNG, JPEG, DICOM), ask, watch the answer stream in, follow up, switch models."""
 import logging
+from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import gradio as gr
+import pandas as pd
 from PIL import Image
 
 from medvlm import models, remote
@@ -11,16 +13,17 @@ from medvlm.answers import with_confidence
 from medvlm.chat import GenerationSettings, check_question
 from medvlm.errors import UserFacingError
 from medvlm.host import ModelHost
-from medvlm.images import blank_warning, load_image
+from medvlm.metrics import normalize_tokens, yes_no
 from medvlm.models import card
 from medvlm.settings import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE, MAX_NEW_TOKENS_LIMIT
 from medvlm.store import Store
 from review import chat_answers, users
+from ui import scan_view
 from ui.events import MODEL_EVENT, bind
-from ui.pictures import picture_file
 from ui.text import html_text, markdown_text
 
 log = logging.getLogger(__name__)
+WINDOW_SETTINGS = GenerationSettings(max_new_tokens=DEFAULT_MAX_NEW_TOKENS, temperature=0.0)  # greedy: windows compare
 
 
 @dataclass(frozen=True)
@@ -75,29 +78,68 @@ def model_panel(host: ModelHost, name: str | None) -> str:
     return "\n\n".join(line for line in lines if line)
 
 
-def uploaded(path) -> tuple:
-    """An uploaded file -> (the image, its file name, "Loaded NAME (W×H)." with the blank-image warning before it when
-    it is one). Raises UserFacingError for a file that is no readable image."""
-    image = load_image(path)
-    name = path.rsplit("/", 1)[-1]
-    status = f"Loaded {markdown_text(name)} ({image.width}×{image.height})."
-    blank = blank_warning(image, name)
-    return image, name, f"{warning(blank)} {status}" if blank else status
+def uploaded(paths) -> tuple:
+    """An upload -> (the picture the model is given: a volume's middle slice in its own window, its name, the
+    "Loaded NAME (W×H), slice..., window ..." line with any warning before it). Raises UserFacingError for an upload
+    that is no readable scan."""
+    view = scan_view.open_view(paths)
+    return view.picture, view.name, view.line()
 
 
-def on_upload(path, conversation: Conversation) -> dict:
-    """A new image starts a new conversation. A bad file changes nothing but the status line."""
+def on_upload(paths, conversation: Conversation) -> dict:
+    """A new scan starts a new conversation, shown at its middle slice in its own window. A bad file changes nothing
+    but the status line."""
     try:
-        image, name, loaded = uploaded(path)
+        view = scan_view.open_view(paths)
     except UserFacingError as e:
-        return {"preview": None, "conversation": conversation, "status": warning(str(e))}
-    return {"preview": picture_file(image), "chatbot": [], "conversation": Conversation(image=image, image_name=name),
-            "status": f"{loaded} Ask a question; follow-ups keep this image."}
+        return {"conversation": conversation, "status": warning(str(e))}
+    return scan_view.shown(view) | {"chatbot": [], "conversation": Conversation(image=view.picture, image_name=view.name),
+                                    "status": f"{view.line()} Ask a question; follow-ups keep this picture."}
+
+
+def on_view(control: str, view, conversation: Conversation, window, width, level, number, plane) -> dict:
+    """Another slice, window or plane: the model is shown the new picture, so the conversation starts again."""
+    try:
+        view = scan_view.moved(view, control, window, width, level, number, plane)
+    except UserFacingError as e:
+        return {"status": warning(str(e))} | scan_view.shown(view if isinstance(view, scan_view.View) else None)
+    return scan_view.shown(view) | {"chatbot": [], "conversation": Conversation(image=view.picture, image_name=view.name),
+                                    "status": f"Now {markdown_text(view.where)}: a new conversation about this picture."}
 
 
 def on_remove_image() -> dict:
-    return {"preview": None, "chatbot": [], "conversation": Conversation(),
-            "status": "Image removed: new conversation; questions are now text-only."}
+    return scan_view.shown(None) | {"chatbot": [], "conversation": Conversation(),
+                                    "status": "Image removed: new conversation; questions are now text-only."}
+
+
+def ask_every_window(host: ModelHost, view, conversation: Conversation, text, model_name=None) -> dict:
+    """The last question (or the one typed) asked once per window about the slice on screen, answers side by side,
+    and whether they agree: an answer about a lesion that flips between windows says the model reads the contrast."""
+    model_name = model_name or host.default_name
+    try:
+        if not isinstance(view, scan_view.View) or not view.scan.windows:
+            raise UserFacingError("Upload a DICOM or NIfTI scan first: a PNG or JPEG has no windows.")
+        question = conversation.turns[-1][0] if conversation.turns else check_question(text)
+        if model_name is None:
+            raise UserFacingError("No model is loaded: pick one that can load here.")
+        rows = []
+        for window in view.scan.windows:
+            picture = view.scan.render(view.index, window, view.plane)
+            answer = next(iter(deque(host.stream_reply(model_name, [], question, picture, WINDOW_SETTINGS), maxlen=1)), "")
+            rows.append([window.label(), with_confidence(answer or "(no answer)")])
+    except UserFacingError as e:
+        return {"status": warning(str(e))}
+    said = {normalize_answer(answer) for _, answer in rows}
+    verdict = (f"All {len(rows)} windows give the same answer." if len(said) == 1
+               else f"The answers differ between windows ({len(said)} different answers in {len(rows)} windows).")
+    where = view.scan.where(view.index, None, view.plane)
+    return {"windows_table": gr.update(value=pd.DataFrame(rows, columns=["window", "answer"]), visible=True),
+            "status": markdown_text(f"{question} — asked in every window{' of ' + where if where else ''}. {verdict}")}
+
+
+def normalize_answer(answer: str) -> str:
+    """What counts as the same answer in two windows: its words, and for a yes/no answer its yes or no alone."""
+    return yes_no(answer) or " ".join(normalize_tokens(answer.split(" (p = ")[0]))
 
 
 def respond(host: ModelHost, text, conversation: Conversation, messages, temperature, max_new_tokens, model_name=None):
@@ -202,7 +244,8 @@ def refresh_models(host: ModelHost) -> dict:
 
 
 def clear_all() -> dict:
-    return {"upload": None, "preview": None, "chatbot": [], "conversation": Conversation(), "question": "", "status": ""}
+    return scan_view.shown(None) | {"upload": None, "chatbot": [], "conversation": Conversation(), "question": "", "status": "",
+                                    "windows_table": gr.update(value=None, visible=False)}
 
 
 def send_to_review(host: ModelHost, store: Store, accounts: bool, conversation: Conversation, model_name, request: gr.Request) -> dict:
@@ -228,8 +271,11 @@ def build_chat_tab(demo: gr.Blocks, host: ModelHost, store: Store, accounts: boo
     with gr.Row():
         with gr.Column(scale=1):
             # No file_types filter: DICOM files often have no extension; the decoder checks every upload itself.
-            upload = gr.File(label="Image: PNG, JPEG or DICOM", type="filepath", elem_id="upload")
+            upload = gr.File(label="Scan: PNG, JPEG, DICOM (a file, a series' files or a .zip of them) or NIfTI",
+                             type="filepath", file_count="multiple", elem_id="upload")
             preview = gr.Image(label="What the model sees", type="pil", interactive=False, height=260, elem_id="preview")
+            view = gr.State(None)
+            controls = scan_view.build_controls()
             picker = gr.Dropdown(choices=host.choices(), value=host.default_name, label="Model", elem_id="model")
             model_info = gr.Markdown(model_panel(host, host.default_name), elem_id="model-info")
             refresh = gr.Button("Check the models again", size="sm", elem_id="refresh-models")
@@ -258,18 +304,26 @@ def build_chat_tab(demo: gr.Blocks, host: ModelHost, store: Store, accounts: boo
                 ask = gr.Button("Ask", variant="primary", elem_id="ask")
                 clear = gr.Button("Clear", elem_id="clear")
                 send = gr.Button("Send last answer to review", elem_id="send-review")
+                every = gr.Button("Ask in every window", elem_id="ask-every-window")
             status = gr.Markdown(host.startup_notice and warning(host.startup_notice), elem_id="status")
+            windows_table = gr.Dataframe(headers=["window", "answer"], interactive=False, wrap=True, visible=False,
+                                         elem_id="window-answers", label="The last question in every window")
 
     screen = {"upload": upload, "preview": preview, "chatbot": chatbot, "conversation": conversation, "question": question,
-              "status": status}
+              "view": view, **controls, "windows_table": windows_table, "status": status}
 
     def outputs(*names):  # each event lists only what its handler may change: the API's outputs, in this order
         return {name: screen[name] for name in names}
 
     # The API (gradio_client, README "Use from Python") has one endpoint per user action: /upload, /chat,
     # /switch_model, /models, /add_server; the rest (Enter in the question box, clearing) are the page's own.
-    bind(on_upload, outputs("preview", "chatbot", "conversation", "status")).on(upload.upload, [upload, conversation], api_name="upload")
-    bind(on_remove_image, outputs("preview", "chatbot", "conversation", "status")).on(upload.clear, api_visibility="private")
+    shown = scan_view.VIEW_OUTPUTS
+    bind(on_upload, outputs(*shown, "chatbot", "conversation", "status")).on(upload.upload, [upload, conversation], api_name="upload")
+    bind(on_remove_image, outputs(*shown, "chatbot", "conversation", "status")).on(upload.clear, api_visibility="private")
+    scan_view.listen(lambda control: bind(on_view, outputs(*shown, "chatbot", "conversation", "status"), control=control),
+                     controls, view, conversation)
+    bind(ask_every_window, outputs("windows_table", "status"), host=host).on(
+        every.click, [view, conversation, question, model_name], api_visibility="private", **MODEL_EVENT)
     answering = bind(respond, outputs("chatbot", "conversation", "question", "status"), host=host)
     chat_inputs = [question, conversation, chatbot, temperature, max_new_tokens, model_name]
     answering.on(ask.click, chat_inputs, api_name="chat", **MODEL_EVENT)

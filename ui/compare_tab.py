@@ -8,7 +8,6 @@ physicians first. With accounts, only admins see or start dataset runs (they nam
 import logging
 import queue
 import threading
-from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -20,10 +19,11 @@ from medvlm.comparison import summary_rows
 from medvlm.detect import draw
 from medvlm.errors import UserFacingError
 from medvlm.host import ModelHost
-from medvlm.images import blank_warning, load_image
+from medvlm.images import blank_warning
 from medvlm.settings import COMPARE_DATA, DEFAULT_MAX_NEW_TOKENS
 from medvlm.store import Store
 from review import users
+from ui import scan_view
 from ui.events import MODEL_EVENT, bind
 from ui.pictures import picture_file
 from ui.text import markdown_text
@@ -37,12 +37,12 @@ def detection_rows(detections) -> list[list]:
     return [[d.label, round(d.confidence, 3)] + [round(v) for v in d.box] for d in detections]
 
 
-def compare(host: ModelHost, path, text, use_findings, model_name=None):
-    """The VLM's answer, the detector's boxes and table, and whether they agree, each shown as soon as it is ready."""
+def compare(host: ModelHost, path, text, use_findings, view=None, model_name=None):
+    """The VLM's answer, the detector's boxes and table, and whether they agree, each shown as soon as it is ready.
+    Both are given the picture on screen: the slice and window the viewer shows (view), or the upload's own."""
     try:
-        if not path:
-            raise UserFacingError("Upload an image first.")
-        image = load_image(path)
+        view = scan_view.view_of(view, path)
+        image = view.picture
         text = check_question(text)
         model_name = model_name or host.default_name  # the session's model, picked in the Chat tab
         if model_name is None:
@@ -104,32 +104,57 @@ def compare(host: ModelHost, path, text, use_findings, model_name=None):
         else:
             problems.append(f"VLM: {value}")
     line = f"**Agreement:** {agreement(detections, final_answer)}" if detections is not None and final_answer is not None else ""
-    blank = blank_warning(image, Path(path).name)
+    blank = blank_warning(image, view.name)
     if blank and line:  # no agreement line without saying that there was nothing to read
         line = f"⚠️ {markdown_text(blank)} {line}"
     grounding = " The VLM was given the detector's findings." if use_findings and detections is not None else ""
-    yield shown | {"agreement": line, "status": ("⚠️ " + markdown_text(" ".join(problems))) if problems else f"Done.{grounding}"}
+    where = f" Both were given {markdown_text(view.where)}." if view.where else ""
+    yield shown | {"agreement": line, "status": ("⚠️ " + markdown_text(" ".join(problems))) if problems else f"Done.{grounding}{where}"}
 
 
-def detect_only(host: ModelHost, path) -> dict:
-    """The detector's boxes and table alone (a second or so, without waiting for the VLM)."""
+def detect_only(host: ModelHost, path, view=None) -> dict:
+    """The detector's boxes and table alone (a second or so, without waiting for the VLM), on the picture on screen."""
     try:
-        if not path:
-            raise UserFacingError("Upload an image first.")
-        image = load_image(path)
-        detections = host.detect(image)
+        view = scan_view.view_of(view, path)
+        detections = host.detect(view.picture)
     except UserFacingError as e:
         return {"status": f"⚠️ {markdown_text(str(e))}"}
     found = f"{len(detections)} finding(s)." if detections else "No tumour found."
-    return {"answer": "", "boxes": picture_file(draw(image, detections)), "table": detection_rows(detections), "agreement": "",
-            "status": f"Detector only: {found}"}
+    where = f" ({markdown_text(view.where)})" if view.where else ""
+    return {"answer": "", "boxes": picture_file(draw(view.picture, detections)), "table": detection_rows(detections), "agreement": "",
+            "status": f"Detector only{where}: {found}"}
+
+
+def on_upload(paths) -> dict:
+    """The scan in the viewer, at its middle slice in its own window; a bad file says why and shows nothing."""
+    try:
+        view = scan_view.open_view(paths)
+    except UserFacingError as e:
+        return scan_view.shown(None) | {"status": f"⚠️ {markdown_text(str(e))}"}
+    return scan_view.shown(view) | {"status": view.line()}
+
+
+def on_clear() -> dict:
+    return scan_view.shown(None) | {"status": ""}
+
+
+def on_view(control: str, view, window, width, level, number, plane) -> dict:
+    try:
+        view = scan_view.moved(view, control, window, width, level, number, plane)
+    except UserFacingError as e:
+        return {"status": f"⚠️ {markdown_text(str(e))}"}
+    return scan_view.shown(view) | {"status": f"Now {markdown_text(view.where)}: Compare gives both sides this picture."}
 
 
 def build_compare_tab(host: ModelHost, store: Store, accounts: bool, tab: gr.Tab, model_name: gr.State) -> None:
     """model_name: the session's model, picked in the Chat tab."""
     with gr.Row():
         with gr.Column(scale=1):
-            upload = gr.File(label="MRI image: PNG, JPEG or DICOM", type="filepath", elem_id="compare-upload")
+            upload = gr.File(label="MRI: PNG, JPEG, DICOM (a file, a series' files or a .zip of them) or NIfTI", type="filepath",
+                             file_count="multiple", elem_id="compare-upload")
+            preview = gr.Image(label="What both are given", type="pil", interactive=False, height=220, elem_id="compare-preview")
+            view = gr.State(None)
+            controls = scan_view.build_controls("compare-")
             question = gr.Textbox(value=DEFAULT_QUESTION, label="Question for the VLM", lines=1, elem_id="compare-question")
             grounded = gr.Checkbox(value=False, label="Give the VLM the detector's findings", elem_id="compare-grounded")
             with gr.Row():
@@ -145,8 +170,12 @@ def build_compare_tab(host: ModelHost, store: Store, accounts: bool, tab: gr.Tab
     verdict = gr.Markdown(elem_id="agreement")
     status = gr.Markdown(elem_id="compare-status")
     screen = {"answer": answer, "boxes": boxes, "table": table, "agreement": verdict, "status": status}
-    bind(compare, screen, host=host).on(run.click, [upload, question, grounded, model_name], api_name="compare", **MODEL_EVENT)
-    bind(detect_only, screen, host=host).on(detect.click, [upload], api_name="detect")
+    viewer = {"view": view, "preview": preview, **controls, "status": status}
+    bind(compare, screen, host=host).on(run.click, [upload, question, grounded, view, model_name], api_name="compare", **MODEL_EVENT)
+    bind(detect_only, screen, host=host).on(detect.click, [upload, view], api_name="detect")
+    bind(on_upload, viewer).on(upload.upload, [upload], api_visibility="private")
+    bind(on_clear, viewer).on(upload.clear, api_visibility="private")
+    scan_view.listen(lambda control: bind(on_view, viewer, control=control), controls, view)
     build_dataset_section(host, store, accounts, tab, model_name)
 
 

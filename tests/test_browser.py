@@ -346,6 +346,27 @@ def test_dicom_upload_and_text_only_question(page, tmp_path):
     assert ask_and_watch(page, "What is a pneumothorax?")[-1]  # no image: a text-only question
 
 
+def test_a_zipped_series_read_in_the_lung_window_on_another_slice(page, tmp_path):
+    """As a radiologist: upload a zipped CT series, scroll two slices down with the keys, pick the lung preset, ask;
+    the status names the slice and window the model is shown, while it answers too."""
+    from hostile import write_series, zip_files
+
+    upload(page, zip_files(tmp_path / "chest.zip", write_series(tmp_path / "chest", 12)))
+    wait_for_status(page, "slice 7/12, window full range")
+    page.locator("#slice input[type=range]").focus()
+    for _ in range(2):
+        page.keyboard.press("ArrowLeft")
+    wait_for_status(page, "Now slice 5/12")
+    page.locator("#window input").click()
+    page.get_by_role("option", name="lung", exact=True).click()
+    wait_for_status(page, "Now slice 5/12, window lung 1500/−600: a new conversation")
+    assert page.locator("#window-width input").input_value() == "1500"
+    page.evaluate(WATCH_JS, page.locator('[data-testid="bot"]').count())
+    assert ask_and_watch(page, "Is the lung field clear?")[-1]
+    assert any("answering about slice 5/12, window lung 1500/−600" in line for line in page.evaluate("window.__watch.status"))
+    assert PATIENT not in page.content()
+
+
 def test_compare_tab_detector_beside_vlm_and_grounding(page, trap):
     mri = REPO.parent / "shared" / "data" / "brain-tumor" / "images" / "val" / "c2_2309.jpg"
     page.get_by_role("tab", name="Compare").click()

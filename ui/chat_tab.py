@@ -32,6 +32,7 @@ class Conversation:
 
     image: Image.Image | None = None
     image_name: str = ""
+    where: str = ""  # a volume's slice and window the image is ("slice 42/120, window lung 1500/−600")
     turns: tuple = field(default_factory=tuple)
 
 
@@ -93,7 +94,7 @@ def on_upload(paths, conversation: Conversation) -> dict:
         view = scan_view.open_view(paths)
     except UserFacingError as e:
         return {"conversation": conversation, "status": warning(str(e))}
-    return scan_view.shown(view) | {"chatbot": [], "conversation": Conversation(image=view.picture, image_name=view.name),
+    return scan_view.shown(view) | {"chatbot": [], "conversation": Conversation(view.picture, view.name, view.where),
                                     "status": f"{view.line()} Ask a question; follow-ups keep this picture."}
 
 
@@ -103,8 +104,8 @@ def on_view(control: str, view, conversation: Conversation, window, width, level
         view = scan_view.moved(view, control, window, width, level, number, plane)
     except UserFacingError as e:
         return {"status": warning(str(e))} | scan_view.shown(view if isinstance(view, scan_view.View) else None)
-    return scan_view.shown(view) | {"chatbot": [], "conversation": Conversation(image=view.picture, image_name=view.name),
-                                    "status": f"Now {markdown_text(view.where)}: a new conversation about this picture."}
+    return scan_view.shown(view, control) | {"chatbot": [], "conversation": Conversation(view.picture, view.name, view.where),
+                                             "status": f"Now {markdown_text(view.where)}: a new conversation about this picture."}
 
 
 def on_remove_image() -> dict:
@@ -158,8 +159,9 @@ def respond(host: ModelHost, text, conversation: Conversation, messages, tempera
         yield {"chatbot": messages or [], "conversation": conversation, "status": warning(str(e))}
         return
     messages = list(messages or [])
+    seeing = f" about {markdown_text(conversation.where)}" if conversation.where and conversation.image is not None else ""
     messages += [{"role": "user", "content": html_text(text)}, {"role": "assistant", "content": ""}]
-    yield {"chatbot": messages, "conversation": conversation, "question": "", "status": f"{markdown_text(model_name)} is answering…"}
+    yield {"chatbot": messages, "conversation": conversation, "question": "", "status": f"{markdown_text(model_name)} is answering{seeing}…"}
     answer = ""
     try:
         for answer in host.stream_reply(model_name, list(conversation.turns), text, conversation.image, settings):

@@ -143,7 +143,7 @@ def on_view(control: str, view, window, width, level, number, plane) -> dict:
         view = scan_view.moved(view, control, window, width, level, number, plane)
     except UserFacingError as e:
         return {"status": f"⚠️ {markdown_text(str(e))}"}
-    return scan_view.shown(view) | {"status": f"Now {markdown_text(view.where)}: Compare gives both sides this picture."}
+    return scan_view.shown(view, control) | {"status": f"Now {markdown_text(view.where)}: Compare gives both sides this picture."}
 
 
 def build_compare_tab(host: ModelHost, store: Store, accounts: bool, tab: gr.Tab, model_name: gr.State) -> None:

@@ -122,15 +122,16 @@ def moved(view: View | None, control: str, window_name=None, width=None, level=N
     raise UserFacingError(f"Unknown control {control!r}.")
 
 
-def shown(view: View | None) -> dict:
+def shown(view: View | None, moved_by: str = "") -> dict:
     """The preview and the controls for a view (None: no scan; the controls hide). A PNG or JPEG has no window and
-    one slice: only the preview shows."""
+    one slice: only the preview shows. The control a person just moved (moved_by) is left alone: set back to the
+    value it had when the event began, a slider would jump back under a finger still scrolling."""
     if view is None:
         return {"view": None, "preview": None, "viewer": gr.update(visible=False)}
     scan, window = view.scan, view.window
     names = [w.name for w in scan.windows]
     count = scan.slice_count(view.plane)
-    return {
+    out = {
         "view": view, "preview": picture_file(view.picture),
         "viewer": gr.update(visible=bool(scan.windows) or count > 1),
         "window": gr.update(choices=names + [CUSTOM], value=window.name if window else None, visible=bool(scan.windows)),
@@ -139,6 +140,7 @@ def shown(view: View | None) -> dict:
         "slice": gr.update(minimum=1, maximum=max(count, 2), value=view.index + 1, visible=count > 1, interactive=count > 1),
         "plane": gr.update(choices=list(scan.planes), value=view.plane, visible=len(scan.planes) > 1),
     }
+    return {name: update for name, update in out.items() if name != moved_by}
 
 
 VIEW_OUTPUTS = ("view", "preview", "viewer", "window", "width", "level", "slice", "plane")

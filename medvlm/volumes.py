@@ -9,6 +9,7 @@ about its raw voxels. Like `medvlm.images`, nothing leaves here with a DICOM tag
 in a Scan, a picture or a message.
 """
 import copy
+import functools
 import io
 import zipfile
 from dataclasses import dataclass, field
@@ -103,7 +104,9 @@ class Scan:
         if self.kind != "nifti":
             return self.voxels[index]
         axis = 2 - NIFTI_PLANES.index(plane or NIFTI_PLANES[0])  # axial fixes z, coronal y, sagittal x
-        return np.take(self.voxels, index, axis=axis).T[::-1, ::-1]
+        at = [slice(None)] * 3
+        at[axis] = index
+        return self.voxels[tuple(at)].T[::-1, ::-1]  # a view (np.take would copy, slowly, through the strides)
 
     def values(self, index: int, plane: str = "") -> np.ndarray:
         """The slice in modality units, float32 (a NaN voxel is read as the volume's lowest value)."""
@@ -148,18 +151,27 @@ class Scan:
 
 
 def apply_window(values: np.ndarray, window: Window, voi_luts=None) -> np.ndarray:
-    """Modality values -> 0..255 through pydicom's VOI functions. The view dataset declares 8 stored bits and no
-    rescale, so pydicom's output range is 0..255 itself."""
-    from pydicom.dataset import Dataset
+    """Modality values -> 0..255 through pydicom's VOI functions: a VOI LUT Sequence's table, else the window."""
     from pydicom.pixels.processing import apply_voi, apply_windowing
 
     if window.lut is not None:
         out = apply_voi(np.round(values).astype(np.int32), voi_luts, index=window.lut).astype(np.float32)
         return np.round(out * (255.0 / (2**window.lut_bits - 1))).clip(0, 255).astype(np.uint8)
+    out = apply_windowing(values, _view(window))
+    np.add(out, 0.5, out=out)  # rounds 0..255 on the cast below, without another array
+    return out.astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=256)
+def _view(window: Window):
+    """The dataset pydicom's apply_windowing reads a window from: 8 stored bits and no rescale, so that its output
+    range is 0..255 itself. Made once per window (a Dataset costs a slice's worth of time to build)."""
+    from pydicom.dataset import Dataset
+
     view = Dataset()
     view.PhotometricInterpretation, view.BitsStored, view.PixelRepresentation = "MONOCHROME2", 8, 0
     view.WindowCenter, view.WindowWidth, view.VOILUTFunction = window.level, window.width, window.function
-    return np.round(apply_windowing(values, view)).astype(np.uint8)
+    return view
 
 
 def full_range(values_min: float, values_max: float) -> Window:

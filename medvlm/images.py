@@ -10,13 +10,12 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from medvlm.errors import UserFacingError
-from medvlm.settings import MAX_IMAGE_PIXELS, MAX_UPLOAD_BYTES
+from medvlm.settings import MAX_IMAGE_PIXELS
 
 RASTER_FORMATS = ("PNG", "JPEG")
 # Pillow's own opener, taken before anything can replace it: importing ultralytics swaps PIL.Image.open for a wrapper
 # that, on a file Pillow cannot identify, tries to install and import a HEIF plugin (an ImportError offline).
 _pil_open = Image.open
-DICOM_SUFFIXES = (".dcm", ".dicom")
 
 
 def fingerprint(image: Image.Image) -> str:
@@ -28,28 +27,16 @@ def fingerprint(image: Image.Image) -> str:
 
 
 def load_image(path) -> Image.Image:
-    """Decode `path` into an RGB, 8-bit image. Raises UserFacingError for anything that is not a usable image."""
-    path = Path(path)
-    name = path.name
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(132)
-    except OSError:
-        raise UserFacingError(f"Cannot read {name}: the file is missing or unreadable.") from None
-    if size == 0:
-        raise UserFacingError(f"{name} is empty (0 bytes): upload a PNG, JPEG or DICOM image.")
-    if size > MAX_UPLOAD_BYTES:
-        raise UserFacingError(f"{name} is {size / 2**20:.0f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB.")
-    if head[128:132] == b"DICM" or path.suffix.lower() in DICOM_SUFFIXES or name.lower().endswith((".nii", ".nii.gz")):
-        from medvlm.volumes import open_scan
+    """Decode `path` into an RGB, 8-bit image: a PNG or JPEG as it is, a DICOM or NIfTI scan's middle slice in its own
+    window (medvlm.volumes, which checks every upload's size and kind). Raises UserFacingError for anything that is
+    no usable image."""
+    from medvlm.volumes import open_scan
 
-        return open_scan([path]).render()  # the middle slice in the scan's own window (medvlm.volumes)
-    return _decode_raster(path)
+    return open_scan([path]).render()
 
 
 def load_raster(path) -> Image.Image:
-    """A PNG or JPEG (what load_image does for a file that is not DICOM or NIfTI)."""
+    """A PNG or JPEG (medvlm.volumes.open_scan's reader for a file that is not DICOM or NIfTI)."""
     return _decode_raster(Path(path))
 
 def blank_warning(image: Image.Image, name: str) -> str | None:
@@ -61,7 +48,7 @@ def blank_warning(image: Image.Image, name: str) -> str | None:
     return None
 
 
-def _check_pixels(name: str, width: int, height: int) -> None:
+def check_pixels(name: str, width: int, height: int) -> None:
     if width * height > MAX_IMAGE_PIXELS:
         raise UserFacingError(
             f"{name} is {width}x{height} = {width * height / 1e6:.0f} MP; the limit is {MAX_IMAGE_PIXELS / 1e6:.0f} MP."
@@ -74,7 +61,7 @@ def _decode_raster(path: Path) -> Image.Image:
         with _pil_open(path) as im:
             if im.format not in RASTER_FORMATS:
                 raise UserFacingError(f"{name} is a {im.format} image; upload a PNG, JPEG or DICOM image.")
-            _check_pixels(name, *im.size)
+            check_pixels(name, *im.size)
             im.load()  # decodes now, so truncation is caught here and not inside the model
             im = ImageOps.exif_transpose(im)
             return to_rgb8(im)
@@ -91,7 +78,7 @@ def _decode_raster(path: Path) -> Image.Image:
 def to_rgb8(im: Image.Image) -> Image.Image:
     """Any PIL mode (1, L, P, LA, RGBA, I;16, I, F, CMYK...) to RGB uint8, as a new image without metadata."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        return _gray_to_rgb(_rescale_to_uint8(np.asarray(im, dtype=np.float64)))
+        return _gray_to_rgb(rescale_to_uint8(np.asarray(im, dtype=np.float64)))
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         # Transparent parts become black, the usual background of a medical image.
         rgba = im.convert("RGBA")
@@ -100,7 +87,7 @@ def to_rgb8(im: Image.Image) -> Image.Image:
     return Image.fromarray(np.asarray(im.convert("RGB"), dtype=np.uint8), mode="RGB")
 
 
-def _rescale_to_uint8(values: np.ndarray) -> np.ndarray:
+def rescale_to_uint8(values: np.ndarray) -> np.ndarray:
     """Min-max stretch to 0..255; a flat image becomes black instead of dividing by zero."""
     values = np.nan_to_num(values.astype(np.float64))
     low, high = float(values.min()), float(values.max())

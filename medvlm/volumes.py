@@ -19,7 +19,8 @@ import numpy as np
 from PIL import Image
 
 from medvlm.errors import UserFacingError
-from medvlm.settings import MAX_ARCHIVE_BYTES, MAX_IMAGE_PIXELS, MAX_SERIES_FILES, MAX_UPLOAD_BYTES, MAX_VOLUME_VOXELS, MAX_ZIP_RATIO
+from medvlm.images import check_pixels, load_raster, rescale_to_uint8
+from medvlm.settings import MAX_ARCHIVE_BYTES, MAX_SERIES_FILES, MAX_UPLOAD_BYTES, MAX_VOLUME_VOXELS, MAX_ZIP_RATIO
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NIFTI_PLANES = ("axial", "coronal", "sagittal")
@@ -185,8 +186,6 @@ def full_range(values_min: float, values_max: float) -> Window:
 def open_scan(paths) -> Scan:
     """An upload (one path, or several for a DICOM series) -> a Scan. Raises UserFacingError, one line, for anything
     that is not a usable scan; nothing is written anywhere."""
-    from medvlm.images import load_raster
-
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else list(paths or []))]
     if not paths:
         raise UserFacingError("Upload an image first.")
@@ -324,8 +323,7 @@ def _read_dicom(name: str, source, quiet: bool):
             raise ValueError
     except Exception:
         raise UserFacingError(f"{name} is a malformed DICOM file (no valid image size).") from None
-    if rows * columns > MAX_IMAGE_PIXELS:
-        raise UserFacingError(f"{name} is {columns}x{rows} = {columns * rows / 1e6:.0f} MP; the limit is {MAX_IMAGE_PIXELS / 1e6:.0f} MP.")
+    check_pixels(name, columns, rows)
     return ds
 
 
@@ -383,7 +381,7 @@ def _single_file(s: _Slice, notes: list) -> Scan:
         if photometric.startswith("YBR"):
             stack = convert_color_space(stack, photometric, "RGB")
         if stack.dtype != np.uint8:
-            stack = _stretch(stack)
+            stack = rescale_to_uint8(stack)
         return Scan(s.name, stack, "dicom", notes=tuple(notes))
     if stack.ndim != 3:
         raise UserFacingError(f"{s.name} is a malformed DICOM file (unexpected pixel array shape {pixels.shape}).")
@@ -547,14 +545,6 @@ def _value_range(stack: np.ndarray, slope, intercept) -> tuple[float, float]:
     ends = np.array([low * slope + intercept, high * slope + intercept])
     ends = ends[np.isfinite(ends)]
     return (float(ends.min()), float(ends.max())) if ends.size else (0.0, 1.0)
-
-
-def _stretch(values: np.ndarray) -> np.ndarray:
-    values = np.nan_to_num(values.astype(np.float64))
-    low, high = float(values.min()), float(values.max())
-    if high <= low:
-        return np.zeros(values.shape, np.uint8)
-    return np.round((values - low) * (255.0 / (high - low))).astype(np.uint8)
 
 
 # --- NIfTI ---------------------------------------------------------------------------------------------------------

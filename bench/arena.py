@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.review import PASSWORD, judge_through_api, median_ms, start_app
+from bench.review import PASSWORD, judge_through_api, next_read_ms, start_app
 from medvlm import cli, leaderboard
 from medvlm.leaderboard import Battle
 from medvlm.store import Store
@@ -111,12 +111,7 @@ def next_pair_ms(pairs: int) -> float:
                                                    "shuffle": shuffle_key(run, item)}) for run in lanes[k % 3])
                 insert(db, "arena_pairs", {"item_id": item, "a_prediction": a, "b_prediction": b, "created": now(),
                                            "shuffle": shuffle_key(a, b), "turn": k // 3})
-        reviewer = store.add_reviewer("bench", "-")
-        for row in arena.pending(store, reviewer, limit=200):
-            store.record_vote(row["pair_id"], reviewer, "a")
-        took = median_ms(lambda: (arena.pending(store, reviewer), arena.progress(store, reviewer)))
-        store.close()
-        return took
+        return next_read_ms(store, arena, lambda store, row, reviewer: store.record_vote(row["pair_id"], reviewer, "a"))
 
 
 def main() -> None:

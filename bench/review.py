@@ -167,13 +167,19 @@ def next_item_ms(predictions: int) -> float:
 
     with tempfile.TemporaryDirectory() as folder:
         seed(Path(folder) / "bench.db", predictions, 0)
-        store = Store(Path(folder) / "bench.db")
-        reviewer = store.add_reviewer("bench", "-")
-        for row in queue.pending(store, reviewer, limit=200):
-            store.record_verdict(row["prediction_id"], reviewer, "correct")
-        took = median_ms(lambda: (queue.pending(store, reviewer), queue.progress(store, reviewer)))
-        store.close()
-        return took
+        return next_read_ms(Store(Path(folder) / "bench.db"), queue, lambda store, row, reviewer: store.record_verdict(
+            row["prediction_id"], reviewer, "correct"))
+
+
+def next_read_ms(store: Store, queue, judge) -> float:
+    """A reviewer judges the first 200 entries of `queue` (review.queue or review.arena: pending and progress) with
+    judge(store, row, reviewer); then the median time of reading their next entry and their progress. Closes store."""
+    reviewer = store.add_reviewer("bench", "-")
+    for row in queue.pending(store, reviewer, limit=200):
+        judge(store, row, reviewer)
+    took = median_ms(lambda: (queue.pending(store, reviewer), queue.progress(store, reviewer)))
+    store.close()
+    return took
 
 
 def median_ms(read, rounds: int = 200) -> float:

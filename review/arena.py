@@ -10,7 +10,6 @@ whose answer names a model or a vendor is flagged; the leaderboard can leave fla
 them. Live battles (ui/live_battle.py) are stored as pairs too, each model's answers in a run on LIVE_DATASET.
 """
 import itertools
-import json
 import random
 import re
 
@@ -18,7 +17,7 @@ from medvlm.errors import UserFacingError
 from medvlm.leaderboard import Battle
 from medvlm.store import Store, shuffle_key
 from review.chat_answers import keep_image
-from review.queue import LIVE_DATASET, count_rows
+from review.queue import LIVE_DATASET, count_rows, walk
 
 MODES = ("all", "one_vs_rest")
 # Names that unblind an answer: model families and the companies behind them (case-blind, whole words).
@@ -99,18 +98,8 @@ def pending(store: Store, reviewer_id: int, skipped: tuple = (), limit: int = 1)
     if last_turn is None:
         return []
     start = shuffle_key("arena", reviewer_id) % (last_turn + 1)
-
-    def walk(leave_out) -> list[dict]:
-        out: list[dict] = []
-        for low, high in ((start, last_turn + 1), (0, start)):
-            rows = store.query(NEXT_SQL, {"low": low, "high": high, "skipped": json.dumps(list(leave_out)), "reviewer": reviewer_id,
-                                          "limit": limit - len(out)})
-            out += [dict(zip(SHOWN, row)) for row in rows]
-            if len(out) >= limit:
-                break
-        return out
-
-    return walk(skipped) or (walk(()) if skipped else [])
+    stretches = [{"low": start, "high": last_turn + 1}, {"low": 0, "high": start}]
+    return walk(store, NEXT_SQL, SHOWN, stretches, {"reviewer": reviewer_id}, skipped, limit)
 
 
 def pending_one(store: Store, reviewer_id: int, pair_id: int) -> dict | None:

@@ -42,20 +42,26 @@ def pending(store: Store, reviewer_id: int, run_id: int | None = None, answer_ty
             skipped: tuple = (), limit: int = 1) -> list[dict]:
     """The next `limit` ungraded predictions in this reviewer's order, contested ones first; the skipped ones (ids)
     only once nothing else is left."""
-    found = _walk(store, reviewer_id, run_id, answer_type, skipped, limit)
-    return found or (_walk(store, reviewer_id, run_id, answer_type, (), limit) if skipped else [])
-
-
-def _walk(store: Store, reviewer_id: int, run_id, answer_type, skipped, limit: int) -> list[dict]:
     start = shuffle_key("reviewer", reviewer_id)
-    out: list[dict] = []
-    for contested, low, high in ((1, start, END), (1, 0, start), (0, start, END), (0, 0, start)):
-        rows = store.query(NEXT_SQL, {"contested": contested, "low": low, "high": high, "run": run_id, "kind": answer_type,
-                                      "skipped": json.dumps(list(skipped)), "reviewer": reviewer_id, "limit": limit - len(out)})
-        out += [dict(zip(FIELDS, row)) for row in rows]
-        if len(out) >= limit:
-            break
-    return out
+    stretches = [{"contested": contested, "low": low, "high": high}
+                 for contested in (1, 0) for low, high in ((start, END), (0, start))]
+    return walk(store, NEXT_SQL, FIELDS, stretches, {"run": run_id, "kind": answer_type, "reviewer": reviewer_id}, skipped, limit)
+
+
+def walk(store: Store, sql: str, fields: tuple, stretches: list[dict], params: dict, skipped: tuple, limit: int) -> list[dict]:
+    """Up to `limit` rows of `sql` (its :limit and :skipped filled in), read stretch by stretch of a reviewer's
+    cycle (each stretch's parameters added to params) until there are enough; the skipped ids only once nothing else
+    is left. The review and arena queues both walk this way."""
+    def read(leave_out) -> list[dict]:
+        out: list[dict] = []
+        for stretch in stretches:
+            rows = store.query(sql, params | stretch | {"skipped": json.dumps(list(leave_out)), "limit": limit - len(out)})
+            out += [dict(zip(fields, row)) for row in rows]
+            if len(out) >= limit:
+                break
+        return out
+
+    return read(skipped) or (read(()) if skipped else [])
 
 
 def pending_one(store: Store, reviewer_id: int, prediction_id: int, run_id: int | None = None,

@@ -595,8 +595,7 @@ def _nifti_scan(path: Path) -> Scan:
             voxels = np.nan_to_num(voxels, nan=np.nan, posinf=np.finfo(voxels.dtype).max, neginf=np.finfo(voxels.dtype).min)
             notes.append("Infinite voxels are shown as the volume's extremes.")
     slope_a, inter_a = np.array([slope], np.float32), np.array([inter], np.float32)
-    finite = voxels[np.isfinite(voxels)] if voxels.dtype.kind == "f" else voxels
-    low, high = _value_range(finite, slope, inter)
+    low, high = _value_range(voxels, slope, inter)  # NaN-blind; infinities were clipped above
     windows = []
     cal = (float(image.header.get("cal_min", 0) or 0), float(image.header.get("cal_max", 0) or 0))
     if np.isfinite(cal).all() and cal[1] > cal[0]:

@@ -35,6 +35,11 @@ class Conversation:
     where: str = ""  # a volume's slice and window the image is ("slice 42/120, window lung 1500/−600")
     turns: tuple = field(default_factory=tuple)
 
+    @classmethod
+    def about(cls, view: "scan_view.View") -> "Conversation":
+        """A new conversation about the picture a viewer shows."""
+        return cls(view.picture, view.name, view.where)
+
 
 def warning(message: str) -> str:
     return f"⚠️ {markdown_text(message)}"
@@ -94,7 +99,7 @@ def on_upload(paths, conversation: Conversation) -> dict:
         view = scan_view.open_view(paths)
     except UserFacingError as e:
         return {"conversation": conversation, "status": warning(str(e))}
-    return scan_view.shown(view) | {"chatbot": [], "conversation": Conversation(view.picture, view.name, view.where),
+    return scan_view.shown(view) | {"chatbot": [], "conversation": Conversation.about(view),
                                     "status": f"{view.line()} Ask a question; follow-ups keep this picture."}
 
 
@@ -104,7 +109,7 @@ def on_view(control: str, view, conversation: Conversation, window, width, level
         view = scan_view.moved(view, control, window, width, level, number, plane)
     except UserFacingError as e:
         return {"status": warning(str(e))} | scan_view.shown(view if isinstance(view, scan_view.View) else None)
-    return scan_view.shown(view, control) | {"chatbot": [], "conversation": Conversation(view.picture, view.name, view.where),
+    return scan_view.shown(view, control) | {"chatbot": [], "conversation": Conversation.about(view),
                                              "status": f"Now {markdown_text(view.where)}: a new conversation about this picture."}
 
 

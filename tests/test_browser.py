@@ -205,7 +205,13 @@ BROKEN_HEADER_WORDS = """() => {
 
 def wait_text(page, selector: str, text: str, timeout=60_000):
     """Wait until the element exists and its text contains `text` (hidden Gradio columns are not in the page)."""
-    page.wait_for_function("([s, t]) => (document.querySelector(s)?.innerText || '').includes(t)", arg=[selector, text], timeout=timeout)
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function("([s, t]) => (document.querySelector(s)?.innerText || '').includes(t)", arg=[selector, text], timeout=timeout)
+    except PlaywrightTimeout:
+        shown = page.locator(selector).inner_text() if page.locator(selector).count() else "(not in the page)"
+        pytest.fail(f"{selector} never said {text!r}; it says {shown!r}")
 
 
 def upload(page, path):
@@ -783,6 +789,8 @@ def test_arena_admin_enters_runs_a_physician_votes_blind_then_sees_the_models(br
     for label in admin.locator("#arena-runs label").all():  # the two runs on VQA-RAD (other tests add runs of their own)
         if "vqa-rad" in label.inner_text():
             label.click()
+            label.locator("input").wait_for(state="attached")
+            admin.wait_for_function("l => l.querySelector('input').checked", arg=label.element_handle())  # before Enter reads it
     admin.locator("#arena-enter").click()
     wait_text(admin, "#arena-status", "4 new pairs entered the arena")
     admin.close()

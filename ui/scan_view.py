@@ -152,8 +152,10 @@ def build_controls(prefix: str = "") -> dict:
     with gr.Group(visible=False) as viewer:
         window = gr.Dropdown([], label="Window", elem_id=f"{prefix}window")
         with gr.Row():
-            width = gr.Number(label="Width", elem_id=f"{prefix}window-width", minimum=1, maximum=1e7)
-            level = gr.Number(label="Level", elem_id=f"{prefix}window-level", minimum=-1e7, maximum=1e7)
+            # No minimum or maximum here: Gradio would refuse an out-of-range number with a bare "Error" over every
+            # output; `moved` says what a window may be, in the status line.
+            width = gr.Number(label="Width", elem_id=f"{prefix}window-width")
+            level = gr.Number(label="Level", elem_id=f"{prefix}window-level")
         plane = gr.Radio([], label="Plane", visible=False, elem_id=f"{prefix}plane")
         number = gr.Slider(1, 2, value=1, step=1, label="Slice", visible=False, elem_id=f"{prefix}slice")
     return {"viewer": viewer, "window": window, "width": width, "level": level, "slice": number, "plane": plane}

@@ -17,7 +17,7 @@ from medvlm.errors import UserFacingError
 from medvlm.leaderboard import Battle
 from medvlm.store import Store, shuffle_key
 from review.chat_answers import keep_image
-from review.queue import LIVE_DATASET, count_rows, walk
+from review.queue import LIVE_DATASET, count_rows, model_label, walk
 
 MODES = ("all", "one_vs_rest")
 # Names that unblind an answer: model families and the companies behind them (case-blind, whole words).
@@ -111,11 +111,6 @@ def pending_one(store: Store, reviewer_id: int, pair_id: int) -> dict | None:
 def progress(store: Store, reviewer_id: int) -> tuple[int, int]:
     """(how many pairs this reviewer has voted on, how many there are)."""
     return len(store.current_votes(reviewer_id)), count_rows(store, "arena_pairs")
-
-
-def model_label(model: str, adapter: str | None) -> str:
-    """A model as the leaderboard names it: the model, and the adapter's folder name if it has one."""
-    return f"{model} + {adapter.rstrip('/').rsplit('/', 1)[-1]}" if adapter else model
 
 
 def run_model(store: Store, run_id: int) -> str:

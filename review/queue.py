@@ -94,4 +94,10 @@ def model_of(store: Store, prediction_id: int, with_run: bool = False) -> str:
     id names the model of every later answer filtered by it)."""
     model, adapter, run = store.query(
         "SELECT r.model, r.adapter, r.id FROM predictions p JOIN runs r ON r.id = p.run_id WHERE p.id = ?", [prediction_id])[0]
-    return f"{model}{' + ' + adapter.rsplit('/', 1)[-1] if adapter else ''}{f' (run {run})' if with_run else ''}"
+    return model_label(model, adapter) + (f" (run {run})" if with_run else "")
+
+
+def model_label(model: str, adapter: str | None) -> str:
+    """A model as reviewers, the leaderboard and the report name it: the model, and the adapter's folder name if it
+    has one."""
+    return f"{model} + {adapter.rstrip('/').rsplit('/', 1)[-1]}" if adapter else model

@@ -25,6 +25,7 @@ from medvlm.errors import UserFacingError
 from medvlm.stats import cohen_kappa, fleiss_kappa, kappa_with_interval, wilson_interval
 from medvlm.store import Store
 from review import arena
+from review.queue import model_label
 
 PROG = "python -m review.report"
 
@@ -68,7 +69,7 @@ def task_rows(store: Store) -> list[dict]:
         scores = grounding.score(run_records(store, run))
         for task, s in scores.get("tasks", {}).items():
             closed, wordings, kinds = bool(s["closed_n"]), s.get("wordings") or {}, s.get("kinds") or {}
-            out.append({"run": run, "model": model + (f" + {Path(adapter).name}" if adapter else ""), "task": task,
+            out.append({"run": run, "model": model_label(model, adapter), "task": task,
                         "questions": s["closed_n"] + s["open_n"], "score": s["closed_accuracy"] if closed else s["open_recall"],
                         "measure": "closed accuracy" if closed else "open recall", "yes_no_balanced": s["yes_no_balanced_accuracy"],
                         "wordings": len(wordings.get("per_wording", {})) or None, "worst_wording": wordings.get("worst"),
@@ -102,7 +103,7 @@ def run_rows(store: Store, answer_type: str | None = None) -> list[dict]:
             for v in given.values():
                 mix[v] += 1
         rows.append({
-            "run": run_id, "model": preds[0]["model"] + (f" + {Path(preds[0]['adapter']).name}" if preds[0]["adapter"] else ""),
+            "run": run_id, "model": model_label(preds[0]["model"], preds[0]["adapter"]),
             "dataset": preds[0]["dataset"], "questions": len(preds),
             "closed_n": strict["closed_n"], "strict_closed": strict["closed_accuracy"], "strict_open_recall": strict["open_recall"],
             "strict_open_f1": strict["open_f1"], "strict_exact": strict["open_exact_match"],

@@ -264,7 +264,7 @@ def test_two_models_are_drawn_only_from_those_that_can_answer_together(host, two
 
 
 def test_a_live_battle_is_blind_until_the_vote_and_joins_the_leaderboard(two_model_host, store, vqa_rad_image):
-    from review import arena
+    from review import arena, queue
     from ui import live_battle
 
     host, bob = two_model_host, signed_in("bob", "live")
@@ -290,13 +290,11 @@ def test_a_live_battle_is_blind_until_the_vote_and_joins_the_leaderboard(two_mod
     time.sleep(review_tab.MIN_DWELL_S)
     assert "no longer on screen" in live_battle.vote(host, store, True, "a", "old-token", "", battle, bob)["status"]
     voted = live_battle.vote(host, store, True, "b", battle.token, "B reads the image", battle, bob)
-    a, b = (arena.model_label(name, host.specs[name].adapter) for name in battle.models)
+    a, b = (queue.model_label(name, host.specs[name].adapter) for name in battle.models)
     assert voted["status"].replace("\\", "").startswith(f"Saved: B is better. A was {a}, B was {b}") and voted["battle"].decided == "b"
     assert live_battle.vote(host, store, True, "a", battle.token, "", voted["battle"], bob) == {}  # a second click: nothing
     assert [(x.model_a, x.model_b, x.outcome) for x in arena.battles(store)] == [(a, b, "b")]
     assert [v["note"] for v in store.current_votes()] == ["B reads the image"]
-    from review import queue
-
     assert queue.pending(store, store.reviewer("bob")["id"]) == [] and queue.progress(store, store.reviewer("bob")["id"]) == (0, 0)
     refused = list(live_battle.ask(host, store, True, "And now?", voted["battle"], bob))
     assert "This battle is decided" in refused[-1]["status"]

@@ -23,6 +23,7 @@ from medvlm.leaderboard import OUTCOMES
 from medvlm.settings import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE
 from medvlm.store import Store
 from review import arena, users
+from review.queue import model_label
 from ui.arena_tab import VOTE_LABELS
 from ui.chat_tab import uploaded, warning
 from ui.events import MODEL_EVENT, bind
@@ -160,7 +161,7 @@ def vote(host: ModelHost, store: Store, accounts: bool, outcome: str, on_screen,
         return {"status": warning("Not saved: that vote was for a battle no longer on screen.")}
     if time.monotonic() - battle.answered_at < MIN_DWELL_S:
         return {"status": warning("Not saved: read both answers first.")}
-    names = [arena.model_label(name, host.specs[name].adapter) for name in battle.models]
+    names = [model_label(name, host.specs[name].adapter) for name in battle.models]
     said = f"{VOTE_LABELS[outcome].capitalize()}. A was {markdown_text(names[0])}, B was {markdown_text(names[1])}."
     if accounts:
         account = users.role(store, getattr(request, "username", None))

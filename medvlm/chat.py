@@ -3,6 +3,7 @@
 Generation is separate from scoring and from the UI: `stream_reply` yields the answer as it grows, and the last
 value it yields is the final answer (new tokens only, cut at the family's end of turn).
 """
+import reprlib
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,15 +33,17 @@ class GenerationSettings:
     def check(self) -> "GenerationSettings":
         """These settings as numbers in range -> a checked copy. From the app's API they can arrive as anything (None,
         text, NaN, a list): each gets one line."""
+        tokens_sent, temperature_sent = (reprlib.repr(v) for v in (self.max_new_tokens, self.temperature))  # short
         try:
+            if isinstance(self.max_new_tokens, bool) or isinstance(self.temperature, bool):
+                raise TypeError  # float(True) is 1.0: a checkbox's value is no setting
             tokens, temperature = float(self.max_new_tokens), float(self.temperature)
         except (TypeError, ValueError):
-            raise UserFacingError(f"Max new tokens and temperature are numbers, not {self.max_new_tokens!r} and "
-                                  f"{self.temperature!r}.") from None
+            raise UserFacingError(f"Temperature and max new tokens are numbers, not {temperature_sent} and {tokens_sent}.") from None
         if not 1 <= tokens <= MAX_NEW_TOKENS_LIMIT or tokens != int(tokens):  # NaN fails every comparison
-            raise UserFacingError(f"Max new tokens is a whole number from 1 to {MAX_NEW_TOKENS_LIMIT}, not {self.max_new_tokens!r}.")
+            raise UserFacingError(f"Max new tokens is a whole number from 1 to {MAX_NEW_TOKENS_LIMIT}, not {tokens_sent}.")
         if not 0.0 <= temperature <= 2.0:
-            raise UserFacingError(f"Temperature is a number from 0 to 2, not {self.temperature!r}.")
+            raise UserFacingError(f"Temperature is a number from 0 to 2, not {temperature_sent}.")
         return GenerationSettings(max_new_tokens=int(tokens), temperature=temperature)
 
 

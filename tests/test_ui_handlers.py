@@ -78,24 +78,29 @@ def test_chat_upload_ask_and_follow_up(host, vqa_rad_image, tmp_path):
     conversation = update["conversation"]
     assert conversation.image is not None and update["chatbot"] == [] and r"synpic54610\.jpg" in update["status"]  # Markdown-escaped
 
-    updates = list(chat_tab.respond(host, "What organ is shown?", conversation, [], 0.0, 8))
+    updates = list(chat_tab.respond(host, "What organ is shown?", conversation, 0.0, 8))
     assert updates[0]["question"] == "" and "answering" in updates[0]["status"]
     final = updates[-1]
     (question, answer), = final["conversation"].turns
     assert question == "What organ is shown?" and answer and final["chatbot"][-1]["content"]
-    follow_up = list(chat_tab.respond(host, "Are you sure?", final["conversation"], final["chatbot"], 0.0, 8))[-1]
-    assert len(follow_up["conversation"].turns) == 2 and len(follow_up["chatbot"]) == 4
+    follow_up = list(chat_tab.respond(host, "Are you sure?", final["conversation"], 0.0, 8))[-1]
+    assert len(follow_up["conversation"].turns) == 2 and follow_up["chatbot"][:2] == final["chatbot"] and len(follow_up["chatbot"]) == 4
+    assert list(follow_up["conversation"].messages) == follow_up["chatbot"]  # the chat as drawn, kept for the next turn
 
-    refused = list(chat_tab.respond(host, "   ", conversation, [], 0.0, 8))
-    assert len(refused) == 1 and refused[0]["chatbot"] == [] and "⚠️" in refused[0]["status"] and "question" not in refused[0]
-    # What the API can send (issue 26's hostile run): each a one-line message, the conversation unchanged.
-    for history, temperature, tokens, said in (
-            ([], None, 8, "are numbers"), ([], "warm", 8, "are numbers"), ([], float("nan"), 8, "Temperature is a number"),
-            ([], 0.0, None, "are numbers"), ([], 0.0, "many", "are numbers"), ([], 0.0, float("nan"), "whole number"),
-            ([], 0.0, 2.5, "whole number"), ([], 0.0, [8], "are numbers"), ("not a list", 0.0, 8, "chat history is a list"),
-            ([1, 2], 0.0, 8, "chat history is a list")):
-        updates = list(chat_tab.respond(host, "Is it?", conversation, history, temperature, tokens))
-        assert len(updates) == 1 and said in updates[0]["status"] and updates[0]["conversation"] is conversation, (history, temperature, tokens)
+    refused = list(chat_tab.respond(host, "   ", final["conversation"], 0.0, 8))
+    assert len(refused) == 1 and refused[0]["chatbot"] == final["chatbot"] and "⚠️" in refused[0]["status"] and "question" not in refused[0]
+    # What the API can send (issue 26's hostile run; the chat event skips Gradio's own checks): each a one-line
+    # message, the conversation unchanged.
+    for question, temperature, tokens, said in (
+            ("Is it?", None, 8, "are numbers"), ("Is it?", "warm", 8, "are numbers"), ("Is it?", float("nan"), 8, "Temperature is a number"),
+            ("Is it?", 0.0, None, "are numbers"), ("Is it?", 0.0, "many", "are numbers"), ("Is it?", 0.0, float("nan"), "whole number"),
+            ("Is it?", 0.0, 2.5, "whole number"), ("Is it?", 0.0, [8], "are numbers"), ("Is it?", True, 8, "are numbers"),
+            ("Is it?", "x" * 1_000_000, 8, "are numbers"), ("Is it?", -1, 8, "from 0 to 2"), ("Is it?", 0.0, 10**9, "from 1 to"),
+            (5, 0.0, 8, "text, not int"), (["Is it?"], 0.0, 8, "text, not list"), (None, 0.0, 8, "Type a question")):
+        updates = list(chat_tab.respond(host, question, conversation, temperature, tokens))
+        status = updates[0]["status"]
+        assert len(updates) == 1 and said in status and updates[0]["conversation"] is conversation, (question, temperature, tokens)
+        assert "\n" not in status and len(status) < 300, status
 
 
 def test_chat_answers_reach_review_only_from_a_signed_in_account(host, store, vqa_rad_image):
@@ -181,7 +186,7 @@ def test_two_sessions_on_two_models_at_once_each_answered_by_its_own(medvlm_tiny
     finals, statuses = {}, {}
 
     def ask(who):
-        updates = list(chat_tab.respond(host, question, conversation, [], 0.0, 6, sessions[who]))
+        updates = list(chat_tab.respond(host, question, conversation, 0.0, 6, sessions[who]))
         statuses[who], finals[who] = updates[0]["status"], updates[-1]["conversation"].turns[-1][1]
 
     threads = [threading.Thread(target=ask, args=(who,)) for who in sessions]
@@ -355,7 +360,7 @@ def test_the_viewer_shows_the_model_and_the_detector_exactly_the_slice_and_windo
         assert refused["status"].startswith("⚠️") and "\n" not in refused["status"] and refused["view"] is view, (control, args)
     assert chat_tab.on_view("slice", None, conversation, "lung", 0, 0, 3, None)["status"].startswith("⚠️")
 
-    asked = list(chat_tab.respond(host, "Is there a tumour?", conversation, [], 0.0, 4))[-1]
+    asked = list(chat_tab.respond(host, "Is there a tumour?", conversation, 0.0, 4))[-1]
     assert "Sent" in chat_tab.send_to_review(host, store, True, asked["conversation"], None, signed_in("bob"))["status"]
     (kept,), = store.query("SELECT image_hash FROM items")
     assert kept == fingerprint(expected)  # physicians grade the picture the model saw

@@ -23,17 +23,23 @@ from ui.events import MODEL_EVENT, bind
 from ui.text import html_text, markdown_text
 
 log = logging.getLogger(__name__)
+# Gradio's own checks of a slider or text box answer a wrong type with its generic "AppError"; the chat's inputs
+# (text, sliders, state) go to respond() as sent, which checks each in one line. The history is not an input: the
+# conversation keeps it, so a script cannot send one that is not a list.
+CHAT_EVENT = MODEL_EVENT | {"preprocess": False}
 WINDOW_SETTINGS = GenerationSettings(max_new_tokens=DEFAULT_MAX_NEW_TOKENS, temperature=0.0)  # greedy: windows compare
 
 
 @dataclass(frozen=True)
 class Conversation:
-    """One session's chat: the image (kept for follow-ups) and the finished (question, answer) turns."""
+    """One session's chat: the image (kept for follow-ups), the finished (question, answer) turns the model is given,
+    and the chat as drawn (escaped text, each yes or no with its probability)."""
 
     image: Image.Image | None = None
     image_name: str = ""
     where: str = ""  # a volume's slice and window the image is ("slice 42/120, window lung 1500/−600")
     turns: tuple = field(default_factory=tuple)
+    messages: tuple = field(default_factory=tuple)  # {role, content} dicts for the Chatbot
 
     @classmethod
     def about(cls, view: "scan_view.View") -> "Conversation":
@@ -148,24 +154,22 @@ def normalize_answer(answer: str) -> str:
     return yes_no(answer) or " ".join(normalize_tokens(answer.split(" (p = ")[0]))
 
 
-def respond(host: ModelHost, text, conversation: Conversation, messages, temperature, max_new_tokens, model_name=None):
+def respond(host: ModelHost, text, conversation: Conversation, temperature, max_new_tokens, model_name=None):
     """The question's answer from the session's model (model_name; None: the app's default), streamed into the chat;
-    the turn joins the conversation once the answer is complete."""
+    the turn joins the conversation once the answer is complete. The arguments arrive unprocessed (CHAT_EVENT): from
+    the API they can be any JSON value, and each bad one gets one line here."""
     model_name = model_name or host.default_name
+    shown = list(conversation.messages)
     try:
-        if messages is not None and not (isinstance(messages, list) and all(isinstance(m, dict) for m in messages)):
-            messages = None  # through the API the shown history can be anything: it is only drawn, never asked from
-            raise UserFacingError("The chat history is a list of messages ({role, content}).")
         text = check_question(text)
         settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature).check()
         if model_name is None:
             raise UserFacingError("No model is loaded: pick one that can load here.")
     except UserFacingError as e:
-        yield {"chatbot": messages or [], "conversation": conversation, "status": warning(str(e))}
+        yield {"chatbot": shown, "conversation": conversation, "status": warning(str(e))}
         return
-    messages = list(messages or [])
     seeing = f" about {markdown_text(conversation.where)}" if conversation.where and conversation.image is not None else ""
-    messages += [{"role": "user", "content": html_text(text)}, {"role": "assistant", "content": ""}]
+    messages = shown + [{"role": "user", "content": html_text(text)}, {"role": "assistant", "content": ""}]
     yield {"chatbot": messages, "conversation": conversation, "question": "", "status": f"{markdown_text(model_name)} is answering{seeing}…"}
     answer = ""
     try:
@@ -173,17 +177,18 @@ def respond(host: ModelHost, text, conversation: Conversation, messages, tempera
             messages[-1] = {"role": "assistant", "content": html_text(answer)}
             yield {"chatbot": messages, "conversation": conversation}
     except UserFacingError as e:
-        yield {"chatbot": messages[:-2], "conversation": conversation, "question": text, "status": warning(str(e))}
+        yield {"chatbot": shown, "conversation": conversation, "question": text, "status": warning(str(e))}
         return
     except Exception as e:  # keep the app up; the log has the traceback
         log.exception("generation failed")
-        yield {"chatbot": messages[:-2], "conversation": conversation, "question": text,
+        yield {"chatbot": shown, "conversation": conversation, "question": text,
                "status": warning(f"Generation failed ({type(e).__name__}). Try again or pick another model.")}
         return
     answer = answer or "(no answer)"
-    # Shown with the model's probability of the yes or no it said; the conversation keeps the answer alone.
+    # Shown with the model's probability of the yes or no it said; the model is given the answer alone.
     messages[-1] = {"role": "assistant", "content": html_text(with_confidence(answer))}
-    yield {"chatbot": messages, "conversation": replace(conversation, turns=conversation.turns + ((text, str(answer)),)), "status": ""}
+    yield {"chatbot": messages, "conversation": replace(conversation, turns=conversation.turns + ((text, str(answer)),),
+                                                        messages=tuple(messages)), "status": ""}
 
 
 def switch_model(host: ModelHost, store: Store, accounts: bool, name, model_name, request: gr.Request) -> dict:
@@ -332,9 +337,9 @@ def build_chat_tab(demo: gr.Blocks, host: ModelHost, store: Store, accounts: boo
     bind(ask_every_window, outputs("windows_table", "status"), host=host).on(
         every.click, [view, conversation, question, model_name], api_visibility="private", **MODEL_EVENT)
     answering = bind(respond, outputs("chatbot", "conversation", "question", "status"), host=host)
-    chat_inputs = [question, conversation, chatbot, temperature, max_new_tokens, model_name]
-    answering.on(ask.click, chat_inputs, api_name="chat", **MODEL_EVENT)
-    answering.on(question.submit, chat_inputs, api_visibility="private", **MODEL_EVENT)
+    chat_inputs = [question, conversation, temperature, max_new_tokens, model_name]
+    answering.on(ask.click, chat_inputs, api_name="chat", **CHAT_EVENT)
+    answering.on(question.submit, chat_inputs, api_visibility="private", **CHAT_EVENT)
     bind(switch_model, {"model_name": model_name, "picker": picker, "model_info": model_info, "status": status},
          host=host, store=store, accounts=accounts).on(picker.change, [picker, model_name], api_name="switch_model", **MODEL_EVENT)
     bind(set_pool_rules, {"picker": picker, "status": status}, host=host, store=store, accounts=accounts).on(

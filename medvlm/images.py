@@ -39,6 +39,7 @@ def load_raster(path) -> Image.Image:
     """A PNG or JPEG (medvlm.volumes.open_scan's reader for a file that is not DICOM or NIfTI)."""
     return _decode_raster(Path(path))
 
+
 def blank_warning(image: Image.Image, name: str) -> str | None:
     """One line when the decoded image is one value everywhere (a blank, or a file that decoded to nothing): nothing
     a model or a detector says about it is a reading of a scan. None for any image with two different pixels."""

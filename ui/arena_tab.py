@@ -20,7 +20,7 @@ from review import arena
 from ui.events import bind
 from ui.pictures import picture_file
 from ui.review_tab import MIN_DWELL_S, NO_ACCOUNTS, ReviewDesk, skip_shown, undo_latest
-from ui.text import markdown_text
+from ui.text import markdown_text, warning
 
 VOTE_LABELS = {"a": "A is better", "b": "B is better", "tie": "a tie", "both_bad": "both bad"}
 NOTHING = {"image": None, "question": "Nothing left to compare.", "reference": "", "answer_a": "", "answer_b": "", "note": "", "item": ""}
@@ -110,7 +110,7 @@ def enter_runs(desk: ReviewDesk, run_ids, mode, request: gr.Request) -> dict:
             raise UserFacingError("Choose runs from the list.")
         added = arena.enter_runs(desk.store, run_ids, mode)
     except UserFacingError as e:
-        return {"status": f"⚠️ {markdown_text(str(e))}"}
+        return {"status": warning(str(e))}
     with desk.sessions.hold(request) as box:
         return show_pair(desk, box, account, f"{added} new pairs entered the arena.")
 

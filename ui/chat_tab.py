@@ -20,7 +20,7 @@ from medvlm.store import Store
 from review import chat_answers, users
 from ui import scan_view
 from ui.events import MODEL_EVENT, bind
-from ui.text import html_text, markdown_text
+from ui.text import html_text, markdown_text, warning
 
 log = logging.getLogger(__name__)
 # Gradio's own checks of a slider or text box answer a wrong type with its generic "AppError"; the chat's inputs
@@ -45,10 +45,6 @@ class Conversation:
     def about(cls, view: "scan_view.View") -> "Conversation":
         """A new conversation about the picture a viewer shows."""
         return cls(view.picture, view.name, view.where)
-
-
-def warning(message: str) -> str:
-    return f"⚠️ {markdown_text(message)}"
 
 
 def model_panel(host: ModelHost, name: str | None) -> str:

@@ -26,7 +26,7 @@ from review import users
 from ui import scan_view
 from ui.events import MODEL_EVENT, bind
 from ui.pictures import picture_file
-from ui.text import markdown_text
+from ui.text import markdown_text, warning
 
 log = logging.getLogger(__name__)
 TABLE_HEADERS = ["class", "confidence", "x1", "y1", "x2", "y2"]
@@ -49,7 +49,7 @@ def compare(host: ModelHost, path, text, use_findings, view=None, model_name=Non
             raise UserFacingError("No model is loaded: pick one in the Chat tab.")
         family = host.model(model_name).family
     except UserFacingError as e:
-        yield {"status": f"⚠️ {markdown_text(str(e))}"}
+        yield {"status": warning(str(e))}
         return
     events: queue.Queue = queue.Queue()
 
@@ -106,10 +106,10 @@ def compare(host: ModelHost, path, text, use_findings, view=None, model_name=Non
     line = f"**Agreement:** {agreement(detections, final_answer)}" if detections is not None and final_answer is not None else ""
     blank = blank_warning(image, view.name)
     if blank and line:  # no agreement line without saying that there was nothing to read
-        line = f"⚠️ {markdown_text(blank)} {line}"
+        line = f"{warning(blank)} {line}"
     grounding = " The VLM was given the detector's findings." if use_findings and detections is not None else ""
     where = f" Both were given {markdown_text(view.where)}." if view.where else ""
-    yield shown | {"agreement": line, "status": ("⚠️ " + markdown_text(" ".join(problems))) if problems else f"Done.{grounding}{where}"}
+    yield shown | {"agreement": line, "status": warning(" ".join(problems)) if problems else f"Done.{grounding}{where}"}
 
 
 def detect_only(host: ModelHost, path, view=None) -> dict:
@@ -118,7 +118,7 @@ def detect_only(host: ModelHost, path, view=None) -> dict:
         view = scan_view.view_of(view, path)
         detections = host.detect(view.picture)
     except UserFacingError as e:
-        return {"status": f"⚠️ {markdown_text(str(e))}"}
+        return {"status": warning(str(e))}
     found = f"{len(detections)} finding(s)." if detections else "No tumour found."
     where = f" ({markdown_text(view.where)})" if view.where else ""
     return {"answer": "", "boxes": picture_file(draw(view.picture, detections)), "table": detection_rows(detections), "agreement": "",
@@ -130,7 +130,7 @@ def on_upload(paths) -> dict:
     try:
         view = scan_view.open_view(paths)
     except UserFacingError as e:
-        return scan_view.shown(None) | {"status": f"⚠️ {markdown_text(str(e))}"}
+        return scan_view.shown(None) | {"status": warning(str(e))}
     return scan_view.shown(view) | {"status": view.line()}
 
 
@@ -142,7 +142,7 @@ def on_view(control: str, view, window, width, level, number, plane) -> dict:
     try:
         view = scan_view.moved(view, control, window, width, level, number, plane)
     except UserFacingError as e:
-        return {"status": f"⚠️ {markdown_text(str(e))}"}
+        return {"status": warning(str(e))}
     return scan_view.shown(view, control) | {"status": f"Now {markdown_text(view.where)}: Compare gives both sides this picture."}
 
 
@@ -251,7 +251,7 @@ def run_dataset(host: ModelHost, store: Store, accounts: bool, path, which, how_
         args.output_dir = str(store.path.parent / args.output_dir)
         result = run_comparison(args, loaded=loaded, detector=host.detector(), hold=lambda: host.holding(model_name), store=store)
     except UserFacingError as e:
-        return {"summary": f"⚠️ {markdown_text(str(e))}"}
+        return {"summary": warning(str(e))}
     except Exception as e:  # keep the tab up; the log has the traceback
         log.exception("dataset comparison failed")
         return {"summary": f"⚠️ The dataset comparison failed ({type(e).__name__})."}

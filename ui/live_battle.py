@@ -25,11 +25,11 @@ from medvlm.store import Store
 from review import arena, users
 from review.queue import model_label
 from ui.arena_tab import VOTE_LABELS
-from ui.chat_tab import uploaded, warning
+from ui.chat_tab import uploaded
 from ui.events import MODEL_EVENT, bind
 from ui.pictures import picture_file
 from ui.review_tab import MIN_DWELL_S
-from ui.text import html_text, markdown_text
+from ui.text import html_text, markdown_text, warning
 
 SIDES = ("Model A", "Model B")
 

@@ -15,7 +15,7 @@ from medvlm.errors import UserFacingError
 from medvlm.images import blank_warning
 from medvlm.volumes import Scan, Window, open_scan
 from ui.pictures import picture_file
-from ui.text import markdown_text
+from ui.text import markdown_text, warning
 
 CUSTOM = "custom"  # the window dropdown's entry for a width and level typed in
 
@@ -50,7 +50,7 @@ class View:
         notes = [markdown_text(n) for n in self.scan.notes]
         blank = blank_warning(picture, self.name)
         if blank:
-            notes.insert(0, f"⚠️ {markdown_text(blank)}")
+            notes.insert(0, warning(blank))
         return " ".join([*notes, f"Loaded {markdown_text(self.name)} ({picture.width}×{picture.height}){markdown_text(where)}."])
 
 

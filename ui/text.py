@@ -15,3 +15,8 @@ def html_text(text: str) -> str:
 def markdown_text(text: str) -> str:
     """For gr.Markdown: HTML escaped, Markdown punctuation backslash-escaped, so it shows as typed."""
     return MARKDOWN_SPECIAL.sub(r"\\\1", html_text(text))
+
+
+def warning(message: str) -> str:
+    """A status line saying what went wrong: the sign, then the message as text."""
+    return f"⚠️ {markdown_text(message)}"

@@ -187,7 +187,9 @@ def test_the_report_and_the_export_carry_the_arena(study, tmp_path, capsys, monk
     headline = shown["headline"]["value"].set_index("model")["arena (95% CI)"]
     assert headline["medvlm-tiny"] == "1000 (1000–1000)" and re.fullmatch(r"1\d{3} \(1\d{3}–1\d{3}\)", headline["medgemma-4b"])
     gone = evaluation_tab.load(store, True, "all", "llava-1.5-7b", ada)  # no votes for it: the default anchor, and why
-    assert "No votes for 'llava-1.5-7b'" in gone["notice"] and list(gone["arena"]["value"]["score"])[0] == 1000.0  # medgemma-4b, first by name
+    assert r"No votes for 'llava\-1\.5\-7b'" in gone["notice"] and list(gone["arena"]["value"]["score"])[0] == 1000.0  # medgemma-4b, first by name
+    hostile = evaluation_tab.load(store, True, "all", "<img src=x onerror=alert(1)>", ada)["notice"]  # shown as text
+    assert "No votes for" in hostile and "<img" not in hostile and "&lt;img" in hostile
     assert report.main(["--db", str(store.path), "--anchor", "nope"]) == 2
 
 

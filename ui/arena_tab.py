@@ -80,7 +80,7 @@ def vote(desk: ReviewDesk, outcome: str, on_screen, note, request: gr.Request) -
         try:
             desk.store.record_vote(s.shown, account["id"], outcome, note=note, request_id=f"{s.shown_token}:{outcome}")
         except UserFacingError as e:
-            return {"status": f"⚠️ {e}"}
+            return {"status": warning(str(e))}
         pair = arena.pairs(desk.store, s.shown)[0]
         run_a, run_b = pair["run_a"], pair["run_b"]
         said = (f"Saved: {VOTE_LABELS[outcome]}. A was {markdown_text(arena.run_model(desk.store, run_a))}, "

@@ -14,6 +14,7 @@ from medvlm.store import Store
 from review import report, users
 from ui.events import bind
 from ui.pictures import picture_file
+from ui.text import warning
 
 COLUMNS = {
     "run": "run", "model": "model", "questions": "n", "strict_closed": "closed %", "strict_open_recall": "open recall %",
@@ -176,7 +177,7 @@ def load(store: Store, accounts: bool, choice, anchor, request: gr.Request) -> d
     try:
         ranked = report.arena_leaderboard(store, anchor or None)
     except UserFacingError as e:  # an anchor with no votes (any more): the default one, and why
-        notice, ranked = f"⚠️ {e}", report.arena_leaderboard(store)
+        notice, ranked = warning(str(e)), report.arena_leaderboard(store)
     tables = {"headline": headline_frame(report.headline_rows(rows, task_list, ranked)),
               "arena": frame_of(ranked, ARENA_COLUMNS), "table": frame_of(rows, COLUMNS),
               "scorers": frame_of(report.scorer_rows(store), SCORER_COLUMNS), "tasks": frame_of(task_list, TASK_COLUMNS),

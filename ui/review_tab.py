@@ -26,6 +26,7 @@ from medvlm.store import Store
 from review import queue, users
 from ui.events import bind
 from ui.pictures import picture_file
+from ui.text import warning
 
 log = logging.getLogger(__name__)
 ALL = "all"
@@ -162,7 +163,7 @@ def grade(desk: ReviewDesk, verdict: str, on_screen, note, run, kind, request: g
         try:
             desk.store.record_verdict(s.shown, account["id"], verdict, note=note, request_id=f"{s.shown_token}:{verdict}")
         except UserFacingError as e:
-            return {"status": f"⚠️ {e}"}
+            return {"status": warning(str(e))}
         saved = f"Saved **{verdict}**."
         if account["admin"] or desk.reveal_model:
             saved = f"Saved **{verdict}** for an answer by {queue.model_of(desk.store, s.shown, with_run=account['admin'])}."
@@ -181,7 +182,7 @@ def undo_latest(desk: ReviewDesk, request: gr.Request, undo, show, again: str) -
         try:
             undone = undo(account["id"])
         except UserFacingError as e:
-            return {"status": f"⚠️ {e}"}
+            return {"status": warning(str(e))}
         if undone is None:
             return show(box, account, "Nothing to undo.")
         box["session"] = replace(box["session"], skipped=tuple(p for p in box["session"].skipped if p != undone))

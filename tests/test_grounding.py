@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 from conftest import SHARED_DATA, VQA_RAD
+from PIL import Image
 
 from medvlm import grounding, labels, wordings
 from medvlm.data import Example, MixturePart, load_examples, parse_mixture
@@ -274,6 +275,20 @@ def test_standardised_projector_sees_centred_features(medvlm_tiny_base, vqa_rad_
         std = std.clamp_min(std.median() * 0.1)
         torch.testing.assert_close(model.model.multi_modal_projector.linear_1(features), before((features - mean) / std),
                                    atol=1e-3, rtol=1e-3)
+
+    # Dark pictures leave most channels at zero over them all (a zero median spread): the projector stays finite.
+    black = Image.new("RGB", (224, 224))
+    dark = [loaded.family.encode(loaded.processor, [("", None)], picture)["pixel_values"] for picture in (black, black)]
+    model = copy.deepcopy(medvlm_tiny_base.model)
+    standardize_projector(model, dark)
+    assert all(torch.isfinite(p).all() for p in model.model.multi_modal_projector.parameters())
+
+
+def test_the_projector_is_standardised_on_images_spread_over_the_whole_set():
+    from train.vlm import evenly_spread
+
+    assert evenly_spread(list("abcdef"), 256) == list("abcdef")  # a small set: every image, not the first one 6 times
+    assert evenly_spread(list(range(1000)), 4) == [0, 250, 500, 750]
 
 
 # --- the linear probe ------------------------------------------------------------------------------------------------

@@ -264,9 +264,21 @@ def test_cli_trains_evaluates_and_resumes(llava_dir, vqa_jsonl, tmp_path, capsys
     assert json.loads((run / "checkpoint" / "progress.json").read_text())["step"] == 3
 
 
+def test_a_loss_that_turns_non_finite_stops_training_with_one_line(llava_dir, vqa_jsonl, tmp_path, capsys):
+    """A learning rate that blows the weights up: the run stops at the first non-finite loss, says so in one line, and
+    writes no adapter (before this, it saved one of NaNs and said "adapter saved")."""
+    run = tmp_path / "run"
+    assert main(["--model", str(llava_dir), "--data", str(vqa_jsonl), "--output_dir", str(run), "--batch_size", "1",
+                 "--max_steps", "4", "--lr", "1e30", "--eval_split", "none"]) == 2
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("python -m train.vlm: error:")]
+    assert len(said) == 1 and "the loss is nan at step 2" in said[0] and "training stopped" in said[0], said
+    assert not (run / "adapter").exists()
+
+
 @pytest.mark.parametrize("argv, named", [
     (["--batch_size", "many"], "--batch_size"), (["--pack_size", "0"], "--pack_size"), (["--quantize", "8bit"], "--quantize"),
     (["--lora_dropout", "1.5", "--max_new_tokens", "0"], "--lora_dropout, --max_new_tokens"), (["--limit", "-3"], "--limit"),
+    (["--lr", "nan", "--projector_lr", "inf"], "--lr, --projector_lr"), (["--epochs", "nan"], "--epochs"),
 ])
 def test_cli_rejects_bad_arguments_in_one_line(argv, named, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -91,10 +91,10 @@ def check_arguments(data: DataArguments, lora: LoraArguments, train: TrainArgume
     """What is out of range, in one line; None when all is well."""
     problems = [name for name, bad in (
         ("--limit", data.limit is not None and data.limit < 1), ("--eval_limit", data.eval_limit is not None and data.eval_limit < 1),
-        ("--lora_r", lora.lora_r < 1), ("--lora_alpha", lora.lora_alpha <= 0), ("--lora_dropout", not 0 <= lora.lora_dropout < 1),
-        ("--epochs", train.epochs <= 0 and train.max_steps <= 0), ("--batch_size", train.batch_size < 1),
-        ("--pack_size", train.pack_size < 1), ("--grad_accum", train.grad_accum < 1), ("--lr", train.lr is not None and train.lr <= 0),
-        ("--projector_lr", train.projector_lr <= 0), ("--warmup_ratio", not 0 <= train.warmup_ratio < 1),
+        ("--lora_r", lora.lora_r < 1), ("--lora_alpha", not 0 < lora.lora_alpha < math.inf), ("--lora_dropout", not 0 <= lora.lora_dropout < 1),
+        ("--epochs", not 0 < train.epochs < math.inf and train.max_steps <= 0), ("--batch_size", train.batch_size < 1),
+        ("--pack_size", train.pack_size < 1), ("--grad_accum", train.grad_accum < 1), ("--lr", train.lr is not None and not 0 < train.lr < math.inf),
+        ("--projector_lr", not 0 < train.projector_lr < math.inf), ("--warmup_ratio", not 0 <= train.warmup_ratio < 1),
         ("--save_steps", train.save_steps < 1), ("--eval_batch_size", train.eval_batch_size < 1),
         ("--max_new_tokens", not 1 <= train.max_new_tokens <= MAX_NEW_TOKENS_LIMIT)) if bad]
     return f"out of range: {', '.join(problems)} (see --help)" if problems else None
@@ -248,11 +248,22 @@ def standardize_projector(model, pixel_batches) -> None:
         features.append(hidden.flatten(2).transpose(1, 2).reshape(-1, hidden.shape[1]))
     features = torch.cat(features)
     mean, std = features.mean(0), features.std(0)
-    std = std.clamp_min(std.median() * 0.1)  # near-constant channels are not blown up into noise
+    # Near-constant channels are not blown up into noise: none is scaled up by more than ten times the median channel's
+    # spread. Dark images leave most channels at zero (more than half: a zero median); the floor then comes from the
+    # channels that vary, and with none varying nothing is scaled.
+    varying = std[std > 0]
+    floor = std.median() if std.median() > 0 else (varying.median() if len(varying) else torch.tensor(10.0))
+    std = std.clamp_min(floor * 0.1)
     linear = inner.multi_modal_projector.linear_1
     linear.weight.div_(std)
     if linear.bias is not None:
         linear.bias.sub_(linear.weight @ mean)
+
+
+def evenly_spread(items: list, count: int) -> list:
+    """count items spread evenly over the list (all of them when it holds no more), the same on every run."""
+    n = min(count, len(items))
+    return [items[int(i * len(items) / n)] for i in range(n)]
 
 
 def freeze_batchnorm(model) -> None:
@@ -408,7 +419,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraA
     checkpointing = train_args.gradient_checkpointing if train_args.gradient_checkpointing is not None else quantize == "nf4"
     if train_args.standardize_projector and "multi_modal_projector" in loaded.family.modules_to_save:
         images = sorted({e.image_path for report in reports for e in report.examples if e.image_path})
-        picked = [images[int(i * len(images) / 256)] for i in range(min(256, len(images)))]  # evenly spread, fixed
+        picked = evenly_spread(images, 256)
         standardize_projector(loaded.model, [
             loaded.family.encode(loaded.processor, [("", None)], load_image(path))["pixel_values"] for path in picked])
     model = add_lora(loaded, lora_args, quantize == "nf4", checkpointing)
@@ -460,6 +471,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraA
             examples = int(batch.pop("examples"))
             with accelerator.accumulate(model):
                 loss = answer_loss(model, batch)
+                if not torch.isfinite(loss):  # stop before the update, so the last checkpoint stays usable
+                    bar.close()  # the error line below the bar, not after it
+                    raise UserFacingError(f"the loss is {loss.item()} at step {step + 1}: training stopped, nothing saved "
+                                          f"after step {step} (a learning rate too high?)")
                 accelerator.backward(loss)
                 optimizer.step()
                 scheduler.step()

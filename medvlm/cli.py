@@ -55,7 +55,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, default: str | None = D
                              + (", or openai:URL (an OpenAI-compatible server; API key from MEDVLM_API_KEY)" if served else "")
                              + (f" (default: {default})" if default else ""))
     if adapter:
-        parser.add_argument("--adapter", help="PEFT adapter for --model: local folder or hub id")
+        parser.add_argument("--adapter", help="PEFT adapter for --model: local folder or hub id; "
+                                              '"none": a registered model without its own (MedVLM-Tiny\'s bare base)')
     if served:
         parser.add_argument("--served_model", help="with --model openai:URL: the model's name on that server")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="default: cuda if present, else cpu")

@@ -3,6 +3,7 @@
 Network: the app runs with HTTP(S)_PROXY pointing at a trap on localhost that counts connections, so any hub,
 telemetry or update-check call by a proxy-honouring client is caught; the page itself may load only the app's URL.
 """
+import json
 import os
 import re
 import socket
@@ -774,27 +775,34 @@ def test_admin_compares_over_a_dataset_and_physicians_see_the_detector_boxes(bro
     admin.close()
 
 
-def test_arena_admin_enters_runs_a_physician_votes_blind_then_sees_the_models(browser, app_url, review_db):
-    """Last in this file: it adds a second run to the shared database. An admin enters both runs; a reviewer compares
-    answers A and B with the keys, blinded (neither the page nor the API payload names a model before the vote), and
-    sees the two models named after it; U undoes."""
+def test_arena_study_between_two_evaluate_runs_voted_blind_then_ranked(browser, app_url, review_db, tmp_path, vqa_rad_image):
+    """Last in this file: it adds two runs to the shared database. As a study is run: `medvlm.evaluate` answers four
+    VQA-RAD questions with MedVLM-Tiny's shipped adapter and with its bare base (--adapter none); an admin enters
+    both runs; a reviewer compares answers A and B with the keys, blinded (neither the page nor the API payload names
+    a model before the vote), and sees the two models named after it; U undoes; a second reviewer votes on every
+    pair, and the leaderboard shows both models with intervals."""
     from gradio_client import Client
 
-    from medvlm.store import Store
+    from medvlm import evaluate
 
-    store = Store(review_db)
-    other = store.add_run("llava-1.5-7b", "vqa-rad", "test")
-    for (item_id,), answer in zip(store.query("SELECT id FROM items ORDER BY id"),
-                                           ["no", "a sagittal slice", "As LLaVA, I think yes", "yes"]):
-        store.add_prediction(other, item_id, answer)
-    store.close()
+    other = str(vqa_rad_image.parent / "synpic29265.jpg")
+    data = tmp_path / "arena-study.jsonl"
+    data.write_text("".join(json.dumps({"image": image, "question": q, "answer": a, "answer_type": kind, "split": "test"}) + "\n"
+                            for image, q, a, kind in [(str(vqa_rad_image), "Is there an infarct?", "yes", "CLOSED"),
+                                                      (other, "Which plane is this?", "axial", "OPEN"),
+                                                      (str(vqa_rad_image), "Is the brain normal?", "no", "CLOSED"),
+                                                      (other, "Is this the chest?", "yes", "CLOSED")]))
+    for adapter in ([], ["--adapter", "none"]):  # the shipped adapter, then the base it was trained from
+        assert evaluate.main(["--model", "medvlm-tiny", *adapter, "--data", str(data), "--split", "test",
+                              "--db", str(review_db), "--max_new_tokens", "8"]) == 0
+    tuned, bare = "medvlm-tiny + medvlm-tiny-grounded", "medvlm-tiny"
 
     admin = new_page(browser)
     sign_in(admin, app_url, ADMIN, ADMIN_PASSWORD)
     admin.get_by_role("tab", name="Arena").click()
     admin.get_by_text("Enter runs (admins)").click()
-    for label in admin.locator("#arena-runs label").all():  # the two runs on VQA-RAD (other tests add runs of their own)
-        if "vqa-rad" in label.inner_text():
+    for label in admin.locator("#arena-runs label").all():  # the two evaluate runs (the fixture and other tests add their own)
+        if "arena-study.jsonl" in label.inner_text():
             label.click()
             label.locator("input").wait_for(state="attached")
             admin.wait_for_function("l => l.querySelector('input').checked", arg=label.element_handle())  # before Enter reads it
@@ -808,16 +816,16 @@ def test_arena_admin_enters_runs_a_physician_votes_blind_then_sees_the_models(br
     page.reload()  # the queue is read on load
     page.wait_for_selector("#question textarea")
     page.get_by_role("tab", name="Arena").click()
-    wait_text(page, "#arena-progress", "0 / 4 compared")  # the pair whose answer names LLaVA too: flagged, voted all the same
+    wait_text(page, "#arena-progress", "0 / 4 compared")
     shown = page.locator("#arena-panel").inner_text()
-    assert not any(name in shown for name in ("medvlm-tiny", "llava-1.5-7b", "run "))
+    assert not any(name in shown for name in ("medvlm-tiny", "grounded", "run "))
     payload = Client(app_url, auth=(REVIEWER, PASSWORD), verbose=False).predict(api_name="/open_arena")
-    assert not any(name in str(payload) for name in ("medvlm-tiny", "llava-1.5-7b"))
+    assert not any(name in str(payload) for name in ("medvlm-tiny", "grounded", "weights"))
     time.sleep(0.5)  # read it
     page.locator("body").press("4")  # both bad
     wait_text(page, "#arena-status", "Saved: both bad")
     named = page.locator("#arena-status").inner_text()
-    assert "medvlm-tiny" in named and "llava-1.5-7b" in named
+    assert tuned in named and named.replace(tuned, "").count(bare) == 1  # both named, after the vote
     page.locator("body").press("u")
     wait_text(page, "#arena-status", "Undone")
     time.sleep(0.5)
@@ -836,9 +844,9 @@ def test_arena_admin_enters_runs_a_physician_votes_blind_then_sees_the_models(br
         admin.locator("body").press(key)
     wait_text(admin, "#arena-progress", "4 / 4 compared")
     admin.get_by_role("tab", name="Evaluation").click()
-    wait_text(admin, "#eval-arena", "llava-1.5-7b")
+    wait_text(admin, "#eval-arena", tuned)
     board = admin.locator("#eval-arena").inner_text()
-    assert "medvlm-tiny" in board and board.count(" to ") == 2  # both models, each with its interval
+    assert board.replace(tuned, "").count(bare) == 1 and board.count(" to ") == 2  # both models, each with its interval
     headline = admin.locator("#eval-headline").inner_text()
     assert headline.count("–") >= 2  # arena scores with their intervals in the per-model table
     wait_text(admin, "#eval-arena-checks", "decisive votes went to A")

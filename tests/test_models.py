@@ -48,6 +48,10 @@ def test_registry_names_every_product_model():
     assert models.REGISTRY["llava-1.5-7b"].source == "llava-hf/llava-1.5-7b-hf"
     midefics = models.REGISTRY["midefics"]
     assert midefics.source == "HuggingFaceM4/idefics-9b-instruct" and midefics.adapter == "WinterSchool/Midefics"
+    # --adapter none: the base a registered adapter was tuned from (IDEFICS-9b-instruct; MedVLM-Tiny's bare base)
+    assert models.resolve("midefics", adapter="none").adapter is None and models.resolve("midefics").adapter == "WinterSchool/Midefics"
+    assert models.resolve("midefics", adapter="mine/lora").adapter == "mine/lora"
+    assert models.resolve("openai:http://h/v1", adapter="none", served_model="m").adapter is None
 
 
 def test_local_folder_family_read_from_config(llava_dir, idefics_dir):

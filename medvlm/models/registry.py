@@ -95,6 +95,9 @@ REGISTRY = {
 
 
 
+NO_ADAPTER = "none"  # --adapter none
+
+
 def resolve(name_or_path: str, adapter: str | None = None, served_model: str | None = None, api_key: str | None = None,
             in_process: bool = False) -> ModelSpec:
     """A registry name, a local model folder, a hub id (family read from its config.json), or openai:URL with the
@@ -102,6 +105,8 @@ def resolve(name_or_path: str, adapter: str | None = None, served_model: str | N
     here (training, probing), so a served model is refused."""
     from medvlm import remote
 
+    bare = adapter == NO_ADAPTER  # a registered model without its own adapter: the base it was tuned from
+    adapter = None if bare else adapter
     if remote.is_remote(name_or_path):
         if in_process:
             raise UserFacingError(f"{name_or_path} is a model on a server; this command needs the model's weights here: "
@@ -114,7 +119,7 @@ def resolve(name_or_path: str, adapter: str | None = None, served_model: str | N
         raise UserFacingError("--served_model names a model on a server: use it with --model openai:URL.")
     if name_or_path in REGISTRY:
         spec = REGISTRY[name_or_path]
-        return replace(spec, adapter=adapter) if adapter else spec
+        return replace(spec, adapter=None if bare else adapter or spec.adapter)
     config = _read_config(name_or_path)
     model_type = config.get("model_type")
     if model_type in FAMILIES:  # a hand-written family is named after the transformers model_type it runs

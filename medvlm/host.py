@@ -4,6 +4,7 @@ detector (loaded on first use)."""
 import logging
 import os
 import threading
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ from medvlm import chat, models, remote, zerogpu
 from medvlm.errors import UserFacingError
 from medvlm.models import LoadedModel, ModelSpec
 from medvlm.models.loading import resolve_quantize
-from medvlm.settings import CHAT_GPU_SECONDS, DEFAULT_MODEL, DETECTOR_WEIGHTS, POOL_MEMORY_SHARE
+from medvlm.settings import CHAT_GPU_SECONDS, DEFAULT_MODEL, DETECTOR_WEIGHTS, POOL_MEMORY_SHARE, SERVER_CHECK_S
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class ModelHost:
         self.generating: dict[str, threading.Lock] = {}  # one in-process generation at a time per model
         self.pool_lock = threading.RLock()  # guards pool, busy and the loads in progress
         self.loading: dict[str, threading.Event] = {}
+        self.server_checked: dict[str, tuple[float, str | None]] = {}  # a served model's last check: (when, why not)
 
     def start(self, name: str = DEFAULT_MODEL, adapter: str | None = None, served_model: str | None = None) -> None:
         """Load the requested model (or connect to its server) as every new session's; if it cannot, say why and fall
@@ -234,17 +236,26 @@ class ModelHost:
 
     # --- what the picker shows ----------------------------------------------------------------------------------------
 
-    def unavailable_reason(self, name: str) -> str | None:
-        return models.unavailable_reason(self.specs[name], self.device, self.quantize)
+    def unavailable_reason(self, name: str, fresh: bool = False) -> str | None:
+        """Why the model cannot load or answer here now, or None. A server's answer stands for SERVER_CHECK_S unless
+        fresh; the local checks (files, memory) are cheap and made each time."""
+        spec = self.specs[name]
+        if not remote.is_remote(spec.source):
+            return models.unavailable_reason(spec, self.device, self.quantize)
+        checked = self.server_checked.get(name)
+        if fresh or checked is None or time.monotonic() - checked[0] > SERVER_CHECK_S:
+            checked = (time.monotonic(), models.unavailable_reason(spec))
+            self.server_checked[name] = checked
+        return checked[1]
 
-    def choices(self) -> list[tuple[str, str]]:
+    def choices(self, fresh: bool = False) -> list[tuple[str, str]]:
         """(label, name) for the picker: every registered model and added server, whether it is loaded or can load
-        here (a server that cannot says why: it is asked on each call, so the picker is current when it opens), and
-        whether it is pinned or kept from reviewers."""
+        here (a server that cannot says why, as of its last check; fresh: ask every server now), and whether it is
+        pinned or kept from reviewers."""
         labelled = []
         for name, spec in self.specs.items():
             if remote.is_remote(spec.source):
-                reason = self.unavailable_reason(name)
+                reason = self.unavailable_reason(name, fresh)
                 state = f"unavailable: {reason.removeprefix('The model server at ' + remote.base_url(spec.source) + ' ')}" if reason else "served"
             elif name in self.pool:
                 state = "loaded, pinned" if name in self.pinned else "loaded"
@@ -264,4 +275,5 @@ class ModelHost:
         if reason:
             raise UserFacingError(reason)
         self.specs[spec.name] = spec
+        self.server_checked[spec.name] = (time.monotonic(), None)
         return spec.name

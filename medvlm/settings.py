@@ -71,6 +71,10 @@ IGNORE_INDEX = -100
 
 # Models behind an OpenAI-compatible server (medvlm.remote, medvlm.serve).
 REMOTE_CONNECT_TIMEOUT_S = 5.0
+# How long a server's "answers now" (or why not) stands for the picker, a page load and a live battle's draw: asked
+# once per this many seconds, not on every page load (a stuck server would hold each for the connect timeout). The
+# picker's "Check the models again" asks at once.
+SERVER_CHECK_S = 30.0
 REMOTE_TIMEOUT_S = 120.0  # the longest wait for the next bytes of an answer (a 7B's first token under load)
 REMOTE_RETRIES = 2  # a 429 or 503 is retried this many times, after the server's Retry-After
 REMOTE_CONCURRENCY = 8  # requests in flight at once when a dataset is scored against a server

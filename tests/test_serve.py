@@ -316,7 +316,11 @@ def test_the_app_host_uses_a_server_and_shows_why_one_is_unavailable(tmp_path):
         assert name in dict((n, label) for label, n in host.choices())
     finally:
         stop(process)
-    labels = dict((n, label) for label, n in host.choices())
+    # A page load within SERVER_CHECK_S takes the last check (no probe, no wait on a stuck server); "Check the models
+    # again" asks the server now.
+    assert dict((n, label) for label, n in host.choices())[f"{SERVED} @ {url}"].endswith("(served)")
+    labels = dict((n, label) for label, n in chat_tab.refresh_models(host)["picker"]["choices"])
     assert labels[f"{SERVED} @ {url}"].endswith("(unavailable: cannot be reached (connection refused): is it running?)")
+    assert dict((n, label) for label, n in host.choices())[f"{SERVED} @ {url}"] == labels[f"{SERVED} @ {url}"]
     with pytest.raises(UserFacingError, match="cannot be reached"):
         list(host.stream_reply(None, [], "What is an MRI?", None, GenerationSettings()))

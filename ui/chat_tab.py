@@ -247,8 +247,9 @@ def show_pool(host: ModelHost) -> dict:
 
 
 def refresh_models(host: ModelHost) -> dict:
-    """The picker's list again: each server is asked whether it answers now."""
-    return {"picker": gr.update(choices=host.choices())}
+    """The picker's list again: each server is asked whether it answers now (elsewhere its last answer stands for
+    SERVER_CHECK_S)."""
+    return {"picker": gr.update(choices=host.choices(fresh=True))}
 
 
 def clear_all() -> dict:

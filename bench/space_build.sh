@@ -41,7 +41,7 @@ import sys
 from gradio_client import Client, handle_file
 client = Client(f"http://127.0.0.1:{sys.argv[1]}/", verbose=False)
 client.predict([handle_file(sys.argv[3])], api_name="/upload")
-messages, _, status = client.predict(sys.argv[2], [], 0.0, 16, api_name="/chat")
+messages, _, status = client.predict(sys.argv[2], 0.0, 16, api_name="/chat")  # question, temperature, max tokens
 content = messages[-1]["content"]  # Gradio 6: a list of parts, or a string
 text = content if isinstance(content, str) else "".join(part.get("text", "") for part in content if isinstance(part, dict))
 print(text.split(" (p = ")[0])

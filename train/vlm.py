@@ -252,8 +252,10 @@ def standardize_projector(model, pixel_batches) -> None:
     # spread. Dark images leave most channels at zero (more than half: a zero median); the floor then comes from the
     # channels that vary, and with none varying nothing is scaled.
     varying = std[std > 0]
-    floor = std.median() if std.median() > 0 else (varying.median() if len(varying) else torch.tensor(10.0))
-    std = std.clamp_min(floor * 0.1)
+    if len(varying):
+        std = std.clamp_min(0.1 * (std.median() if std.median() > 0 else varying.median()))
+    else:
+        std = torch.ones_like(std)
     linear = inner.multi_modal_projector.linear_1
     linear.weight.div_(std)
     if linear.bias is not None:

@@ -253,11 +253,12 @@ def tumor_questions(image: Path, boxes: list, names: list[str], split: str) -> l
     if asker.heldout:
         asker.ask("tumor_presence", "yes")
     else:  # Per tumour slice one wording naming the brain (other images are asked only those, answered "no": alone,
-        # they taught "brain tumour" -> "no") and one reversed; half the slices one more of any wording. Yes stays < 60 %.
+        # they taught "brain tumour" -> "no"), one reversed and one of any wording, either polarity (asked
+        # of half the slices, never reversed, before: runs/tiny-typed said no to 62 of 180 tumours asked "Is any mass
+        # present?"). Yes stays < 60 %.
         asker.ask("tumor_presence", "yes", reversed=False, naming="brain")
         asker.ask("tumor_presence", "yes", reversed=True)
-        if stable_fraction(key, "any wording") < 0.5:
-            asker.ask("tumor_presence", "yes", reversed=False, salt="any")
+        asker.ask("tumor_presence", "yes", reversed=stable_fraction(key, "any wording") < 0.5, salt="any")
     if len(boxes) > 1:
         return asker.out
     cls, xc, yc, w, h = boxes[0]  # a class within names: yolo_images checked it

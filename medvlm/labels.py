@@ -253,9 +253,8 @@ def tumor_questions(image: Path, boxes: list, names: list[str], split: str) -> l
     if asker.heldout:
         asker.ask("tumor_presence", "yes")
     else:  # Per tumour slice one wording naming the brain (other images are asked only those, answered "no": alone,
-        # they taught "brain tumour" -> "no"), one reversed and one of any wording, either polarity (asked
-        # of half the slices, never reversed, before: runs/tiny-typed said no to 62 of 180 tumours asked "Is any mass
-        # present?"). Yes stays < 60 %.
+        # they taught "brain tumour" -> "no"), one reversed, and one of any wording in either polarity (asked of only
+        # half the slices, runs/tiny-typed said "no" to 62 of 180 tumours in one such wording). Yes stays < 60 %.
         asker.ask("tumor_presence", "yes", reversed=False, naming="brain")
         asker.ask("tumor_presence", "yes", reversed=True)
         asker.ask("tumor_presence", "yes", reversed=stable_fraction(key, "any wording") < 0.5, salt="any")

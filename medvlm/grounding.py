@@ -196,6 +196,7 @@ def score(records: list[dict]) -> dict:
                 result["tasks"][task]["wordings"] = wordings
             if task in kinds:
                 result["tasks"][task]["kinds"] = kinds[task]
+            result["tasks"][task] |= reliance(result["tasks"][task], [r for r in swapped if r.get("task") == task])
     if "all" in kinds:
         result["kinds"] = kinds["all"]
     blind = [r for r in records if r.get("no_image")]
@@ -206,13 +207,19 @@ def score(records: list[dict]) -> dict:
     calibrated = calibration(own)
     if calibrated:
         result["calibration"] = calibrated
-    if swapped:
-        swapped_closed = metrics.score(swapped)["closed_accuracy"]
-        result["swapped_closed_accuracy"] = swapped_closed
-        result["swapped_closed_ci95"] = closed_ci95(swapped)
-        if result["closed_accuracy"] is not None and swapped_closed is not None:
-            result["image_reliance"] = round(result["closed_accuracy"] - swapped_closed, 2)
-    return result
+    return result | reliance(result, swapped)
+
+
+def reliance(own_scores: dict, swapped: list[dict]) -> dict:
+    """The closed accuracy of the swapped-image records with its interval, and the drop from the own-image closed
+    accuracy in `own_scores` ("image reliance", in points); {} without swapped closed answers."""
+    swapped_closed = metrics.score(swapped)["closed_accuracy"] if swapped else None
+    if swapped_closed is None:
+        return {}
+    out = {"swapped_closed_accuracy": swapped_closed, "swapped_closed_ci95": closed_ci95(swapped)}
+    if own_scores["closed_accuracy"] is not None:
+        out["image_reliance"] = round(own_scores["closed_accuracy"] - swapped_closed, 2)
+    return out
 
 
 def evaluate(loaded, examples: list[Example], short_answer: bool, settings: GenerationSettings, batch_size: int = 16,
@@ -235,7 +242,9 @@ def task_lines(tasks: dict) -> list[str]:
         kind = "closed accuracy" if scores["closed_n"] else "open recall"
         shown = scores["closed_accuracy"] if scores["closed_n"] else scores["open_recall"]
         balanced = f", yes/no balanced {scores['yes_no_balanced_accuracy']}" if scores["yes_no_balanced_accuracy"] is not None else ""
-        lines.append(f"task {task:<21}{shown} ({kind}, n={scores['closed_n'] or scores['open_n']}{balanced})")
+        relies = (f", image reliance {scores['image_reliance']} (swapped {scores['swapped_closed_accuracy']})"
+                  if "image_reliance" in scores else "")
+        lines.append(f"task {task:<21}{shown} ({kind}, n={scores['closed_n'] or scores['open_n']}{balanced}{relies})")
         if "said_yes" in scores:
             said = scores["said_yes"]
             lines.append(f"    said yes to a brain-tumour question about no brain MRI: {said['value']} % {said['ci95']} of {said['n']}")

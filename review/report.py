@@ -59,7 +59,7 @@ def image_reliance(store: Store) -> dict[int, dict]:
 def task_rows(store: Store) -> list[dict]:
     """One row per run and label task: strict accuracy (closed) or recall (open), the balanced yes/no accuracy, and
     where the task was asked in several wordings the worst and mean wording, the wording consistency and the shares
-    of ideal and dangerous answers (medvlm.grounding)."""
+    of ideal and dangerous answers, and the image reliance of its closed questions (medvlm.grounding)."""
     from medvlm.evaluate import run_records
 
     runs = store.query("""SELECT DISTINCT p.run_id, r.model, r.adapter FROM predictions p JOIN items i ON i.id = p.item_id
@@ -74,7 +74,7 @@ def task_rows(store: Store) -> list[dict]:
                         "measure": "closed accuracy" if closed else "open recall", "yes_no_balanced": s["yes_no_balanced_accuracy"],
                         "wordings": len(wordings.get("per_wording", {})) or None, "worst_wording": wordings.get("worst"),
                         "mean_wording": wordings.get("mean"), "consistency": (wordings.get("consistency") or {}).get("value"),
-                        "ideal": kinds.get("ideal"), "dangerous": kinds.get("dangerous")})
+                        "ideal": kinds.get("ideal"), "dangerous": kinds.get("dangerous"), "image_reliance": s.get("image_reliance")})
     return out
 
 
@@ -380,9 +380,10 @@ def format_tasks(rows: list[dict]) -> str:
         return "-" if value is None else str(value)
 
     table = [["run", "model", "task", "n", "score", "measure", "yes/no balanced", "wordings", "worst", "mean", "consistent %",
-              "ideal %", "dangerous %"]] + [
+              "ideal %", "dangerous %", "image reliance"]] + [
         [str(r["run"]), r["model"], r["task"], str(r["questions"]), str(r["score"]), r["measure"]]
-        + [show(r[k]) for k in ("yes_no_balanced", "wordings", "worst_wording", "mean_wording", "consistency", "ideal", "dangerous")]
+        + [show(r[k]) for k in ("yes_no_balanced", "wordings", "worst_wording", "mean_wording", "consistency", "ideal", "dangerous",
+                                "image_reliance")]
         for r in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in table)

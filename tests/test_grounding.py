@@ -241,8 +241,8 @@ def test_swap_gives_every_closed_question_another_image_of_the_set():
 
 def test_image_reliance_is_the_drop_with_swapped_images():
     """Hand-made: a reader is right on its own images and wrong on swapped ones; a blind model says "yes" to all."""
-    def records(prediction_own, prediction_swapped):
-        own = [{"prediction": prediction_own(k), "answer": "yes" if k % 2 else "no", "answer_type": "CLOSED", "task": "t"} for k in range(10)]
+    def records(prediction_own, prediction_swapped, task="t"):
+        own = [{"prediction": prediction_own(k), "answer": "yes" if k % 2 else "no", "answer_type": "CLOSED", "task": task} for k in range(10)]
         swapped = [dict(r, prediction=prediction_swapped(k), swapped_image=True) for k, r in enumerate(own)]
         return own + swapped
 
@@ -253,6 +253,14 @@ def test_image_reliance_is_the_drop_with_swapped_images():
     blind = grounding.score(records(lambda k: "yes", lambda k: "yes"))
     assert blind["closed_accuracy"] == 50.0 and blind["image_reliance"] == 0.0
     assert blind["yes_no_balanced_accuracy"] == 50.0  # always "yes" is a coin, whatever the mix
+    # Per task: one evaluation holding a fact the model reads and one it answers blind gives each its own drop
+    mixed = grounding.score(records(lambda k: "yes" if k % 2 else "no", lambda k: "no" if k % 2 else "yes", task="read")
+                            + records(lambda k: "yes", lambda k: "yes", task="guess"))
+    assert mixed["image_reliance"] == 50.0
+    assert mixed["tasks"]["read"]["image_reliance"] == 100.0 and mixed["tasks"]["read"]["swapped_closed_accuracy"] == 0.0
+    assert mixed["tasks"]["guess"]["image_reliance"] == 0.0 and mixed["tasks"]["guess"]["swapped_closed_ci95"] == [23.7, 76.3]
+    guess_line, read_line = grounding.task_lines(mixed["tasks"])
+    assert "image reliance 0.0 (swapped 50.0)" in guess_line and "image reliance 100.0 (swapped 0.0)" in read_line
 
 
 # --- the projector's start -------------------------------------------------------------------------------------------

@@ -87,7 +87,7 @@ def test_cli_on_an_empty_or_missing_db(tmp_path, capsys):
 
 def test_image_reliance_and_label_tasks(tmp_path, capsys):
     """Hand-built: 4 closed label questions right about their own images; about swapped images 1 of them stays
-    right (a 75-point drop). Tasks are scored apart, with the balanced yes/no accuracy."""
+    right (a 75-point drop). Tasks are scored apart, with the balanced yes/no accuracy and their own drops."""
     store = Store(tmp_path / "g.db")
     run = store.add_run("medvlm-tiny", "labels:brain", "val")
     cases = [("Is there a tumor?", "yes", "tumor_presence", "yes", "no"),
@@ -104,6 +104,8 @@ def test_image_reliance_and_label_tasks(tmp_path, capsys):
     tasks = {r["task"]: r for r in report.task_rows(store)}
     assert tasks["tumor_presence"]["yes_no_balanced"] == 100.0 and tasks["tumor_type"]["score"] == 100.0
     assert tasks["tumor_type"]["yes_no_balanced"] is None
+    # presence: "no" to both swapped images, right on the tumour-free one (50); type: wrong on both swaps (0)
+    assert tasks["tumor_presence"]["image_reliance"] == 50.0 and tasks["tumor_type"]["image_reliance"] == 100.0
     store.close()
     assert report.main(["--db", str(tmp_path / "g.db")]) == 0
     out = capsys.readouterr().out

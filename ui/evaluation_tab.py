@@ -29,7 +29,7 @@ COLUMNS = {
 TASK_COLUMNS = {"run": "run", "model": "model", "task": "task", "questions": "n", "score": "score %", "measure": "measure",
                 "yes_no_balanced": "yes/no balanced %", "wordings": "wordings", "worst_wording": "worst wording %",
                 "mean_wording": "mean wording %", "consistency": "consistent across wordings %", "ideal": "ideal answers %",
-                "dangerous": "dangerous answers %"}
+                "dangerous": "dangerous answers %", "image_reliance": "image reliance (own - swapped)"}
 TYPES = {"all": None, "closed": "CLOSED", "open": "OPEN"}
 ARENA_COLUMNS = {"rank": "rank", "model": "model", "score": "score", "ci95": "95% CI", "battles": "battles", "wins": "wins",
                  "losses": "losses", "ties": "ties", "both_bad_share": "both bad share"}

@@ -264,6 +264,29 @@ def test_cli_trains_evaluates_and_resumes(llava_dir, vqa_jsonl, tmp_path, capsys
     assert json.loads((run / "checkpoint" / "progress.json").read_text())["step"] == 3
 
 
+def test_init_adapter_trains_on_from_a_saved_adapter(llava_dir, vqa_jsonl, tmp_path, capsys):
+    """--init_adapter starts from a saved adapter's weights, not a fresh LoRA: at a learning rate too small to move
+    anything, the adapter saved after one more step is the one it started from (a fresh LoRA's B is all zeros)."""
+    from safetensors.torch import load_file
+
+    args = ["--model", str(llava_dir), "--data", str(vqa_jsonl), "--batch_size", "2", "--eval_split", "none"]
+    first = tmp_path / "first"
+    assert main(args + ["--output_dir", str(first), "--max_steps", "2"]) == 0
+    started = load_file(first / "adapter" / "adapter_model.safetensors")
+    assert any(name.endswith("lora_B.weight") and tensor.abs().max() > 0 for name, tensor in started.items())
+    on = tmp_path / "on"
+    assert main(args + ["--output_dir", str(on), "--max_steps", "1", "--init_adapter", str(first / "adapter"),
+                        "--lr", "1e-30", "--projector_lr", "1e-30"]) == 0
+    went_on = load_file(on / "adapter" / "adapter_model.safetensors")
+    assert went_on.keys() == started.keys()
+    assert all(torch.allclose(went_on[name], started[name]) for name in started)
+    assert json.loads((on / "config.json").read_text())["train"]["init_adapter"] == str(first / "adapter")
+    capsys.readouterr()
+    assert main(args + ["--output_dir", str(tmp_path / "none"), "--init_adapter", str(tmp_path / "missing")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("python -m train.vlm: error: --init_adapter: No adapter folder")
+    assert not (tmp_path / "none").exists()
+
+
 def test_a_loss_that_turns_non_finite_stops_training_with_one_line(llava_dir, vqa_jsonl, tmp_path, capsys):
     """A learning rate that blows the weights up: the run stops at the first non-finite loss, says so in one line, and
     writes no adapter (before this, it saved one of NaNs and said "adapter saved")."""

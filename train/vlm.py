@@ -82,6 +82,8 @@ class TrainArguments:
     seed: int = arg(0, "random seed")
     save_steps: int = arg(100, "save a checkpoint (for --resume) every N steps")
     resume: bool = arg(False, "continue from the run folder's checkpoint")
+    init_adapter: str | None = arg(None, "train on from this adapter (a train.vlm adapter/ folder of the same model: "
+                                         "its LoRA, rank and projector) instead of a fresh one; the schedule starts anew")
     gradient_checkpointing: bool | None = arg(None, "default: on when quantised")
     eval_batch_size: int = arg(16, "questions per batch in the final evaluation")
     max_new_tokens: int = arg(EVAL_MAX_NEW_TOKENS, "answer length cap in the final evaluation")
@@ -218,7 +220,8 @@ def answer_loss(model, batch: dict) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits.float(), labels[:, 1:][keep[:, :-1]])
 
 
-def add_lora(loaded: models.LoadedModel, lora: LoraArguments, quantized: bool, checkpointing: bool):
+def add_lora(loaded: models.LoadedModel, lora: LoraArguments, quantized: bool, checkpointing: bool, start: str | None = None):
+    """A fresh LoRA (and the family's modules_to_save) on the loaded base, or the saved adapter `start` made trainable."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     model = loaded.model
@@ -226,6 +229,8 @@ def add_lora(loaded: models.LoadedModel, lora: LoraArguments, quantized: bool, c
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
     elif checkpointing:
         model.gradient_checkpointing_enable()
+    if start:
+        return models.loading.attach_adapter(model, start, trainable=True)
     config = LoraConfig(
         r=lora.lora_r,
         lora_alpha=lora.lora_alpha,
@@ -399,6 +404,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraA
     if checkpoint.exists() and not train_args.resume:
         raise UserFacingError(f"{run} already holds a checkpoint: pass --resume to continue it, or another --output_dir.")
 
+    if train_args.init_adapter and (reason := models.loading.adapter_reason(train_args.init_adapter)):
+        raise UserFacingError(f"--init_adapter: {reason}")
+
     mixture = parse_mixture(data_args.data)
     reports = [load_examples(part.source, data_args.train_split, data_args.skip_bad, data_args.limit) for part in mixture]
     main_examples, skipped = reports[0].examples, [why for report in reports for why in report.skipped]
@@ -410,8 +418,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraA
     if skipped:
         print(f"skipped {len(skipped)} bad record(s): {'; '.join(skipped[:3])}", file=sys.stderr)
 
-    # A fresh LoRA on the bare base: a registry entry's own adapter (the shipped MedVLM-Tiny or MIDEFICS weights)
-    # is what this trainer produces, not where it starts.
+    # A fresh LoRA on the bare base (or --init_adapter's): a registry entry's own adapter (the shipped MedVLM-Tiny or
+    # MIDEFICS weights) is what this trainer produces, not where it starts unless asked.
     spec = replace(models.resolve(model_args.model, in_process=True), adapter=None)
     device = str(accelerator.device)
     quantize = models.loading.resolve_quantize(spec, device, model_args.quantize)
@@ -419,12 +427,12 @@ def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraA
     dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else None
     loaded = models.load(spec, device=device, quantize=model_args.quantize, dtype=dtype)
     checkpointing = train_args.gradient_checkpointing if train_args.gradient_checkpointing is not None else quantize == "nf4"
-    if train_args.standardize_projector and "multi_modal_projector" in loaded.family.modules_to_save:
+    if train_args.standardize_projector and not train_args.init_adapter and "multi_modal_projector" in loaded.family.modules_to_save:
         images = sorted({e.image_path for report in reports for e in report.examples if e.image_path})
         picked = evenly_spread(images, 256)
         standardize_projector(loaded.model, [
             loaded.family.encode(loaded.processor, [("", None)], load_image(path))["pixel_values"] for path in picked])
-    model = add_lora(loaded, lora_args, quantize == "nf4", checkpointing)
+    model = add_lora(loaded, lora_args, quantize == "nf4", checkpointing, train_args.init_adapter)
     loaded.processor.tokenizer.padding_side = "right"  # training pads on the right; generation switches back
     pad_id = loaded.family.generate_kwargs(loaded.processor)["pad_token_id"]
 

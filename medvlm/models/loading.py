@@ -81,7 +81,7 @@ def unavailable_reason(spec: ModelSpec, device: str | None = None, quantize: str
         if reason:
             return reason
     if spec.adapter:
-        reason = _adapter_reason(spec.adapter)
+        reason = adapter_reason(spec.adapter)
         if reason:
             return reason
     return _memory_reason(spec, device, resolve_quantize(spec, device, quantize))
@@ -98,7 +98,7 @@ def _source_reason(source: str) -> str | None:
     return None
 
 
-def _adapter_reason(adapter: str) -> str | None:
+def adapter_reason(adapter: str) -> str | None:
     folder = Path(adapter).expanduser()
     if folder.is_dir():
         return None if (folder / "adapter_config.json").is_file() else f"{adapter} has no adapter_config.json."
@@ -153,12 +153,13 @@ def load(spec: ModelSpec, device: str | None = None, quantize: str = "auto", dty
     return LoadedModel(spec=spec, family=family, model=model, processor=processor, device=device)
 
 
-def attach_adapter(model, adapter: str):
-    """Wrap `model` with a saved PEFT adapter (LoRA/QLoRA, plus any modules_to_save such as a projector)."""
+def attach_adapter(model, adapter: str, trainable: bool = False):
+    """Wrap `model` with a saved PEFT adapter (LoRA/QLoRA, plus any modules_to_save such as a projector); trainable
+    to train it on (train.vlm --init_adapter)."""
     from peft import PeftModel
 
     try:
-        return PeftModel.from_pretrained(model, adapter, is_trainable=False)
+        return PeftModel.from_pretrained(model, adapter, is_trainable=trainable)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise UserFacingError(f"Could not load adapter {adapter}: {_first_line(e)}") from e
 

@@ -1,4 +1,5 @@
 """MedVLM-Tiny as a model anyone can load: python -m medvlm.models export, then plain transformers."""
+import json
 import re
 
 import pytest
@@ -76,3 +77,15 @@ def test_export_refuses_in_one_line(exported, tmp_path, capsys):
     assert len(errors) == 2 and "is not empty" in errors[0] and "already a hub checkpoint" in errors[1]
     with pytest.raises(SystemExit):
         main(["export", "medvlm-tiny"])
+
+
+def test_the_card_gives_each_worded_task_its_image_reliance(tmp_path):
+    """Hand-made eval.json: a task with wordings and its own swapped-image score gets both on one line of the card."""
+    from medvlm.models.export import model_card
+
+    wordings = {"per_wording": {"Tumour?": {}}, "worst": 80.0, "worst_wording": "Tumour?", "mean": 85.0,
+                "consistency": {"value": 90.0, "ci95": [80.0, 95.0], "n": 20}}
+    task = {"closed_accuracy": 90.0, "swapped_closed_accuracy": 77.5, "image_reliance": 12.5, "wordings": wordings}
+    (tmp_path / "eval.json").write_text(json.dumps({"labels": {"labels:x/brain/data.yaml": {"tasks": {"tumor_presence": task}}}}))
+    line = next(line for line in model_card("medvlm-tiny", str(tmp_path)).splitlines() if "tumor_presence" in line)
+    assert "worst held-out wording 80.0" in line and "image reliance 12.5 (own 90.0 vs swapped 77.5)" in line

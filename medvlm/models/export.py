@@ -107,7 +107,9 @@ def model_card(name: str, adapter: str | None) -> str:
                 consistency = words.get("consistency") or {}
                 lines.append(f"- {card.source_name(source)} {task}: worst held-out wording {words['worst']} "
                              f"(\"{words['worst_wording']}\"), mean {words['mean']}, consistent across wordings on "
-                             f"{consistency.get('value')} % {consistency.get('ci95')} of images")
+                             f"{consistency.get('value')} % {consistency.get('ci95')} of images"
+                             + (f", image reliance {task_scores['image_reliance']} (own {task_scores['closed_accuracy']} vs "
+                                f"swapped {task_scores['swapped_closed_accuracy']})" if "image_reliance" in task_scores else ""))
         if per_source.get("image_reliance") is not None:
             lines.append(f"- {card.source_name(source)} image reliance: {per_source['image_reliance']} "
                          f"(own {per_source.get('closed_accuracy')} vs swapped {per_source.get('swapped_closed_accuracy')})")

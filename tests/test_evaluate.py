@@ -46,7 +46,8 @@ def test_label_questions_are_scored_per_task(tmp_path, capsys):
             "--batch_size", "8", "--max_new_tokens", "6", "--device", "cpu", "--limit", "24"]  # two slices, every wording
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^task tumor_presence\s+[\d.]+ \(closed accuracy, n=20, yes/no balanced [\d.]+\)$", out, re.M)
+    assert re.search(r"^task tumor_presence\s+[\d.]+ \(closed accuracy, n=20, yes/no balanced [\d.]+, "
+                     r"image reliance -?[\d.]+ \(swapped [\d.]+\)\)$", out, re.M)
     assert re.search(r"^    10 wordings: worst [\d.]+ \('.+'\), mean [\d.]+, reversed polarity [\d.]+, consistent on [\d.]+ % .* of 2 images$",
                      out, re.M)
     assert re.search(r"^    answers: ideal [\d.]+ %, fragile [\d.]+ %, dangerous [\d.]+ %, worst [\d.]+ %$", out, re.M)

@@ -368,8 +368,13 @@ def test_a_zipped_series_read_in_the_lung_window_on_another_slice(page, tmp_path
     page.get_by_role("option", name="lung", exact=True).click()
     wait_for_status(page, "Now slice 5/12, window lung 1500/−600: a new conversation")
     assert page.locator("#window-width input").input_value() == "1500"
-    page.locator("#window-width input").fill("-5")
-    page.locator("#window-width input").press("Enter")  # refused in one line, the window as it was
+    # Typed as a person types it. Gradio's Number takes a typed value into the event data a tick later: an Enter sent
+    # the instant after a fill() could, on a loaded machine, submit the old width (1500) instead.
+    width = page.locator("#window-width input")
+    width.fill("")
+    width.press_sequentially("-5", delay=100)
+    page.wait_for_timeout(300)
+    width.press("Enter")  # refused in one line, the window as it was
     wait_for_status(page, "A window's width is 1 to 10,000,000")
     assert page.locator("#window-width input").input_value() == "1500" and page.get_by_text("Error", exact=True).count() == 0
     page.evaluate(WATCH_JS, page.locator('[data-testid="bot"]').count())

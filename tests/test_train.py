@@ -271,7 +271,7 @@ def test_init_adapter_trains_on_from_a_saved_adapter(llava_dir, vqa_jsonl, tmp_p
 
     args = ["--model", str(llava_dir), "--data", str(vqa_jsonl), "--batch_size", "2", "--eval_split", "none"]
     first = tmp_path / "first"
-    assert main(args + ["--output_dir", str(first), "--max_steps", "2"]) == 0
+    assert main(args + ["--output_dir", str(first), "--max_steps", "2", "--lora_r", "8"]) == 0  # not the default rank
     started = load_file(first / "adapter" / "adapter_model.safetensors")
     assert any(name.endswith("lora_B.weight") and tensor.abs().max() > 0 for name, tensor in started.items())
     on = tmp_path / "on"
@@ -285,6 +285,16 @@ def test_init_adapter_trains_on_from_a_saved_adapter(llava_dir, vqa_jsonl, tmp_p
     assert main(args + ["--output_dir", str(tmp_path / "none"), "--init_adapter", str(tmp_path / "missing")]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("python -m train.vlm: error: --init_adapter: No adapter folder")
     assert not (tmp_path / "none").exists()
+    # The LoRA shape is the adapter's: a rank given beside it would be ignored, so it is refused before anything loads.
+    with pytest.raises(SystemExit) as exit_info:
+        main(args + ["--output_dir", str(tmp_path / "reshaped"), "--init_adapter", str(first / "adapter"), "--lora_r", "4"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "python -m train.vlm: error: --lora_r: --init_adapter trains on the adapter's own LoRA shape; leave them out")
+    assert not (tmp_path / "reshaped").exists()
+    saved = json.loads((first / "adapter" / "adapter_config.json").read_text())
+    assert json.loads((on / "config.json").read_text())["resolved"]["lora"] == {
+        "lora_r": 8, "lora_alpha": saved["lora_alpha"], "lora_dropout": saved["lora_dropout"]} and saved["r"] == 8
 
 
 def test_a_loss_that_turns_non_finite_stops_training_with_one_line(llava_dir, vqa_jsonl, tmp_path, capsys):

@@ -99,7 +99,13 @@ def check_arguments(data: DataArguments, lora: LoraArguments, train: TrainArgume
         ("--projector_lr", not 0 < train.projector_lr < math.inf), ("--warmup_ratio", not 0 <= train.warmup_ratio < 1),
         ("--save_steps", train.save_steps < 1), ("--eval_batch_size", train.eval_batch_size < 1),
         ("--max_new_tokens", not 1 <= train.max_new_tokens <= MAX_NEW_TOKENS_LIMIT)) if bad]
-    return f"out of range: {', '.join(problems)} (see --help)" if problems else None
+    if problems:
+        return f"out of range: {', '.join(problems)} (see --help)"
+    # The adapter trained on keeps its own rank, alpha and dropout: other values would be silently ignored.
+    reshaped = [f"--{name}" for name, value in asdict(lora).items() if value != asdict(LoraArguments())[name]]
+    if train.init_adapter and reshaped:
+        return f"{', '.join(reshaped)}: --init_adapter trains on the adapter's own LoRA shape; leave them out"
+    return None
 
 
 class ImagePackedDataset(torch.utils.data.Dataset):
@@ -459,6 +465,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraA
         "skipped_records": len(skipped), "total_steps": total_steps,
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
+    if train_args.init_adapter:  # the LoRA shape trained, which is the adapter's, not the command line's
+        peft_config = model.peft_config["default"]
+        resolved["lora"] = {"lora_r": peft_config.r, "lora_alpha": peft_config.lora_alpha, "lora_dropout": peft_config.lora_dropout}
     config = {"model": asdict(model_args), "data": asdict(data_args), "lora": asdict(lora_args), "train": asdict(train_args), "resolved": resolved}
     if accelerator.is_main_process:
         (run / "config.json").write_text(json.dumps(config, indent=2) + "\n")

@@ -1,0 +1,55 @@
+"""Brain image reliance (closed accuracy with each slice's own image minus with another slice's) of two MedVLM-Tiny
+adapters side by side, on the question mix issue 22's baseline (25.1) was measured on: the 195 val slices, one
+held-out wording per fact (the first, not reversed), the six tasks of that time (tumour presence, type, type yes/no,
+side, height, size). Today's evaluation asks every held-out wording and adds tasks no within-set swap can change
+(modality: every slice is an MRI), so its pooled figure is not comparable with 25.1; this one is.
+
+    mkdir -p /tmp/adapter-14a7487 && for f in adapter_config.json adapter_model.safetensors; do
+      git show 14a7487:medvlm/weights/medvlm-tiny-grounded/$f > /tmp/adapter-14a7487/$f; done
+    python bench/reliance_mix.py /tmp/adapter-14a7487 medvlm/weights/medvlm-tiny-grounded   # ~30 min on 2 slow CPU cores
+"""
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from medvlm import grounding, models, wordings  # noqa: E402
+from medvlm.chat import GenerationSettings  # noqa: E402
+from medvlm.data import load_examples  # noqa: E402
+from medvlm.predict import answer_examples  # noqa: E402
+
+DATA = f"labels:{REPO.parent / 'shared' / 'data' / 'brain-tumor' / 'data.yaml'}"
+BASELINE_TASKS = ("tumor_presence", "tumor_type", "tumor_type_yes_no", "tumor_side", "tumor_height", "tumor_size")
+SETTINGS = GenerationSettings(max_new_tokens=16, temperature=0.0)
+
+
+def baseline_mix(examples):
+    first = {task: wordings.wordings(task, wordings.HELDOUT, reversed=False)[0].text for task in BASELINE_TASKS}
+    return [e for e in examples if e.task in first and e.wording == first[e.task] and not e.reversed]
+
+
+def closed_accuracy(examples, answers) -> float:
+    scored = grounding.score([grounding.as_record(e, a) for e, a in zip(examples, answers)])
+    return scored["closed_accuracy"]
+
+
+examples = baseline_mix(load_examples(DATA, "val").examples)
+swapped = grounding.swap_images(examples)
+assert len(swapped) == len(examples), "every question of the mix is closed, so each has its swapped twin"
+tasks = sorted({e.task for e in examples})
+print(f"{len(examples)} questions: " + ", ".join(f"{t} {sum(e.task == t for e in examples)}" for t in tasks))
+print(f"{'adapter':<45}{'own':>7}{'swapped':>9}{'reliance':>10}   per task (own - swapped)")
+for adapter in sys.argv[1:]:
+    loaded = models.load(replace(models.resolve("medvlm-tiny"), adapter=adapter), device="cpu")
+    own_answers = answer_examples(loaded, examples, SETTINGS, 16, True)
+    swapped_answers = answer_examples(loaded, swapped, SETTINGS, 16, True)
+    own, other = closed_accuracy(examples, own_answers), closed_accuracy(swapped, swapped_answers)
+    per_task = []
+    for task in tasks:
+        keep = [i for i, e in enumerate(examples) if e.task == task]
+        task_own = closed_accuracy([examples[i] for i in keep], [own_answers[i] for i in keep])
+        task_other = closed_accuracy([swapped[i] for i in keep], [swapped_answers[i] for i in keep])
+        per_task.append(f"{task} {task_own - task_other:+.1f}")
+    print(f"{adapter:<45}{own:>7.1f}{other:>9.1f}{own - other:>10.1f}   {', '.join(per_task)}", flush=True)

@@ -24,8 +24,13 @@ def questions(vqa_rad_image):
     return [(image, FAMILIES["fast_vlm"].ask(q, short_answer=True)) for image, q in asked]
 
 
-def test_shared_prefix_answers_equal_one_generate_per_question(medvlm_tiny, questions):
-    one_at_a_time = answer_batch(medvlm_tiny, questions, GREEDY, batch_size=1, share_prefix=False)
+@pytest.fixture(scope="module")
+def one_at_a_time(medvlm_tiny, questions):
+    """The reference: one plain generate per question, greedy."""
+    return answer_batch(medvlm_tiny, questions, GREEDY, batch_size=1, share_prefix=False)
+
+
+def test_shared_prefix_answers_equal_one_generate_per_question(medvlm_tiny, questions, one_at_a_time):
     counted = []
     shared = answer_batch(medvlm_tiny, questions, GREEDY, batch_size=4, on_batch=counted.append)
     assert shared == one_at_a_time
@@ -73,13 +78,12 @@ def test_yes_probability_on_hand_made_logits(medvlm_tiny):
     assert yes_probability(logits, tokenizer) == pytest.approx(len(yes_ids) / (len(yes_ids) + len(no_ids)), abs=0.01)
 
 
-def test_answers_carry_the_same_p_yes_packed_or_one_by_one(medvlm_tiny, questions):
+def test_answers_carry_the_same_p_yes_packed_or_one_by_one(medvlm_tiny, questions, one_at_a_time):
     from medvlm.answers import with_confidence
     from medvlm.metrics import yes_no
 
     shared = answer_batch(medvlm_tiny, questions, GREEDY, batch_size=8)
-    alone = answer_batch(medvlm_tiny, questions, GREEDY, batch_size=1, share_prefix=False)
-    assert [a.p_yes for a in shared] == pytest.approx([a.p_yes for a in alone], abs=1e-3)
+    assert [a.p_yes for a in shared] == pytest.approx([a.p_yes for a in one_at_a_time], abs=1e-3)
     said = [a for a in shared if yes_no(a) is not None]
     assert said and all(0 <= a.p_yes <= 1 for a in said)
     for a in said:  # greedy: the word said is the likelier one

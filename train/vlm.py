@@ -466,7 +466,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraA
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
     if train_args.init_adapter:  # the LoRA shape trained, which is the adapter's, not the command line's
-        peft_config = model.peft_config["default"]
+        peft_config = accelerator.unwrap_model(model).peft_config["default"]  # DDP-wrapped with several processes
         resolved["lora"] = {"lora_r": peft_config.r, "lora_alpha": peft_config.lora_alpha, "lora_dropout": peft_config.lora_dropout}
     config = {"model": asdict(model_args), "data": asdict(data_args), "lora": asdict(lora_args), "train": asdict(train_args), "resolved": resolved}
     if accelerator.is_main_process:

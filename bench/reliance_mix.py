@@ -18,7 +18,6 @@ sys.path.insert(0, str(REPO))
 from medvlm import grounding, models, wordings  # noqa: E402
 from medvlm.chat import GenerationSettings  # noqa: E402
 from medvlm.data import load_examples  # noqa: E402
-from medvlm.predict import answer_examples  # noqa: E402
 
 DATA = f"labels:{REPO.parent / 'shared' / 'data' / 'brain-tumor' / 'data.yaml'}"
 BASELINE_TASKS = ("tumor_presence", "tumor_type", "tumor_type_yes_no", "tumor_side", "tumor_height", "tumor_size")
@@ -30,26 +29,14 @@ def baseline_mix(examples):
     return [e for e in examples if e.task in first and e.wording == first[e.task] and not e.reversed]
 
 
-def closed_accuracy(examples, answers) -> float:
-    scored = grounding.score([grounding.as_record(e, a) for e, a in zip(examples, answers)])
-    return scored["closed_accuracy"]
-
-
 examples = baseline_mix(load_examples(DATA, "val").examples)
-swapped = grounding.swap_images(examples)
-assert len(swapped) == len(examples), "every question of the mix is closed, so each has its swapped twin"
 tasks = sorted({e.task for e in examples})
 print(f"{len(examples)} questions: " + ", ".join(f"{t} {sum(e.task == t for e in examples)}" for t in tasks))
 print(f"{'adapter':<45}{'own':>7}{'swapped':>9}{'reliance':>10}   per task (own - swapped)")
 for adapter in sys.argv[1:]:
     loaded = models.load(replace(models.resolve("medvlm-tiny"), adapter=adapter), device="cpu")
-    own_answers = answer_examples(loaded, examples, SETTINGS, 16, True)
-    swapped_answers = answer_examples(loaded, swapped, SETTINGS, 16, True)
-    own, other = closed_accuracy(examples, own_answers), closed_accuracy(swapped, swapped_answers)
-    per_task = []
-    for task in tasks:
-        keep = [i for i, e in enumerate(examples) if e.task == task]
-        task_own = closed_accuracy([examples[i] for i in keep], [own_answers[i] for i in keep])
-        task_other = closed_accuracy([swapped[i] for i in keep], [swapped_answers[i] for i in keep])
-        per_task.append(f"{task} {task_own - task_other:+.1f}")
-    print(f"{adapter:<45}{own:>7.1f}{other:>9.1f}{own - other:>10.1f}   {', '.join(per_task)}", flush=True)
+    # The project's evaluation: own images, the same questions about swapped images (and each with no image).
+    scores, _ = grounding.evaluate(loaded, examples, True, SETTINGS, 16)
+    per_task = ", ".join(f"{task} {scores['tasks'][task]['image_reliance']:+.1f}" for task in tasks)
+    print(f"{adapter:<45}{scores['closed_accuracy']:>7.1f}{scores['swapped_closed_accuracy']:>9.1f}"
+          f"{scores['image_reliance']:>10.1f}   {per_task}", flush=True)

@@ -102,7 +102,8 @@ def check_arguments(data: DataArguments, lora: LoraArguments, train: TrainArgume
     if problems:
         return f"out of range: {', '.join(problems)} (see --help)"
     # The adapter trained on keeps its own rank, alpha and dropout: other values would be silently ignored.
-    reshaped = [f"--{name}" for name, value in asdict(lora).items() if value != asdict(LoraArguments())[name]]
+    defaults = asdict(LoraArguments())
+    reshaped = [f"--{name}" for name, value in asdict(lora).items() if value != defaults[name]]
     if train.init_adapter and reshaped:
         return f"{', '.join(reshaped)}: --init_adapter trains on the adapter's own LoRA shape; leave them out"
     return None

@@ -608,7 +608,9 @@ def test_an_admin_adds_a_model_server_chats_with_it_and_sees_it_go_down(browser,
     assert "Only admins may add model servers" in reviewer.predict(server, SERVED, "", api_name="/add_server")[-1]
 
 
-PUBLIC_ENDPOINTS = {"/upload", "/chat", "/switch_model", "/models", "/add_server", "/compare", "/detect", "/compare_dataset",
+PUBLIC_ENDPOINTS = {"/upload", "/window", "/window_custom", "/slice", "/plane", "/chat", "/switch_model", "/models", "/add_server",
+                    "/compare_upload", "/compare_window", "/compare_window_custom", "/compare_slice", "/compare_plane",
+                    "/compare", "/detect", "/compare_dataset",
                     "/open_review", "/grade_correct", "/grade_rephrased", "/grade_wrong", "/undo", "/skip",
                     "/open_arena", "/vote_a", "/vote_b", "/vote_tie", "/vote_both_bad", "/arena_undo", "/arena_skip",
                     "/battle_upload", "/battle_ask", "/battle_new", "/battle_vote_a", "/battle_vote_b", "/battle_vote_tie",
@@ -628,6 +630,41 @@ def test_the_readme_python_example_runs_and_only_user_actions_are_endpoints(app_
     assert "tumour" in printed[1].lower()
     client = Client(app_url, auth=(REVIEWER, PASSWORD), verbose=False)
     assert set(client.view_api(return_format="dict", print_info=False)["named_endpoints"]) == PUBLIC_ENDPOINTS
+
+
+def test_a_script_picks_the_slice_and_window_the_model_is_shown(app_url, tmp_path):
+    """Through the API as through the viewer: a zipped CT series, slice 5 in the lung window; the picture returned is
+    that slice rendered in that window, Compare gives both sides the slice chosen there, and bad values are one line."""
+    from gradio_client import Client, handle_file
+    from hostile import write_series, zip_files
+
+    from medvlm.volumes import open_scan
+
+    series = write_series(tmp_path / "chest", 12)
+    archive = handle_file(str(zip_files(tmp_path / "chest.zip", series)))
+    client = Client(app_url, auth=(REVIEWER, PASSWORD), verbose=False)
+    assert "slice 7/12, window full range" in client.predict([archive], api_name="/upload")[-1]
+    assert client.predict(slice_number=5, api_name="/slice")[-1].startswith("Now slice 5/12, window full range")
+    preview, *_, status = client.predict(window="lung", api_name="/window")
+    assert status.startswith("Now slice 5/12, window lung 1500/−600: a new conversation")
+    scan = open_scan([str(p) for p in series])
+    expected = scan.render(4, scan.window("lung"), scan.planes[0])
+    assert np.array_equal(np.asarray(Image.open(preview).convert(expected.mode)), np.asarray(expected))  # what the model is given
+    for call, said in (({"slice_number": 13}, "outside 1–12"), ({"slice_number": "five"}, "whole number"),
+                       ({"slice_number": 5.5}, "whole number"), ({"window": "../../etc"}, "No window"),
+                       ({"width": -5, "level": 40}, "width is 1 to"), ({"width": "wide", "level": 40}, "both numbers"),
+                       ({"plane": "sagittal"}, "no 'sagittal' plane")):
+        endpoint = {"slice_number": "/slice", "window": "/window", "width": "/window_custom", "plane": "/plane"}[next(iter(call))]
+        status = client.predict(**call, api_name=endpoint)[-1]  # the app's line, not Gradio's bare error
+        assert status.startswith("⚠️") and said in status and "\n" not in status, (call, status)
+    messages, _, status = client.predict("Is the lung field clear?", 0.0, 4, api_name="/chat")
+    assert messages[-1]["content"] and status == ""
+    assert client.predict(width=400, level=40, api_name="/window_custom")[-1].startswith("Now slice 5/12, window custom 400/40")
+
+    client.predict([archive], api_name="/compare_upload")
+    client.predict(slice_number=3, api_name="/compare_slice")
+    status = client.predict([archive], "Is there a tumour?", False, api_name="/compare")[-1]
+    assert "Both were given slice 3/12, window full range" in status, status
 
 
 def test_hostile_inputs_through_the_api_get_one_line_and_the_app_answers(app_url, vqa_rad_image, tmp_path):

@@ -105,10 +105,10 @@ def on_upload(paths, conversation: Conversation) -> dict:
                                     "status": f"{view.line()} Ask a question; follow-ups keep this picture."}
 
 
-def on_view(control: str, view, conversation: Conversation, window, width, level, number, plane) -> dict:
+def on_view(control: str, view, conversation: Conversation, window, width, level, slice_number, plane) -> dict:
     """Another slice, window or plane: the model is shown the new picture, so the conversation starts again."""
     try:
-        view = scan_view.moved(view, control, window, width, level, number, plane)
+        view = scan_view.moved(view, control, window, width, level, slice_number, plane)
     except UserFacingError as e:
         return {"status": warning(str(e))} | scan_view.shown(view if isinstance(view, scan_view.View) else None)
     return scan_view.shown(view, control) | {"chatbot": [], "conversation": Conversation.about(view),
@@ -324,12 +324,13 @@ def build_chat_tab(demo: gr.Blocks, host: ModelHost, store: Store, accounts: boo
     def outputs(*names):  # each event lists only what its handler may change: the API's outputs, in this order
         return {name: screen[name] for name in names}
 
-    # The API (gradio_client, README "Use from Python") has one endpoint per user action: /upload, /chat,
-    # /switch_model, /models, /add_server; the rest (Enter in the question box, clearing) are the page's own.
+    # The API (gradio_client, README "Use from Python") has one endpoint per user action: /upload, the viewer's
+    # (scan_view.listen), /chat, /switch_model, /models, /add_server; the rest (Enter in the question box, clearing)
+    # are the page's own.
     shown = scan_view.VIEW_OUTPUTS
     bind(on_upload, outputs(*shown, "chatbot", "conversation", "status")).on(upload.upload, [upload, conversation], api_name="upload")
     bind(on_remove_image, outputs(*shown, "chatbot", "conversation", "status")).on(upload.clear, api_visibility="private")
-    scan_view.listen(lambda control: bind(on_view, outputs(*shown, "chatbot", "conversation", "status"), control=control),
+    scan_view.listen(lambda control, **unused: bind(on_view, outputs(*shown, "chatbot", "conversation", "status"), control=control, **unused),
                      controls, view, conversation)
     bind(ask_every_window, outputs("windows_table", "status"), host=host).on(
         every.click, [view, conversation, question, model_name], api_visibility="private", **MODEL_EVENT)

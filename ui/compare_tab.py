@@ -138,9 +138,9 @@ def on_clear() -> dict:
     return scan_view.shown(None) | {"status": ""}
 
 
-def on_view(control: str, view, window, width, level, number, plane) -> dict:
+def on_view(control: str, view, window, width, level, slice_number, plane) -> dict:
     try:
-        view = scan_view.moved(view, control, window, width, level, number, plane)
+        view = scan_view.moved(view, control, window, width, level, slice_number, plane)
     except UserFacingError as e:
         return {"status": warning(str(e))}
     return scan_view.shown(view, control) | {"status": f"Now {markdown_text(view.where)}: Compare gives both sides this picture."}
@@ -173,9 +173,9 @@ def build_compare_tab(host: ModelHost, store: Store, accounts: bool, tab: gr.Tab
     viewer = {"view": view, "preview": preview, **controls, "status": status}
     bind(compare, screen, host=host).on(run.click, [upload, question, grounded, view, model_name], api_name="compare", **MODEL_EVENT)
     bind(detect_only, screen, host=host).on(detect.click, [upload, view], api_name="detect")
-    bind(on_upload, viewer).on(upload.upload, [upload], api_visibility="private")
+    bind(on_upload, viewer).on(upload.upload, [upload], api_name="compare_upload")
     bind(on_clear, viewer).on(upload.clear, api_visibility="private")
-    scan_view.listen(lambda control: bind(on_view, viewer, control=control), controls, view)
+    scan_view.listen(lambda control, **unused: bind(on_view, viewer, control=control, **unused), controls, view, api_prefix="compare_")
     build_dataset_section(host, store, accounts, tab, model_name)
 
 

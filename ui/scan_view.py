@@ -110,6 +110,8 @@ def moved(view: View | None, control: str, window_name=None, width=None, level=N
     if control == "slice":
         try:
             index = int(number) - 1
+            if float(number) != index + 1:  # 5.5 from a script is not slice 5
+                raise ValueError(number)
         except (TypeError, ValueError, OverflowError):
             raise UserFacingError("A slice is a whole number.") from None
         if not 0 <= index < scan.slice_count(view.plane):
@@ -161,13 +163,28 @@ def build_controls(prefix: str = "") -> dict:
     return {"viewer": viewer, "window": window, "width": width, "level": level, "slice": number, "plane": plane}
 
 
-def listen(bound_for, controls: dict, view_state, *more_state) -> None:
-    """Wire each control to `bound_for(control)` (a Bound handler taking view, *more_state, window, width, level,
-    slice, plane): only a person's change (input, submit) moves the view, never an update the handler itself sent."""
-    inputs = [view_state, *more_state, controls["window"], controls["width"], controls["level"], controls["slice"], controls["plane"]]
-    quiet = {"api_visibility": "private", "show_progress": "hidden", "trigger_mode": "always_last"}
-    bound_for("window").on(controls["window"].input, inputs, **quiet)
-    bound_for("custom").on(controls["width"].submit, inputs, **quiet)
-    bound_for("custom").on(controls["level"].submit, inputs, **quiet)
-    bound_for("slice").on(controls["slice"].input, inputs, **quiet)  # dragging or the arrow keys
-    bound_for("plane").on(controls["plane"].input, inputs, **quiet)
+# Which controls each change reads, and the handlers' parameter for each control.
+CONTROL_INPUTS = {"window": ("window",), "custom": ("width", "level"), "slice": ("slice",), "plane": ("plane",)}
+PARAMETERS = {"window": "window", "width": "width", "level": "level", "slice": "slice_number", "plane": "plane"}
+
+
+def listen(bind_view, controls: dict, view_state, *more_state, api_prefix: str = "") -> None:
+    """Wire each control to `bind_view(control, **unused)`: a Bound handler taking view, *more_state and the control's
+    own values (the others come as None in `unused`). Only a person's change (input, submit) moves the view, never
+    an update the handler itself sent. Each control is also an API endpoint taking just its values
+    (/{api_prefix}window, /{api_prefix}window_custom, /{api_prefix}slice, /{api_prefix}plane), so a script shows the
+    model the slice and window it chose, as a person would."""
+    # preprocess=False: `moved` checks a script's values itself and says what is wrong in one line (Gradio's own
+    # check of a slider or a choice list would answer a bare error, or none for a word where a number goes).
+    quiet = {"show_progress": "hidden", "trigger_mode": "always_last", "preprocess": False}
+
+    def wire(control: str, event, **api):
+        own = CONTROL_INPUTS[control]
+        unused = {PARAMETERS[name]: None for name in PARAMETERS if name not in own}
+        bind_view(control, **unused).on(event, [view_state, *more_state, *(controls[name] for name in own)], **api, **quiet)
+
+    wire("window", controls["window"].input, api_name=f"{api_prefix}window")
+    wire("custom", controls["width"].submit, api_name=f"{api_prefix}window_custom")
+    wire("custom", controls["level"].submit, api_visibility="private")
+    wire("slice", controls["slice"].input, api_name=f"{api_prefix}slice")  # dragging or the arrow keys
+    wire("plane", controls["plane"].input, api_name=f"{api_prefix}plane")

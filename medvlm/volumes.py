@@ -297,6 +297,8 @@ def _dicom_scan(files: list, upload_name: str, archive: bool = False) -> Scan:
     for s in slices:
         _check_size(s.name, s.ds, 1)
     pixels = _voxels(upload_name, slices, (len(slices), int(first.Rows), int(first.Columns)))
+    if pixels.ndim == 4:
+        return _colour_scan(upload_name, pixels, notes)
     slope = np.array([_rescale(s.ds)[0] for s in slices], np.float32)
     intercept = np.array([_rescale(s.ds)[1] for s in slices], np.float32)
     middle = slices[len(slices) // 2].ds
@@ -365,9 +367,13 @@ def _decode(name: str, ds):
         raise UserFacingError(f"{name}: the DICOM pixel data could not be decoded ({detail}).") from None
 
 
-def _single_file(s: _Slice, notes: list) -> Scan:
-    from pydicom.pixels import convert_color_space
+def _colour_scan(name: str, stack: np.ndarray, notes: list) -> Scan:
+    """(slices, rows, columns, 3) as decoded: pydicom's pixel_array already gives YBR_FULL(_422) as RGB (converting
+    again drew every colour wrong); 16- or 32-bit samples are scaled to 8 bits over the whole stack."""
+    return Scan(name, stack if stack.dtype == np.uint8 else rescale_to_uint8(stack), "dicom", notes=tuple(notes))
 
+
+def _single_file(s: _Slice, notes: list) -> Scan:
     ds, frames = s.ds, _frames(s.ds)
     if frames * int(ds.Rows) * int(ds.Columns) > MAX_VOLUME_VOXELS:
         raise UserFacingError(f"{s.name} holds {frames:,} frames of {int(ds.Columns)}×{int(ds.Rows)}; "
@@ -377,12 +383,7 @@ def _single_file(s: _Slice, notes: list) -> Scan:
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     stack = pixels if frames > 1 else pixels[None]
     if samples == 3:
-        photometric = str(ds.get("PhotometricInterpretation", "RGB"))
-        if photometric.startswith("YBR"):
-            stack = convert_color_space(stack, photometric, "RGB")
-        if stack.dtype != np.uint8:
-            stack = rescale_to_uint8(stack)
-        return Scan(s.name, stack, "dicom", notes=tuple(notes))
+        return _colour_scan(s.name, stack, notes)
     if stack.ndim != 3:
         raise UserFacingError(f"{s.name} is a malformed DICOM file (unexpected pixel array shape {pixels.shape}).")
     if ds.get("ModalityLUTSequence"):  # a lookup table, not a rescale: applied once, kept as float32
@@ -410,11 +411,14 @@ def _rescale(ds) -> tuple[float, float]:
 
 
 def _voxels(name: str, slices: list[_Slice], shape: tuple) -> np.ndarray:
-    if np.prod(shape, dtype=np.int64) > MAX_VOLUME_VOXELS:
+    """The series' slices stacked: (slices, rows, columns), or (..., 3) for colour."""
+    samples = int(slices[0].ds.get("SamplesPerPixel", 1) or 1)
+    if np.prod(shape, dtype=np.int64) * samples > MAX_VOLUME_VOXELS:
         raise UserFacingError(f"{name} is {shape[0]:,} slices of {shape[2]}×{shape[1]}; the limit is {MAX_VOLUME_VOXELS / 2**20:.0f} M voxels.")
     first = _decode(slices[0].name, slices[0].ds)
-    if first.ndim != 2:
-        raise UserFacingError(f"{name}: colour series are not supported; upload one colour file at a time.")
+    shape = (*shape, 3) if samples == 3 else shape
+    if first.shape != shape[1:]:
+        raise UserFacingError(f"{name}: {slices[0].name} is a malformed DICOM file (unexpected pixel array shape {first.shape}).")
     out = np.empty(shape, dtype=first.dtype)
     out[0] = first
     for k, s in enumerate(slices[1:], start=1):
@@ -439,12 +443,12 @@ def _one_series(slices: list[_Slice], name: str) -> tuple[list[_Slice], list[str
                      "left out: upload one series at a time.")
     for tag, what in (("Modality", "modalities"), ("Rows", "sizes"), ("Columns", "sizes"), ("SamplesPerPixel", "colour and grey")):
         if len({str(s.ds.get(tag, "")) for s in series}) > 1:
-            raise UserFacingError(f"{name} mixes {what} in one series: upload files of one series, one size.")
+            raise UserFacingError(f"{name}: one series mixes {what}; upload files of one series, one size.")
     orientations = [_floats(s.ds.get("ImageOrientationPatient"), 6) for s in series]
     positions = [_floats(s.ds.get("ImagePositionPatient"), 3) for s in series]
     if all(o is not None for o in orientations) and all(p is not None for p in positions):
         if not np.allclose(orientations, orientations[0], atol=1e-3):
-            raise UserFacingError(f"{name} mixes slice orientations in one series: upload one orientation at a time.")
+            raise UserFacingError(f"{name}: one series mixes slice orientations; upload one orientation at a time.")
         normal = np.cross(orientations[0][:3], orientations[0][3:])
         for s, p in zip(series, positions):
             s.position = float(np.dot(p, normal))

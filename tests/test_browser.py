@@ -176,12 +176,19 @@ def status(page) -> str:
     return page.locator("#status").inner_text()
 
 
-def wait_for_status(page, text: str, timeout=30_000):
+def status_says(page, text: str, timeout: int) -> bool:
+    """Whether the status line comes to contain `text` within `timeout` ms."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     try:
         page.wait_for_function("text => document.querySelector('#status').innerText.includes(text)", arg=text, timeout=timeout)
+        return True
     except PlaywrightTimeout:
+        return False
+
+
+def wait_for_status(page, text: str, timeout=30_000):
+    if not status_says(page, text, timeout):
         pytest.fail(f"the status line never said {text!r}; it says {status(page)!r}")
 
 
@@ -258,19 +265,14 @@ def type_and_submit(page, selector: str, value: str, expected: str) -> None:
     """Type `value` into a Gradio Number as a person does and press Enter, until the status says `expected`. Gradio
     takes a typed number into an event's data a moment later: on a loaded machine an Enter just after the typing can
     send the previous value, which the app then answers (and the box shows again), so a person types it again."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
     for attempt in range(1, 4):
         box = page.locator(selector)
         box.fill("")
         box.press_sequentially(value, delay=100)
         page.wait_for_timeout(500 * attempt)
         box.press("Enter")
-        try:
-            page.wait_for_function("text => document.querySelector('#status').innerText.includes(text)", arg=expected, timeout=15_000)
+        if status_says(page, expected, 15_000):
             return
-        except PlaywrightTimeout:
-            continue
     pytest.fail(f"typed {value!r} three times; the status never said {expected!r}; it says {status(page)!r}")
 
 

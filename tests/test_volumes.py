@@ -92,6 +92,31 @@ def test_multi_frame_files_are_volumes_and_load_image_shows_the_middle_slice(tmp
     assert colour.colour and colour.slice_count() == 2 and colour.windows == () and colour.render(1).mode == "RGB"
 
 
+def test_colour_dicom_in_ybr_is_drawn_in_its_own_colours_and_a_colour_series_scrolls(tmp_path):
+    """pydicom's own pair: one picture stored as RGB and as JPEG YCbCr; both draw the same (converting YCbCr twice drew
+    it 96 grey levels off on average). Three colour files of one series are slices of one colour scan."""
+    rgb = np.asarray(open_scan([get_testdata_file("SC_rgb_dcmtk_+eb+cr.dcm")]).render(0), dtype=int)
+    for ybr in ("SC_rgb_dcmtk_+eb+cy+n1.dcm", "SC_rgb_dcmtk_+eb+cy+s2.dcm"):
+        assert np.abs(np.asarray(open_scan([get_testdata_file(ybr)]).render(0), dtype=int) - rgb).mean() < 5, ybr
+    base = pydicom.dcmread(get_testdata_file("SC_rgb_small_odd.dcm"))  # 3×3 RGB, uncompressed
+    colours = [np.random.default_rng(k).integers(0, 256, (3, 3, 3), dtype=np.uint8) for k in range(3)]
+    paths = []
+    for k in range(3):
+        ds = base.copy()
+        ds.SeriesInstanceUID, ds.InstanceNumber = "1.2.3.4", 3 - k
+        ds.ImageOrientationPatient, ds.ImagePositionPatient = [1, 0, 0, 0, 1, 0], [0, 0, 5.0 * k]
+        ds.PlanarConfiguration, ds.PixelData = 0, colours[k].tobytes()  # R, G, B of each pixel in turn
+        paths.append(tmp_path / f"colour{k}.dcm")
+        ds.save_as(paths[-1])
+    scan = open_scan([str(p) for p in reversed(paths)])
+    assert scan.colour and scan.slice_count() == 3 and scan.windows == () and scan.where(2, None) == "slice 3/3"
+    for k in range(3):
+        assert np.array_equal(np.asarray(scan.render(k)), colours[k])  # in position order
+    grey = write_dicom(tmp_path / "grey.dcm", np.zeros((3, 3), np.uint16), SeriesInstanceUID="1.2.3.4", Modality=base.Modality)
+    with pytest.raises(UserFacingError, match="2 files: one series mixes colour and grey"):
+        open_scan([str(paths[0]), str(grey)])
+
+
 def test_nifti_is_turned_to_ras_and_shown_as_radiologists_read_it(tmp_path):
     """A volume stored left-to-right, posterior-to-anterior... in LPS order (x flipped, y flipped): a bright voxel at
     the patient's right, anterior, superior corner shows at the image's left (radiological), top (anterior/superior)."""

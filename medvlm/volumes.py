@@ -370,6 +370,8 @@ def _decode(name: str, ds):
 def _colour_scan(name: str, stack: np.ndarray, notes: list) -> Scan:
     """(slices, rows, columns, 3) as decoded: pydicom's pixel_array already gives YBR_FULL(_422) as RGB (converting
     again drew every colour wrong); 16- or 32-bit samples are scaled to 8 bits over the whole stack."""
+    if stack.ndim != 4 or stack.shape[-1] != 3:
+        raise UserFacingError(f"{name} is a malformed DICOM file (unexpected colour pixel array shape {stack.shape[1:]}).")
     return Scan(name, stack if stack.dtype == np.uint8 else rescale_to_uint8(stack), "dicom", notes=tuple(notes))
 
 

@@ -110,7 +110,7 @@ def moved(view: View | None, control: str, window_name=None, width=None, level=N
     if control == "slice":
         try:
             index = int(number) - 1
-            if float(number) != index + 1:  # 5.5 from a script is not slice 5
+            if isinstance(number, bool) or float(number) != index + 1:  # true or 5.5 from a script is no slice
                 raise ValueError(number)
         except (TypeError, ValueError, OverflowError):
             raise UserFacingError("A slice is a whole number.") from None

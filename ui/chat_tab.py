@@ -330,8 +330,7 @@ def build_chat_tab(demo: gr.Blocks, host: ModelHost, store: Store, accounts: boo
     shown = scan_view.VIEW_OUTPUTS
     bind(on_upload, outputs(*shown, "chatbot", "conversation", "status")).on(upload.upload, [upload, conversation], api_name="upload")
     bind(on_remove_image, outputs(*shown, "chatbot", "conversation", "status")).on(upload.clear, api_visibility="private")
-    scan_view.listen(lambda control, **unused: bind(on_view, outputs(*shown, "chatbot", "conversation", "status"), control=control, **unused),
-                     controls, view, conversation)
+    scan_view.listen(on_view, outputs(*shown, "chatbot", "conversation", "status"), controls, view, conversation)
     bind(ask_every_window, outputs("windows_table", "status"), host=host).on(
         every.click, [view, conversation, question, model_name], api_visibility="private", **MODEL_EVENT)
     answering = bind(respond, outputs("chatbot", "conversation", "question", "status"), host=host)

@@ -175,7 +175,7 @@ def build_compare_tab(host: ModelHost, store: Store, accounts: bool, tab: gr.Tab
     bind(detect_only, screen, host=host).on(detect.click, [upload, view], api_name="detect")
     bind(on_upload, viewer).on(upload.upload, [upload], api_name="compare_upload")
     bind(on_clear, viewer).on(upload.clear, api_visibility="private")
-    scan_view.listen(lambda control, **unused: bind(on_view, viewer, control=control, **unused), controls, view, api_prefix="compare_")
+    scan_view.listen(on_view, viewer, controls, view, api_prefix="compare_")
     build_dataset_section(host, store, accounts, tab, model_name)
 
 

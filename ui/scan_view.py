@@ -14,6 +14,7 @@ from PIL import Image
 from medvlm.errors import UserFacingError
 from medvlm.images import blank_warning
 from medvlm.volumes import Scan, Window, open_scan
+from ui.events import bind
 from ui.pictures import picture_file
 from ui.text import markdown_text, warning
 
@@ -168,12 +169,12 @@ CONTROL_INPUTS = {"window": ("window",), "custom": ("width", "level"), "slice": 
 PARAMETERS = {"window": "window", "width": "width", "level": "level", "slice": "slice_number", "plane": "plane"}
 
 
-def listen(bind_view, controls: dict, view_state, *more_state, api_prefix: str = "") -> None:
-    """Wire each control to `bind_view(control, **unused)`: a Bound handler taking view, *more_state and the control's
-    own values (the others come as None in `unused`). Only a person's change (input, submit) moves the view, never
-    an update the handler itself sent. Each control is also an API endpoint taking just its values
-    (/{api_prefix}window, /{api_prefix}window_custom, /{api_prefix}slice, /{api_prefix}plane), so a script shows the
-    model the slice and window it chose, as a person would."""
+def listen(handler, outputs: dict, controls: dict, view_state, *more_state, api_prefix: str = "") -> None:
+    """Wire each control to `handler(control, view, *more_state, window, width, level, slice_number, plane)`, given
+    only that control's values (the others None), its updates keyed by `outputs`. Only a person's change (input,
+    submit) moves the view, never an update the handler itself sent. Each control is also an API endpoint taking
+    just its values (/{api_prefix}window, /{api_prefix}window_custom, /{api_prefix}slice, /{api_prefix}plane), so a
+    script shows the model the slice and window it chose, as a person would."""
     # preprocess=False: `moved` checks a script's values itself and says what is wrong in one line (Gradio's own
     # check of a slider or a choice list would answer a bare error, or none for a word where a number goes).
     quiet = {"show_progress": "hidden", "trigger_mode": "always_last", "preprocess": False}
@@ -181,7 +182,8 @@ def listen(bind_view, controls: dict, view_state, *more_state, api_prefix: str =
     def wire(control: str, event, **api):
         own = CONTROL_INPUTS[control]
         unused = {PARAMETERS[name]: None for name in PARAMETERS if name not in own}
-        bind_view(control, **unused).on(event, [view_state, *more_state, *(controls[name] for name in own)], **api, **quiet)
+        bind(handler, outputs, control=control, **unused).on(
+            event, [view_state, *more_state, *(controls[name] for name in own)], **api, **quiet)
 
     wire("window", controls["window"].input, api_name=f"{api_prefix}window")
     wire("custom", controls["width"].submit, api_name=f"{api_prefix}window_custom")

@@ -71,6 +71,23 @@ def test_bad_arguments_get_one_line(module, argv, message, capsys):
     assert code == 2 and len(errors) == 1 and message in errors[0]
 
 
+def test_no_command_loads_the_model_libraries_before_reading_its_flags():
+    """peft, bitsandbytes and ultralytics load with a model, not with a command: imported at the top of a module (or
+    through transformers' trainer helpers, which import peft) they kept a mistyped flag of train.vlm waiting 20 s."""
+    import subprocess
+    import sys
+
+    heavy = ("peft", "bitsandbytes", "ultralytics", "transformers.trainer_utils")
+    script = ("import importlib, sys\n"
+              f"for module in {ENTRY_POINTS!r}:\n"
+              "    importlib.import_module(module)\n"
+              f"    loaded = [name for name in {heavy!r} if name in sys.modules]\n"
+              "    if loaded:\n"
+              "        sys.exit(f'{module} imports {loaded}')\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_hyphenated_spellings_read_as_the_same_option():
     from medvlm.evaluate import parse_args
 

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
-from transformers import HfArgumentParser, get_cosine_schedule_with_warmup, set_seed
+from transformers import HfArgumentParser
 
 from medvlm import cli, grounding, labels, metrics, models, packing, stats
 from medvlm.chat import GenerationSettings
@@ -402,6 +402,9 @@ def main(argv=None) -> int:
 def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraArguments, train_args: TrainArguments) -> int:
     from accelerate import Accelerator
     from tqdm import tqdm
+    # Here, not at the top: transformers' trainer helpers import peft and bitsandbytes (10 s and more on 2 cores),
+    # which a mistyped flag should not wait for.
+    from transformers import get_cosine_schedule_with_warmup, set_seed
 
     set_seed(train_args.seed)
     # Without CUDA, processes started together (accelerate launch --multi_gpu, torchrun) train as one over gloo.

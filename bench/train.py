@@ -43,7 +43,8 @@ def main() -> None:
     base = dataclasses.replace(models.REGISTRY["medvlm-tiny"], adapter=None)  # a fresh LoRA on the bare base
     loaded = models.load(base, device="cpu")
     examples = load_examples(args.data, "train").examples
-    dataset = vlm.ImagePackedDataset(loaded, [(examples, 1.0)], short_answer=True, max_branches=PACK_SIZE, augment=args.augment)
+    dataset = vlm.ImagePackedDataset(loaded, [(examples, 1.0)], short_answer=True, max_branches=PACK_SIZE, augment=args.augment,
+                                   follow_ups=vlm.DataArguments.follow_ups)
     loaded.tokenizer.padding_side = "right"
     model = vlm.add_lora(loaded, vlm.LoraArguments(), quantized=False, checkpointing=False)
     optimizer = vlm.make_optimizer(model, loaded.family.lora_lr, vlm.TrainArguments.projector_lr, paged_8bit=False)

@@ -212,12 +212,12 @@ def test_mixture_weights_repeat_rows(medvlm_tiny_base):
     others = [e for e in brain if e.image_path != brain[0].image_path][:60]  # 10+ images
     n_images = len({e.image_path for e in others})
     dataset = ImagePackedDataset(medvlm_tiny_base, [(one_image, 3.0), (others, 0.5)], short_answer=True, max_branches=8,
-                                 augment=False)
+                                 augment=False, follow_ups=0.0)
     drawn = Counter(dataset.order)
     assert drawn[0] == 3  # the first source's single row, three times an epoch
     assert 0 < len(dataset) - 3 < n_images and set(drawn.values()) == {3, 1}
     again = ImagePackedDataset(medvlm_tiny_base, [(one_image, 3.0), (others, 0.5)], short_answer=True, max_branches=8,
-                               augment=False)
+                               augment=False, follow_ups=0.0)
     assert again.order == dataset.order  # the fraction is a fixed choice, not a random one
 
 

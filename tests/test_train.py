@@ -12,7 +12,7 @@ from conftest import REPO, SHARED_DATA
 from tiny_models import save_tiny_idefics, save_tiny_llava
 
 from medvlm import models
-from medvlm.data import load_examples
+from medvlm.data import Example, load_examples
 from medvlm.errors import UserFacingError
 from medvlm.settings import IGNORE_INDEX
 from train import conversations
@@ -94,8 +94,6 @@ def test_label_mask_keeps_the_end_token_when_pad_is_eos(medvlm_tiny, images):
 
 
 def same_image_examples(vqa_rad_image, answers=("yes", "no", "axial")):
-    from medvlm.data import Example
-
     questions = ("Is there an effusion?", "Is there a mass?", "Which plane is this?")  # the first two share "Is there"
     return [Example(str(vqa_rad_image), ((q, a),), id=str(k)) for k, (q, a) in enumerate(zip(questions, answers))]
 
@@ -124,13 +122,16 @@ def test_pack_shares_every_common_opening_once():
     assert same["branch"].tolist() == [-1, -1, 0, 1] and packing.branches_in(same) == 2
 
 
-@pytest.mark.parametrize("model", ["llava", "medvlm-tiny"])
-def test_packed_row_gives_each_answer_the_logits_it_gets_alone(model, llava_dir, medvlm_tiny_base, vqa_rad_image):
+@pytest.mark.parametrize("model, follow_ups", [("llava", 0.0), ("medvlm-tiny", 0.0), ("medvlm-tiny", 1.0)])
+def test_packed_row_gives_each_answer_the_logits_it_gets_alone(model, follow_ups, llava_dir, medvlm_tiny_base, vqa_rad_image):
+    """follow_ups 1.0: every question asked after another one about the image; each row holds 2-turn conversations
+    that share their opening (and contain another branch's whole question and answer)."""
     loaded = models.load(models.resolve(str(llava_dir)), device="cpu") if model == "llava" else medvlm_tiny_base
     loaded.tokenizer.padding_side = "right"
     examples = same_image_examples(vqa_rad_image)
-    packed = ImagePackedDataset(loaded, [(examples, 1.0)], short_answer=True, max_branches=8, augment=False)
-    alone = ImagePackedDataset(loaded, [(examples, 1.0)], short_answer=True, max_branches=1, augment=False)
+    packed = ImagePackedDataset(loaded, [(examples, 1.0)], short_answer=True, max_branches=8, augment=False, follow_ups=follow_ups)
+    assert [len(e.turns) for e in packed.packs[0]] == [1 + (follow_ups > 0)] * 3
+    alone = ImagePackedDataset(loaded, [(packed.packs[0], 1.0)], short_answer=True, max_branches=1, augment=False, follow_ups=0.0)
     assert len(packed) == 1 and len(alone) == 3
     pad = loaded.tokenizer.pad_token_id
     packed_batch = collate(pad)([packed[0], alone[0]])  # a pack beside a plain row: padding and both mask kinds
@@ -146,19 +147,38 @@ def test_packed_row_gives_each_answer_the_logits_it_gets_alone(model, llava_dir,
 
     packed_logits = answer_logits(packed_batch)
     alone_logits = answer_logits(alone_batch)
-    torch.testing.assert_close(packed_logits[: len(alone_logits)], alone_logits, atol=1e-3, rtol=1e-4)
-    torch.testing.assert_close(packed_logits[len(alone_logits):], alone_logits[: len(packed_logits) - len(alone_logits)], atol=1e-3, rtol=1e-4)
+    if follow_ups:  # an answer in a shared opening is one branch's and counted once: match each alone answer token's logits
+        nearest = torch.cdist(alone_logits, packed_logits, p=float("inf")).min(dim=1).values
+        assert bool((nearest < 1e-3).all()), nearest
+    else:
+        torch.testing.assert_close(packed_logits[: len(alone_logits)], alone_logits, atol=1e-3, rtol=1e-4)
+        torch.testing.assert_close(packed_logits[len(alone_logits):], alone_logits[: len(packed_logits) - len(alone_logits)], atol=1e-3, rtol=1e-4)
     with torch.no_grad():
         full = loaded.model(**{k: v for k, v in alone_batch.items() if k != "examples"}).loss
         torch.testing.assert_close(answer_loss(loaded.model, alone_batch), full)  # loss on answer positions only
+
+
+def test_follow_ups_ask_each_chosen_question_after_another_about_its_image(vqa_rad_image):
+    from train.vlm import with_follow_ups
+
+    examples = [Example(str(vqa_rad_image), ((f"Question {k}?", f"answer {k}"),), id=str(k)) for k in range(12)]
+    assert with_follow_ups(examples, 0.0) == examples and with_follow_ups(examples[:1], 1.0) == examples[:1]
+    half = with_follow_ups(examples, 0.5)
+    assert half == with_follow_ups(examples, 0.5)  # a fixed choice: a resumed run draws the same rows
+    asked_after = [e for e in half if len(e.turns) == 2]
+    assert 0 < len(asked_after) < len(examples)
+    for before, after in zip(examples, half):
+        assert after.turns[-1] == before.turns[0] and after.task == before.task
+        if len(after.turns) == 2:
+            assert after.turns[0] != before.turns[0] and after.turns[0] in [e.turns[0] for e in examples]
 
 
 def test_augment_changes_the_pixels_only(medvlm_tiny_base, vqa_rad_image):
     """Augmentation (on by default): each draw of a row gets a new view of its image; the tokens and the answer
     mask stay the same."""
     examples = same_image_examples(vqa_rad_image)
-    plain = ImagePackedDataset(medvlm_tiny_base, [(examples, 1.0)], short_answer=True, max_branches=8, augment=False)[0]
-    augmented = ImagePackedDataset(medvlm_tiny_base, [(examples, 1.0)], short_answer=True, max_branches=8, augment=True)
+    plain = ImagePackedDataset(medvlm_tiny_base, [(examples, 1.0)], short_answer=True, max_branches=8, augment=False, follow_ups=0.0)[0]
+    augmented = ImagePackedDataset(medvlm_tiny_base, [(examples, 1.0)], short_answer=True, max_branches=8, augment=True, follow_ups=0.0)
     first, second = augmented[0], augmented[0]
     for key in ("input_ids", "labels", "attention_mask", "branch"):
         assert torch.equal(first[key], plain[key]) and torch.equal(second[key], plain[key])
@@ -170,7 +190,7 @@ def test_augment_changes_the_pixels_only(medvlm_tiny_base, vqa_rad_image):
 def test_idefics_rows_hold_one_example(idefics_dir, vqa_rad_image):
     """IDEFICS' per-token image attention can't be cut into branches: its rows stay one example each."""
     loaded = models.load(models.resolve(str(idefics_dir)), device="cpu")
-    dataset = ImagePackedDataset(loaded, [(same_image_examples(vqa_rad_image), 1.0)], short_answer=True, max_branches=8, augment=False)
+    dataset = ImagePackedDataset(loaded, [(same_image_examples(vqa_rad_image), 1.0)], short_answer=True, max_branches=8, augment=False, follow_ups=0.0)
     assert len(dataset) == 3 and "branch" not in dataset[0]
 
 
@@ -312,6 +332,7 @@ def test_a_loss_that_turns_non_finite_stops_training_with_one_line(llava_dir, vq
     (["--batch_size", "many"], "--batch_size"), (["--pack_size", "0"], "--pack_size"), (["--quantize", "8bit"], "--quantize"),
     (["--lora_dropout", "1.5", "--max_new_tokens", "0"], "--lora_dropout, --max_new_tokens"), (["--limit", "-3"], "--limit"),
     (["--lr", "nan", "--projector_lr", "inf"], "--lr, --projector_lr"), (["--epochs", "nan"], "--epochs"),
+    (["--follow_ups", "1.5"], "--follow_ups"),
 ])
 def test_cli_rejects_bad_arguments_in_one_line(argv, named, capsys):
     with pytest.raises(SystemExit) as exit_info:

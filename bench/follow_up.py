@@ -25,9 +25,7 @@ SETTINGS = GenerationSettings(max_new_tokens=DEFAULT_MAX_NEW_TOKENS, temperature
 
 
 def reply(loaded, history, question, image) -> str:
-    answer = ""
-    for answer in stream_reply(loaded, history, question, image, SETTINGS):
-        pass
+    *_, answer = stream_reply(loaded, history, question, image, SETTINGS)  # the last value is the final answer
     return str(answer)
 
 

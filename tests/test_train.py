@@ -190,7 +190,8 @@ def test_augment_changes_the_pixels_only(medvlm_tiny_base, vqa_rad_image):
 def test_idefics_rows_hold_one_example(idefics_dir, vqa_rad_image):
     """IDEFICS' per-token image attention can't be cut into branches: its rows stay one example each."""
     loaded = models.load(models.resolve(str(idefics_dir)), device="cpu")
-    dataset = ImagePackedDataset(loaded, [(same_image_examples(vqa_rad_image), 1.0)], short_answer=True, max_branches=8, augment=False, follow_ups=0.0)
+    dataset = ImagePackedDataset(loaded, [(same_image_examples(vqa_rad_image), 1.0)], short_answer=True, max_branches=8, augment=False,
+                                 follow_ups=0.0)
     assert len(dataset) == 3 and "branch" not in dataset[0]
 
 

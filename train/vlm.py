@@ -422,10 +422,10 @@ def main(argv=None) -> int:
 
 
 def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraArguments, train_args: TrainArguments) -> int:
-    from accelerate import Accelerator
-    from tqdm import tqdm
     # Here, not at the top: transformers' trainer helpers import peft and bitsandbytes (10 s and more on 2 cores),
     # which a mistyped flag should not wait for.
+    from accelerate import Accelerator
+    from tqdm import tqdm
     from transformers import get_cosine_schedule_with_warmup, set_seed
 
     set_seed(train_args.seed)

@@ -35,10 +35,11 @@ def main() -> None:
     parser.add_argument("--adapters", nargs="+", default=[None], help="adapter folders (default: the shipped one)")
     parser.add_argument("--slices", type=int, default=12, help="tumour-free and tumour val slices, this many of each")
     args = parser.parse_args()
-    names, found = labels.yolo_images(Path(args.data), keys=("val",))
-    val = found["val"]
+    if args.slices < 1:
+        parser.error("out of range: --slices (see --help)")
+    val = labels.yolo_images(Path(args.data), keys=("val",))[1]["val"]
     slices = [s for s in val if not s[1]][:args.slices] + [s for s in val if len(s[1]) == 1][:args.slices]
-    presence = [w for w in wordings.wordings("tumor_presence", wordings.HELDOUT)][:3]
+    presence = wordings.wordings("tumor_presence", wordings.HELDOUT)[:3]
     print(f"{len(slices)} val slices; follow-ups: " + "; ".join(w.text for w in presence) + f"; leads: {'; '.join(LEADS)}")
     for adapter in args.adapters:
         spec = models.resolve("medvlm-tiny")

@@ -662,6 +662,7 @@ def test_a_script_picks_the_slice_and_window_the_model_is_shown(app_url, tmp_pat
     for call, said in (({"slice_number": 13}, "outside 1–12"), ({"slice_number": "five"}, "whole number"),
                        ({"slice_number": 5.5}, "whole number"), ({"slice_number": True}, "whole number"), ({"window": "../../etc"}, "No window"),
                        ({"width": -5, "level": 40}, "width is 1 to"), ({"width": "wide", "level": 40}, "both numbers"),
+                       ({"width": True, "level": 40}, "both numbers"),
                        ({"plane": "sagittal"}, "no 'sagittal' plane")):
         endpoint = {"slice_number": "/slice", "window": "/window", "width": "/window_custom", "plane": "/plane"}[next(iter(call))]
         status = client.predict(**call, api_name=endpoint)[-1]  # the app's line, not Gradio's bare error

@@ -84,6 +84,14 @@ def view_of(view: View | None, paths) -> View:
     return open_view(paths)
 
 
+def script_number(value) -> float:
+    """A control's number as the page or a script sends it (5, 5.0, "5"); true and false are none (bool is an int in
+    Python, so float(True) would be a width or a slice of 1)."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    return float(value)
+
+
 def moved(view: View | None, control: str, window_name=None, width=None, level=None, number=None, plane=None) -> View:
     """The view after one control changed: control is "window", "custom" (width and level typed in), "slice" or
     "plane". Values come from the browser or the API: anything else is refused in one line."""
@@ -102,7 +110,7 @@ def moved(view: View | None, control: str, window_name=None, width=None, level=N
         if scan.colour or not scan.windows:
             raise UserFacingError("A colour picture has no windows.")
         try:
-            width, level = float(width), float(level)
+            width, level = script_number(width), script_number(level)
         except (TypeError, ValueError):
             raise UserFacingError("A window is a width and a level, both numbers.") from None
         if not (1 <= width <= 1e7 and abs(level) <= 1e7):
@@ -110,8 +118,9 @@ def moved(view: View | None, control: str, window_name=None, width=None, level=N
         return replace(view, window=Window(CUSTOM, width, level))
     if control == "slice":
         try:
+            number = script_number(number)
             index = int(number) - 1
-            if isinstance(number, bool) or float(number) != index + 1:  # true or 5.5 from a script is no slice
+            if number != index + 1:  # 5.5 from a script is not slice 5
                 raise ValueError(number)
         except (TypeError, ValueError, OverflowError):
             raise UserFacingError("A slice is a whole number.") from None

@@ -47,13 +47,14 @@ def stable_fraction(*parts: str) -> float:
     return int(digest[:8], 16) / 0xFFFFFFFF
 
 
-def _pick(options, *key: str):
+def pick(options, *key: str):
+    """One of `options`, fixed by the key's hash: the same key always picks the same one."""
     return options[int(stable_fraction(*key) * len(options)) % len(options)]
 
 
 def _other(names: list[str], true: str, *key: str) -> str:
     others = [n for n in names if n != true]
-    return _pick(others, *key, "other")
+    return pick(others, *key, "other")
 
 
 def record(image: Path, question: str, answer: str, task: str, split: str, answer_type: str = "CLOSED",

@@ -168,8 +168,7 @@ def with_follow_ups(row: list[Example], share: float) -> list[Example]:
     out = []
     for number, example in enumerate(row):
         if len(example.turns) == 1 and labels.stable_fraction(example.id, example.question, "follow-up") < share:
-            others = row[:number] + row[number + 1:]
-            lead = others[int(labels.stable_fraction(example.id, example.question, "lead") * len(others)) % len(others)]
+            lead = labels.pick(row[:number] + row[number + 1:], example.id, example.question, "lead")
             example = replace(example, turns=lead.turns[:1] + example.turns)
         out.append(example)
     return out

@@ -5,10 +5,12 @@ server returns (medvlm.remote), where it returns them. Shown beside each yes/no 
 ("no (p = 0.93)") and scored for calibration (medvlm.grounding).
 """
 import math
-
-import torch
+from typing import TYPE_CHECKING
 
 from medvlm.metrics import yes_no
+
+if TYPE_CHECKING:  # torch is imported where logits are read, so medvlm.remote (a served model) never loads it
+    import torch
 
 
 class Answer(str):
@@ -39,9 +41,11 @@ def yes_no_token_ids(tokenizer) -> tuple[list[int], list[int]]:
     return cached
 
 
-def yes_probability(logits: torch.Tensor, tokenizer) -> float | None:
+def yes_probability(logits: "torch.Tensor", tokenizer) -> float | None:
     """P(yes) / (P(yes) + P(no)) from one position's logits over the vocabulary, summing each word's spellings;
     None when the tokenizer has no single-token yes or no."""
+    import torch
+
     yes_ids, no_ids = yes_no_token_ids(tokenizer)
     if not yes_ids or not no_ids:
         return None

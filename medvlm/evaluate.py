@@ -18,10 +18,7 @@ import sys
 import time
 
 from medvlm import cli, grounding, models
-from medvlm.chat import GenerationSettings
 from medvlm.data import load_examples
-from medvlm.predict import DecodedImages, answer_examples
-from medvlm.remote import RemoteModel
 from medvlm.settings import EVAL_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, REMOTE_CONCURRENCY
 from medvlm.store import Store
 
@@ -48,7 +45,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def run_evaluation(args: argparse.Namespace) -> dict:
+    # Generation (torch, transformers) is imported here, not above, so that a mistyped flag answers in a moment.
     from tqdm import tqdm
+
+    from medvlm.chat import GenerationSettings
+    from medvlm.predict import DecodedImages, answer_examples
+    from medvlm.remote import RemoteModel
 
     spec = cli.model_spec(args)
     store = Store(args.db)

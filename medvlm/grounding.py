@@ -20,13 +20,15 @@ Generation is medvlm.predict's; scoring is medvlm.metrics'.
 """
 from collections import defaultdict
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from medvlm import metrics
-from medvlm.chat import GenerationSettings
 from medvlm.data import Example
 from medvlm.labels import stable_fraction
-from medvlm.predict import answer_examples
 from medvlm.stats import percent, wilson_interval
+
+if TYPE_CHECKING:  # generation (torch, transformers) loads in evaluate(); scoring alone (review.report) never needs it
+    from medvlm.chat import GenerationSettings
 
 
 def swap_images(examples: list[Example]) -> list[Example]:
@@ -222,10 +224,12 @@ def reliance(own_scores: dict, swapped: list[dict]) -> dict:
     return out
 
 
-def evaluate(loaded, examples: list[Example], short_answer: bool, settings: GenerationSettings, batch_size: int = 16,
+def evaluate(loaded, examples: list[Example], short_answer: bool, settings: "GenerationSettings", batch_size: int = 16,
              on_batch=None) -> tuple[dict, list[dict]]:
     """(scores, records): every example about its own image, then its closed questions about swapped images, then
     each distinct closed question with no image."""
+    from medvlm.predict import answer_examples
+
     swapped, blind = swap_images(examples), without_images(examples)
     answers = answer_examples(loaded, examples + swapped, settings, batch_size, short_answer, on_batch)
     blind_answers = answer_examples(loaded, blind, settings, batch_size, short_answer, on_batch) if blind else []

@@ -24,19 +24,27 @@ BASELINE_TASKS = ("tumor_presence", "tumor_type", "tumor_type_yes_no", "tumor_si
 SETTINGS = GenerationSettings(max_new_tokens=16, temperature=0.0)
 
 
-def baseline_mix(examples):
-    first = {task: wordings.wordings(task, wordings.HELDOUT, reversed=False)[0].text for task in BASELINE_TASKS}
-    return [e for e in examples if e.task in first and e.wording == first[e.task] and not e.reversed]
+def in_baseline_mix(task: str | None, wording: str | None, reversed: bool | None) -> bool:
+    """Is this question in the baseline mix: one of its six tasks, in the task's first held-out wording, not reversed?"""
+    return (task in BASELINE_TASKS and not reversed
+            and wording == wordings.wordings(task, wordings.HELDOUT, reversed=False)[0].text)
 
 
-examples = baseline_mix(load_examples(DATA, "val").examples)
-tasks = sorted({e.task for e in examples})
-print(f"{len(examples)} questions: " + ", ".join(f"{t} {sum(e.task == t for e in examples)}" for t in tasks))
-print(f"{'adapter':<45}{'own':>7}{'swapped':>9}{'reliance':>10}   per task (own - swapped)")
-for adapter in sys.argv[1:]:
-    loaded = models.load(replace(models.resolve("medvlm-tiny"), adapter=adapter), device="cpu")
-    # The project's evaluation: own images, the same questions about swapped images (and each with no image).
-    scores, _ = grounding.evaluate(loaded, examples, True, SETTINGS, 16)
-    per_task = ", ".join(f"{task} {scores['tasks'][task]['image_reliance']:+.1f}" for task in tasks)
-    print(f"{adapter:<45}{scores['closed_accuracy']:>7.1f}{scores['swapped_closed_accuracy']:>9.1f}"
-          f"{scores['image_reliance']:>10.1f}   {per_task}", flush=True)
+def main(adapters: list[str]) -> None:
+    examples = [e for e in load_examples(DATA, "val").examples if in_baseline_mix(e.task, e.wording, e.reversed)]
+    tasks = sorted({e.task for e in examples})
+    print(f"{len(examples)} questions: " + ", ".join(f"{t} {sum(e.task == t for e in examples)}" for t in tasks))
+    print(f"{'adapter':<45}{'own':>7}{'swapped':>9}{'reliance':>10}   per task (own - swapped)")
+    for adapter in adapters:
+        loaded = models.load(replace(models.resolve("medvlm-tiny"), adapter=adapter), device="cpu")
+        # The project's evaluation: own images, the same questions about swapped images (and each with no image).
+        scores, _ = grounding.evaluate(loaded, examples, True, SETTINGS, 16)
+        per_task = ", ".join(f"{task} {scores['tasks'][task]['image_reliance']:+.1f}" for task in tasks)
+        print(f"{adapter:<45}{scores['closed_accuracy']:>7.1f}{scores['swapped_closed_accuracy']:>9.1f}"
+              f"{scores['image_reliance']:>10.1f}   {per_task}", flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or not all(Path(adapter).is_dir() for adapter in sys.argv[1:]):
+        sys.exit("bench/reliance_mix.py: error: give one or more adapter folders (see the docstring)")
+    main(sys.argv[1:])

@@ -13,19 +13,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from medvlm import grounding, wordings  # noqa: E402
+from reliance_mix import in_baseline_mix  # noqa: E402  (bench/, this script's folder)
+
+from medvlm import grounding  # noqa: E402
 
 BRAIN = "labels:../shared/data/brain-tumor/data.yaml"
 VQA_RAD_LABELS = "labels:../shared/data/vqa-rad/vqa_rad.jsonl"
-# The six tasks and one wording per fact that issue 22's 25.1 was measured on (as bench/reliance_mix.py).
-BASELINE_TASKS = ("tumor_presence", "tumor_type", "tumor_type_yes_no", "tumor_side", "tumor_height", "tumor_size")
 
 
 def like_for_like_reliance(predictions: Path) -> float | None:
-    first = {task: wordings.wordings(task, wordings.HELDOUT, reversed=False)[0].text for task in BASELINE_TASKS}
+    """Image reliance on the mix issue 22's 25.1 was measured on (bench/reliance_mix.py), from a run's answers."""
     rows = [json.loads(line) for line in predictions.open()]
-    mix = [r for r in rows if r.get("source") == BRAIN and r.get("task") in first
-           and r.get("wording") == first[r["task"]] and not r.get("reversed") and not r.get("no_image")]
+    mix = [r for r in rows if r.get("source") == BRAIN and not r.get("no_image")
+           and in_baseline_mix(r.get("task"), r.get("wording"), r.get("reversed"))]
     return grounding.score(mix).get("image_reliance") if mix else None
 
 

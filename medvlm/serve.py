@@ -30,9 +30,9 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from medvlm import cli
-from medvlm.chat import GenerationSettings, check_question, encode_to_fit
 from medvlm.errors import UserFacingError
 from medvlm.images import load_image
 from medvlm.settings import (
@@ -46,6 +46,9 @@ from medvlm.settings import (
     SERVE_MAX_WAITING,
     SERVE_PORT,
 )
+
+if TYPE_CHECKING:  # medvlm.chat (torch, transformers) is imported where a request is read, so a bad flag answers at once
+    from medvlm.chat import GenerationSettings
 
 PROG = "python -m medvlm.serve"
 API_KEY_ENV = "MEDVLM_SERVE_API_KEY"
@@ -70,7 +73,7 @@ class Job:
 
     inputs: dict  # the processor's inputs for this conversation alone (built while fitting it into the context)
     image: object
-    settings: GenerationSettings
+    settings: "GenerationSettings"
     loop: asyncio.AbstractEventLoop
     answers: asyncio.Queue = field(default_factory=asyncio.Queue)
     left: bool = False  # the client went away: stop decoding its row
@@ -173,6 +176,8 @@ def decode_image(url) -> object:
 
 def parse_messages(messages) -> tuple[list, object]:
     """OpenAI messages -> ([(question, answer)..., (question, None)], image or None)."""
+    from medvlm.chat import check_question
+
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "'messages' must be a non-empty list.", param="messages")
     turns, image, expected = [], None, "user"
@@ -216,7 +221,9 @@ def parse_messages(messages) -> tuple[list, object]:
     return [tuple(turn) for turn in turns], image
 
 
-def parse_settings(body: dict) -> GenerationSettings:
+def parse_settings(body: dict) -> "GenerationSettings":
+    from medvlm.chat import GenerationSettings
+
     limit = body.get("max_completion_tokens", body.get("max_tokens"))
     limit = DEFAULT_MAX_NEW_TOKENS if limit is None else limit
     temperature = body.get("temperature")
@@ -250,6 +257,8 @@ def build_server(loaded, served_name: str, api_key: str | None = None, max_batch
     from fastapi.responses import JSONResponse, StreamingResponse
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
+
+    from medvlm.chat import encode_to_fit
 
     app = FastAPI(title="medvlm.serve", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.batcher = batcher = Batcher(loaded, max_batch, max_waiting)

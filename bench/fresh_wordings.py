@@ -1,0 +1,65 @@
+"""Tumour presence asked in wordings that are in neither the training nor the held-out list (medvlm.wordings), about
+every brain-tumour val slice, for one or more MedVLM-Tiny adapters side by side. Issue 22's maintainers check with
+wordings they do not list; a recipe chosen on the held-out list alone can learn that list's neighbourhood, so this is
+the check no run has been chosen on. Any wording added to either list must be replaced here.
+
+    python bench/fresh_wordings.py medvlm/weights/medvlm-tiny-grounded runs/RUN/adapter    # ~2.5 min per adapter, 2 cores
+"""
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from medvlm import grounding, models, wordings  # noqa: E402
+from medvlm.chat import GenerationSettings  # noqa: E402
+from medvlm.data import load_examples  # noqa: E402
+
+DATA = f"labels:{REPO.parent / 'shared' / 'data' / 'brain-tumor' / 'data.yaml'}"
+FRESH = (("Does the scan show any lesion at all?", False), ("Do you see anything abnormal in the brain?", False),
+         ("Can a tumour be seen on this MRI?", False), ("Are there any abnormal findings?", False),
+         ("Does this patient have a brain tumour?", False), ("Do you see a mass lesion?", False),
+         ("Is everything normal here?", True))  # (wording, reversed: its answer flips)
+SETTINGS = GenerationSettings(max_new_tokens=8, temperature=0.0)
+
+
+def listed() -> set[str]:
+    return {w.text.lower() for split in (wordings.TRAIN, wordings.HELDOUT) for flip in (False, True)
+            for w in wordings.wordings("tumor_presence", split, reversed=flip)}
+
+
+def fresh_examples() -> list:
+    """Each val slice once (its first held-out presence example), asked each fresh wording."""
+    slices = {}
+    for e in load_examples(DATA, "val").examples:
+        if e.task == "tumor_presence" and not e.reversed:
+            slices.setdefault(e.image_path, e)
+    asked = []
+    for e in slices.values():
+        tumour = e.turns[-1][1].lower() == "yes"
+        for wording, flip in FRESH:
+            answer = "yes" if tumour != flip else "no"
+            asked.append(replace(e, turns=((wording, answer),), wording=wording, reversed=flip))
+    return asked
+
+
+def main(adapters: list[str]) -> None:
+    clash = [w for w, _ in FRESH if w.lower() in listed()]
+    if clash:
+        sys.exit(f"bench/fresh_wordings.py: error: now in a wording list, so no longer fresh: {clash}")
+    asked = fresh_examples()
+    print(f"{len(asked) // len(FRESH)} val slices x {len(FRESH)} fresh wordings; balanced accuracy per wording")
+    for adapter in adapters:
+        loaded = models.load(replace(models.resolve("medvlm-tiny"), adapter=adapter), device="cpu")
+        scores, _ = grounding.evaluate(loaded, asked, True, SETTINGS, 16)
+        found = scores["tasks"]["tumor_presence"]["wordings"]
+        per = "; ".join(f"{w!r} {v['score']:.1f}" for w, v in found["per_wording"].items())
+        print(f"{adapter}: worst {found['worst']:.1f}, mean {found['mean']:.1f}, consistency "
+              f"{found['consistency']['value']:.1f} %; {per}", flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or not all(Path(adapter).is_dir() for adapter in sys.argv[1:]):
+        sys.exit("bench/fresh_wordings.py: error: give one or more adapter folders (see the docstring)")
+    main(sys.argv[1:])

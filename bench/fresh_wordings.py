@@ -12,11 +12,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from medvlm import grounding, models, wordings  # noqa: E402
+from reliance_mix import DATA, adapter_folders, adapters_scored  # noqa: E402  (bench/, this script's folder)
+
+from medvlm import wordings  # noqa: E402
 from medvlm.chat import GenerationSettings  # noqa: E402
 from medvlm.data import load_examples  # noqa: E402
 
-DATA = f"labels:{REPO.parent / 'shared' / 'data' / 'brain-tumor' / 'data.yaml'}"
 FRESH = (("Does the scan show any lesion at all?", False), ("Do you see anything abnormal in the brain?", False),
          ("Can a tumour be seen on this MRI?", False), ("Are there any abnormal findings?", False),
          ("Does this patient have a brain tumour?", False), ("Do you see a mass lesion?", False),
@@ -50,9 +51,7 @@ def main(adapters: list[str]) -> None:
         sys.exit(f"bench/fresh_wordings.py: error: now in a wording list, so no longer fresh: {clash}")
     asked = fresh_examples()
     print(f"{len(asked) // len(FRESH)} val slices x {len(FRESH)} fresh wordings; balanced accuracy per wording")
-    for adapter in adapters:
-        loaded = models.load(replace(models.resolve("medvlm-tiny"), adapter=adapter), device="cpu")
-        scores, _ = grounding.evaluate(loaded, asked, True, SETTINGS, 16)
+    for adapter, scores in adapters_scored(adapters, asked, SETTINGS):
         found = scores["tasks"]["tumor_presence"]["wordings"]
         per = "; ".join(f"{w!r} {v['score']:.1f}" for w, v in found["per_wording"].items())
         print(f"{adapter}: worst {found['worst']:.1f}, mean {found['mean']:.1f}, consistency "
@@ -60,6 +59,4 @@ def main(adapters: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2 or not all(Path(adapter).is_dir() for adapter in sys.argv[1:]):
-        sys.exit("bench/fresh_wordings.py: error: give one or more adapter folders (see the docstring)")
-    main(sys.argv[1:])
+    main(adapter_folders("bench/fresh_wordings.py"))

@@ -30,21 +30,31 @@ def in_baseline_mix(task: str | None, wording: str | None, reversed: bool | None
             and wording == wordings.wordings(task, wordings.HELDOUT, reversed=False)[0].text)
 
 
+def adapters_scored(adapters: list[str], examples: list, settings: GenerationSettings = SETTINGS):
+    """(adapter, scores) for each MedVLM-Tiny adapter in turn: the project's evaluation of the examples (own images,
+    the closed ones again about swapped images, and each with no image)."""
+    for adapter in adapters:
+        loaded = models.load(replace(models.resolve("medvlm-tiny"), adapter=adapter), device="cpu")
+        yield adapter, grounding.evaluate(loaded, examples, True, settings, 16)[0]
+
+
+def adapter_folders(prog: str) -> list[str]:
+    """The command line's adapter folders; one line and exit when there are none, or one is no folder."""
+    if len(sys.argv) < 2 or not all(Path(adapter).is_dir() for adapter in sys.argv[1:]):
+        sys.exit(f"{prog}: error: give one or more adapter folders (see the docstring)")
+    return sys.argv[1:]
+
+
 def main(adapters: list[str]) -> None:
     examples = [e for e in load_examples(DATA, "val").examples if in_baseline_mix(e.task, e.wording, e.reversed)]
     tasks = sorted({e.task for e in examples})
     print(f"{len(examples)} questions: " + ", ".join(f"{t} {sum(e.task == t for e in examples)}" for t in tasks))
     print(f"{'adapter':<45}{'own':>7}{'swapped':>9}{'reliance':>10}   per task (own - swapped)")
-    for adapter in adapters:
-        loaded = models.load(replace(models.resolve("medvlm-tiny"), adapter=adapter), device="cpu")
-        # The project's evaluation: own images, the same questions about swapped images (and each with no image).
-        scores, _ = grounding.evaluate(loaded, examples, True, SETTINGS, 16)
+    for adapter, scores in adapters_scored(adapters, examples):
         per_task = ", ".join(f"{task} {scores['tasks'][task]['image_reliance']:+.1f}" for task in tasks)
         print(f"{adapter:<45}{scores['closed_accuracy']:>7.1f}{scores['swapped_closed_accuracy']:>9.1f}"
               f"{scores['image_reliance']:>10.1f}   {per_task}", flush=True)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2 or not all(Path(adapter).is_dir() for adapter in sys.argv[1:]):
-        sys.exit("bench/reliance_mix.py: error: give one or more adapter folders (see the docstring)")
-    main(sys.argv[1:])
+    main(adapter_folders("bench/reliance_mix.py"))

@@ -20,13 +20,14 @@ from medvlm.data import load_examples  # noqa: E402
 
 FRESH = (("Does the scan show any lesion at all?", False), ("Do you see anything abnormal in the brain?", False),
          ("Can a tumour be seen on this MRI?", False), ("Are there any abnormal findings?", False),
-         ("Does this patient have a brain tumour?", False), ("Do you see a mass lesion?", False),
+         ("Would you say a tumour is there?", False), ("Do you see a mass lesion?", False),
          ("Is everything normal here?", True))  # (wording, reversed: its answer flips)
 SETTINGS = GenerationSettings(max_new_tokens=8, temperature=0.0)
 
 
 def listed() -> set[str]:
-    return {w.text.lower() for split in (wordings.TRAIN, wordings.HELDOUT) for flip in (False, True)
+    """Every training and held-out presence wording, in the form under which two wordings are the same."""
+    return {wordings.normalize(w.text) for split in (wordings.TRAIN, wordings.HELDOUT) for flip in (False, True)
             for w in wordings.wordings("tumor_presence", split, reversed=flip)}
 
 
@@ -46,7 +47,7 @@ def fresh_examples() -> list:
 
 
 def main(adapters: list[str]) -> None:
-    clash = [w for w, _ in FRESH if w.lower() in listed()]
+    clash = [w for w, _ in FRESH if wordings.normalize(w) in listed()]
     if clash:
         sys.exit(f"bench/fresh_wordings.py: error: now in a wording list, so no longer fresh: {clash}")
     asked = fresh_examples()

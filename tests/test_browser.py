@@ -868,11 +868,13 @@ def test_arena_study_between_two_evaluate_runs_voted_blind_then_ranked(browser, 
     sign_in(admin, app_url, ADMIN, ADMIN_PASSWORD)
     admin.get_by_role("tab", name="Arena").click()
     admin.get_by_text("Enter runs (admins)").click()
-    for label in admin.locator("#arena-runs label").all():  # the two evaluate runs (the fixture and other tests add their own)
-        if "arena-study.jsonl" in label.inner_text():
-            label.click()
-            label.locator("input").wait_for(state="attached")
-            admin.wait_for_function("l => l.querySelector('input').checked", arg=label.element_handle())  # before Enter reads it
+    study_runs = admin.locator("#arena-runs label", has_text="arena-study.jsonl")  # the fixture and other tests add their own
+    study_runs.first.wait_for()  # the accordion draws its choices after it opens: read them once they are there
+    assert study_runs.count() == 2
+    for label in study_runs.all():
+        label.click()
+        label.locator("input").wait_for(state="attached")
+        admin.wait_for_function("l => l.querySelector('input').checked", arg=label.element_handle())  # before Enter reads it
     admin.locator("#arena-enter").click()
     wait_text(admin, "#arena-status", "4 new pairs entered the arena")
     admin.close()

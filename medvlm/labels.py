@@ -212,8 +212,11 @@ def not_brain_questions(image: Path, split: str, any_wording: bool = False) -> l
     blank): the answer is "no". Other images are asked the wordings that name the brain ("is there a brain tumour?"),
     since "is there a mass?" may well be true of a chest film; a blank is asked every plain wording."""
     asker = Asker(image, split)
+    # A blank is asked one wording: three each (432 questions over 144 blanks) made plain wordings that do not name
+    # the brain 65 % "no" in training, and runs/tiny-any-wording answered "no" to every slice asked "Does the scan
+    # show any lesion at all?" (bench/fresh_wordings.py).
     asker.ask("tumor_presence", "no", fact="tumor_presence", reversed=False, naming=None if any_wording else "brain",
-              count=3 if any_wording else 2)
+              count=1 if any_wording else 2)
     for r in asker.out:
         r["task"] = "tumor_presence_not_brain"
     return asker.out
@@ -272,13 +275,14 @@ def tumor_questions(image: Path, boxes: list, names: list[str], split: str) -> l
         if abs(centre - 0.5) <= CENTRE_MARGIN:
             continue
         true = sides[0] if centre < 0.5 else sides[1]
-        if asker.heldout or stable_fraction(key, task) < 0.5:
-            asker.ask(task, true)
-        if asker.heldout or stable_fraction(key, task) >= 0.5:  # ProbMed-style: the true side and the wrong one
-            asked = true if asker.heldout or stable_fraction(key, task, "yes") < 0.5 else _other(list(sides), true, key)
-            asker.ask(f"{task}_yes_no", "yes" if asked == true else "no", name=asked)
-            if asker.heldout:
-                asker.ask(f"{task}_yes_no", "no", name=_other(list(sides), true, key))
+        # Both forms of each off-centre slice: one of them per slice (a coin flip) left side and height 6 % of the
+        # brain questions, and runs/tiny-any-wording-2ep read them off the image by only 4 to 7 points.
+        asker.ask(task, true)
+        # ProbMed-style: the true side and the wrong one (held out both, in training one of them)
+        asked = true if asker.heldout or stable_fraction(key, task, "yes") < 0.5 else _other(list(sides), true, key)
+        asker.ask(f"{task}_yes_no", "yes" if asked == true else "no", name=asked)
+        if asker.heldout:
+            asker.ask(f"{task}_yes_no", "no", name=_other(list(sides), true, key))
     size = next((name for bound, name in SIZE_BOUNDS if w * h < bound), "large")
     asker.ask("tumor_size", size)
     # ProbMed-style: the right modality or a wrong one (all of the set is MRI)

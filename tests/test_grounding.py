@@ -60,6 +60,21 @@ def test_label_yes_no_questions_are_balanced(label_records):
             assert 0.4 <= answers["yes"] / (answers["yes"] + answers["no"]) <= 0.6, (name, task, answers)
 
 
+def test_plain_presence_wordings_that_do_not_name_the_brain_are_balanced(label_records):
+    """Tumour slices, tumour-free slices and blanks together (the wordings naming the brain are answered "no" about
+    other sources' images too): a 35 % "yes" here taught "Does the scan show any lesion at all?" -> "no"."""
+    plain = [r for r in label_records["brain"] if r["split"] == labels.TRAIN and r["task"].startswith("tumor_presence")
+             and not r["reversed"] and "brain" not in r["wording"].lower()]
+    answers = Counter(r["answer"] for r in plain)
+    assert 0.4 <= answers["yes"] / answers.total() <= 0.6, answers
+
+
+def test_off_centre_training_slices_are_asked_side_and_height_both_open_and_yes_no(label_records):
+    train = [r for r in label_records["brain"] if r["split"] == labels.TRAIN]
+    for task in ("tumor_side", "tumor_height"):
+        assert {r["image"] for r in train if r["task"] == task} == {r["image"] for r in train if r["task"] == f"{task}_yes_no"}
+
+
 def test_vqa_rad_organ_questions_train_only_on_images_no_test_question_uses(label_records):
     rows = [json.loads(line) for line in (VQA_RAD / "vqa_rad.jsonl").read_text().splitlines()]
     test_images = {str((VQA_RAD / r["image"]).resolve()) for r in rows if r["split"] == "test"}

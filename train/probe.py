@@ -12,13 +12,17 @@ val), ISIC diagnosis (fitted on train lesions, scored on the held-out ones). Acc
 import sys
 from collections import Counter
 from dataclasses import replace
-
-import torch
+from typing import TYPE_CHECKING
 
 from medvlm import cli, labels, models
 from medvlm.data import load_examples
 from medvlm.errors import UserFacingError
 from medvlm.images import load_image
+
+# torch is imported where features are read and probes fit, so a bad flag answers at once; models.LoadedModel is
+# quoted in annotations too (naming it loads medvlm.models.loading, and torch with it).
+if TYPE_CHECKING:
+    import torch
 
 PROG = "python -m train.probe"
 
@@ -50,9 +54,10 @@ def image_labels(source: str) -> list[tuple[str, str, dict]]:
     return rows
 
 
-@torch.no_grad()
-def vision_features(loaded: models.LoadedModel, paths: list[str], batch_size: int = 16) -> torch.Tensor:
+def vision_features(loaded: "models.LoadedModel", paths: list[str], batch_size: int = 16) -> "torch.Tensor":
     """(images, channels): the vision tower's output averaged over positions (a CNN map or a ViT's tokens)."""
+    import torch
+
     model = loaded.model
     inner = getattr(model, "model", model)
     tower = getattr(inner, "vision_tower", None) or getattr(inner, "vision_model", None)
@@ -60,16 +65,19 @@ def vision_features(loaded: models.LoadedModel, paths: list[str], batch_size: in
         raise UserFacingError(f"{type(model).__name__} has no vision tower medvlm can probe.")
     dtype = next(tower.parameters()).dtype
     rows = []
-    for start in range(0, len(paths), batch_size):
-        pixels = torch.cat([loaded.family.encode(loaded.processor, [("", None)], load_image(p))["pixel_values"]
-                            for p in paths[start : start + batch_size]])
-        pixels = pixels.reshape(-1, *pixels.shape[-3:])  # IDEFICS keeps an images-per-sample axis
-        hidden = tower(pixels.to(loaded.device, dtype)).last_hidden_state.float()
-        rows.append(hidden.flatten(2).mean(-1) if hidden.dim() == 4 else hidden.mean(1))
+    with torch.no_grad():
+        for start in range(0, len(paths), batch_size):
+            pixels = torch.cat([loaded.family.encode(loaded.processor, [("", None)], load_image(p))["pixel_values"]
+                                for p in paths[start : start + batch_size]])
+            pixels = pixels.reshape(-1, *pixels.shape[-3:])  # IDEFICS keeps an images-per-sample axis
+            hidden = tower(pixels.to(loaded.device, dtype)).last_hidden_state.float()
+            rows.append(hidden.flatten(2).mean(-1) if hidden.dim() == 4 else hidden.mean(1))
     return torch.cat(rows).cpu()
 
 
-def fit_predict(train_x: torch.Tensor, train_y: list[str], test_x: torch.Tensor, l2: float = 1e-2) -> list[str]:
+def fit_predict(train_x: "torch.Tensor", train_y: list[str], test_x: "torch.Tensor", l2: float = 1e-2) -> list[str]:
+    import torch
+
     classes = sorted(set(train_y))
     if len(classes) == 1:
         return classes * len(test_x)
@@ -99,7 +107,7 @@ def majority(train_y: list[str], expected: list[str]) -> float:
     return accuracy([Counter(train_y).most_common(1)[0][0]] * len(expected), expected)
 
 
-def probe(loaded: models.LoadedModel, sources) -> list[dict]:
+def probe(loaded: "models.LoadedModel", sources) -> list[dict]:
     results = []
     for source in sources:
         rows = image_labels(source)

@@ -283,6 +283,15 @@ def test_cli_trains_evaluates_and_resumes(llava_dir, vqa_jsonl, tmp_path, capsys
     assert "already holds a checkpoint" in capsys.readouterr().err
     assert main(args + ["--max_steps", "3", "--resume"]) == 0
     assert json.loads((run / "checkpoint" / "progress.json").read_text())["step"] == 3
+    # The data changed under the run (here an answer; as well the code that builds label questions): refused, and the
+    # checkpoint and config.json are left as they were.
+    vqa_jsonl.write_text(vqa_jsonl.read_text().replace('"lungs"', '"heart"'))
+    saved = (run / "config.json").read_text()
+    capsys.readouterr()
+    assert main(args + ["--max_steps", "4", "--resume"]) == 2
+    assert "started on other training questions" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert (run / "config.json").read_text() == saved
+    assert json.loads((run / "checkpoint" / "progress.json").read_text())["step"] == 3
 
 
 def test_init_adapter_trains_on_from_a_saved_adapter(llava_dir, vqa_jsonl, tmp_path, capsys):

@@ -376,6 +376,27 @@ ARGUMENT_GROUPS = {"model": ModelArguments, "data": DataArguments, "lora": LoraA
 NOT_IN_PRESETS = {"output_dir", "resume"}  # a preset is a recipe, not a run: each run names its own folder
 
 
+def questions_fingerprint(mixture, reports) -> str:
+    """A hash of every training question a run draws (source, weight, image, turns): the same on a resume only when
+    neither --data nor the code that builds label questions (medvlm/labels.py, medvlm/wordings.py) has changed."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for part, report in zip(mixture, reports):
+        digest.update(json.dumps([part.source, part.weight, [[e.image_path, e.turns] for e in report.examples]]).encode())
+    return digest.hexdigest()[:16]
+
+
+def check_same_questions(run: Path, fingerprint: str, train_records: dict[str, int]) -> None:
+    """A resumed run trains on the questions it started with: a checkpoint trained on other questions would go on
+    under a config.json that describes neither. Runs saved before the fingerprint are checked by their counts."""
+    started = json.loads((run / "config.json").read_text())["resolved"] if (run / "config.json").is_file() else {}
+    then = started.get("train_fingerprint")
+    if (then is not None and then != fingerprint) or (then is None and started.get("train_records", train_records) != train_records):
+        raise UserFacingError(f"{run} started on other training questions (--data, or the code that builds label questions, "
+                              "changed since): resume it at the commit it started from, or train into another --output_dir.")
+
+
 def preset(path: str) -> dict:
     """Argument defaults from a run's config.json, or from an adapter's train_config.json (the same file): the
     shipped adapter's recipe is `--config medvlm/weights/medvlm-tiny-grounded/train_config.json`."""
@@ -448,6 +469,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraA
                 eval_sets[part.source] = load_examples(part.source, data_args.eval_split, data_args.skip_bad, data_args.eval_limit).examples
     if skipped:
         print(f"skipped {len(skipped)} bad record(s): {'; '.join(skipped[:3])}", file=sys.stderr)
+    fingerprint = questions_fingerprint(mixture, reports)
+    train_records = {part.source: len(report.examples) for part, report in zip(mixture, reports)}
+    if train_args.resume and checkpoint.exists():
+        check_same_questions(run, fingerprint, train_records)
 
     # A fresh LoRA on the bare base (or --init_adapter's): a registry entry's own adapter (the shipped MedVLM-Tiny or
     # MIDEFICS weights) is what this trainer produces, not where it starts unless asked.
@@ -485,7 +510,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraA
         "model_source": spec.source, "family": spec.family, "device": device, "quantize": quantize,
         "compute_dtype": str(dtype or ("float16" if device.startswith("cuda") else "float32")).replace("torch.", ""),
         "gradient_checkpointing": checkpointing, "lora_target": loaded.family.lora_target, "lora_lr": lora_lr,
-        "modules_to_save": list(loaded.family.modules_to_save), "train_records": {p.source: len(r.examples) for p, r in zip(mixture, reports)},
+        "modules_to_save": list(loaded.family.modules_to_save), "train_records": train_records, "train_fingerprint": fingerprint,
         "train_rows": len(dataset), "eval_records": {source: len(e) for source, e in eval_sets.items()},
         "skipped_records": len(skipped), "total_steps": total_steps,
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),

@@ -292,6 +292,9 @@ def test_cli_trains_evaluates_and_resumes(llava_dir, vqa_jsonl, tmp_path, capsys
     assert "started on other training questions" in capsys.readouterr().err.strip().splitlines()[-1]
     assert (run / "config.json").read_text() == saved
     assert json.loads((run / "checkpoint" / "progress.json").read_text())["step"] == 3
+    (run / "config.json").write_text(saved[: len(saved) // 2])  # cut short: one line too
+    assert main(args + ["--max_steps", "4", "--resume"]) == 2
+    assert "is not a run's config" in capsys.readouterr().err.strip().splitlines()[-1]
 
 
 def test_init_adapter_trains_on_from_a_saved_adapter(llava_dir, vqa_jsonl, tmp_path, capsys):

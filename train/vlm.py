@@ -390,8 +390,12 @@ def questions_fingerprint(mixture, reports) -> str:
 def check_same_questions(run: Path, fingerprint: str, train_records: dict[str, int]) -> None:
     """A resumed run trains on the questions it started with: a checkpoint trained on other questions would go on
     under a config.json that describes neither. Runs saved before the fingerprint are checked by their counts."""
-    started = json.loads((run / "config.json").read_text())["resolved"] if (run / "config.json").is_file() else {}
-    then = started.get("train_fingerprint")
+    try:
+        started = json.loads((run / "config.json").read_text())["resolved"] if (run / "config.json").is_file() else {}
+        then = started.get("train_fingerprint")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise UserFacingError(f"{run / 'config.json'} is not a run's config: its questions cannot be checked, so the "
+                              "run cannot be resumed.") from None
     if (then is not None and then != fingerprint) or (then is None and started.get("train_records", train_records) != train_records):
         raise UserFacingError(f"{run} started on other training questions (--data, or the code that builds label questions, "
                               "changed since): resume it at the commit it started from, or train into another --output_dir.")

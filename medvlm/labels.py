@@ -210,7 +210,7 @@ def blank_image(split: str, number: int) -> Path:
 def not_brain_questions(image: Path, split: str, any_wording: bool = False) -> list[dict]:
     """Brain-tumour questions about an image that is no brain MRI (a chest film, an abdominal CT, a skin photo, a
     blank): the answer is "no". Other images are asked the wordings that name the brain ("is there a brain tumour?"),
-    since "is there a mass?" may well be true of a chest film; a blank is asked every plain wording."""
+    since "is there a mass?" may well be true of a chest film; a blank is asked a plain wording of any kind."""
     asker = Asker(image, split)
     # A blank is asked one wording: three each (432 questions over 144 blanks) made plain wordings that do not name
     # the brain 65 % "no" in training, and runs/tiny-any-wording answered "no" to every slice asked "Does the scan

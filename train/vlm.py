@@ -11,6 +11,7 @@ and what they resolved to), checkpoint/ (for --resume), adapter/ (a standard PEF
 the projector too; load it with `python app.py --model NAME --adapter RUN/adapter`), and eval.json +
 predictions.jsonl from the held-out split.
 """
+import hashlib
 import json
 import math
 import sys
@@ -379,8 +380,6 @@ NOT_IN_PRESETS = {"output_dir", "resume"}  # a preset is a recipe, not a run: ea
 def questions_fingerprint(mixture, reports) -> str:
     """A hash of every training question a run draws (source, weight, image, turns): the same on a resume only when
     neither --data nor the code that builds label questions (medvlm/labels.py, medvlm/wordings.py) has changed."""
-    import hashlib
-
     digest = hashlib.sha256()
     for part, report in zip(mixture, reports):
         digest.update(json.dumps([part.source, part.weight, [[e.image_path, e.turns] for e in report.examples]]).encode())

@@ -389,10 +389,12 @@ def questions_fingerprint(mixture, reports) -> str:
 def check_same_questions(run: Path, fingerprint: str, train_records: dict[str, int]) -> None:
     """A resumed run trains on the questions it started with: a checkpoint trained on other questions would go on
     under a config.json that describes neither. Runs saved before the fingerprint are checked by their counts."""
+    if not (run / "config.json").is_file():
+        return  # a checkpoint without its config (a run from before config.json): nothing to check against
     try:
-        started = json.loads((run / "config.json").read_text())["resolved"] if (run / "config.json").is_file() else {}
+        started = json.loads((run / "config.json").read_text())["resolved"]
         then = started.get("train_fingerprint")
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # as preset() reads one
         raise UserFacingError(f"{run / 'config.json'} is not a run's config: its questions cannot be checked, so the "
                               "run cannot be resumed.") from None
     if (then is not None and then != fingerprint) or (then is None and started.get("train_records", train_records) != train_records):

@@ -3,7 +3,7 @@ every brain-tumour val slice, for one or more MedVLM-Tiny adapters side by side.
 wordings they do not list; a recipe chosen on the held-out list alone can learn that list's neighbourhood, so this is
 the check no run has been chosen on. Any wording added to either list must be replaced here.
 
-    python bench/fresh_wordings.py medvlm/weights/medvlm-tiny-grounded runs/RUN/adapter    # ~5 min per adapter, 2 cores
+    python bench/fresh_wordings.py medvlm/weights/medvlm-tiny-grounded runs/RUN/adapter    # ~7 min per adapter, 2 cores
 """
 import sys
 from dataclasses import replace
@@ -19,15 +19,18 @@ from medvlm.chat import GenerationSettings  # noqa: E402
 from medvlm.data import load_examples  # noqa: E402
 
 # (wording, reversed: its answer flips). The first seven found runs/tiny-any-wording's "lesion"/"abnormal" -> "no"
-# (f0aaee5's recipe answers it); the last five were written after that recipe was chosen and before any run of it
-# was scored, so they stay a check nothing was chosen on.
+# (f0aaee5's recipe answers it); of the next five, "Does this MRI look abnormal to you?" found that no plain training
+# wording asked the image's state (the state frames answer it); the last four were written with the state frames,
+# before any run of them was scored, so they stay a check nothing was chosen on.
 FRESH = (("Does the scan show any lesion at all?", False), ("Do you see anything abnormal in the brain?", False),
          ("Can a tumour be seen on this MRI?", False), ("Are there any abnormal findings?", False),
          ("Would you say a tumour is there?", False), ("Do you see a mass lesion?", False),
          ("Is everything normal here?", True),
          ("Is there any pathology visible?", False), ("Does this MRI look abnormal to you?", False),
          ("Is there something wrong in this brain?", False), ("Can you spot a growth?", False),
-         ("Would you call this scan unremarkable?", True))
+         ("Would you call this scan unremarkable?", True),
+         ("Does the image suggest a tumour?", False), ("Is there a suspicious area on this scan?", False),
+         ("Are there any worrying findings?", False), ("Is this brain scan clean?", True))
 SETTINGS = GenerationSettings(max_new_tokens=8, temperature=0.0)
 
 

@@ -45,7 +45,7 @@ def _expand(frames, nouns=(("tumor", "tumors"),), images=("image",)) -> list[str
     out = {}
     for frame, (noun, plural), image in itertools.product(frames, nouns, images):
         text = frame.replace("{a} {n}", f"{_article(noun)} {noun}").replace("{n}", noun).replace("{ns}", plural)
-        text = text.replace("{img}", image)
+        text = text.replace("{img}", image).replace("brain brain ", "brain ")  # "a normal brain {img}" of a "brain MRI"
         out.setdefault(normalize(text), text[0].upper() + text[1:])
     return list(out.values())
 
@@ -72,6 +72,15 @@ PRESENCE_TRAIN_FRAMES = (
     "Report whether {a} {n} is present.", "Is {a} {n} apparent?", "Has this {img} got {a} {n}?",
     "Does the brain contain {a} {n}?", "Are any {ns} present?", "Are there {ns} in this {img}?", "Do you see any {ns}?",
 )
+# Plain questions about the image's state, the mirror of most reversed frames ("Is the scan normal?"): without them a
+# state adjective predicted a reversed question, and the shipped adapter answered "Does this MRI look abnormal to
+# you?" as if it were "...healthy?" (12.8 balanced, bench/fresh_wordings.py). {n} is the adjective here.
+PRESENCE_STATE_TRAIN_FRAMES = (
+    "Is the {img} {n}?", "Does the brain look {n}?", "Is this brain {n}?", "Is the brain {n}?",
+    "Does this {img} look {n}?", "Is it {a} {n} {img}?", "Would you call this {img} {n}?", "Does the brain appear {n}?",
+    "Is anything {n} in this {img}?", "Does this {img} show {a} {n} brain?",
+)
+STATE_ADJECTIVES = (("abnormal", "abnormal"), ("unhealthy", "unhealthy"), ("pathological", "pathological"), ("diseased", "diseased"))
 PRESENCE_REVERSED_TRAIN_FRAMES = (
     "Is the {img} normal?", "Does the brain look normal?", "Is this a normal brain {img}?", "Is the brain healthy?",
     "Is this {img} healthy?", "Is the {img} free of {ns}?", "Is the brain free of {ns}?", "Is this {img} unremarkable?",
@@ -169,7 +178,8 @@ _LOCATION_NOUNS = (("tumor", "tumors"), ("tumour", "tumours"), ("mass", "masses"
 
 # fact -> {TRAIN: wordings, HELDOUT: wordings}. The fact names are medvlm.labels' task names.
 WORDINGS: dict[str, dict[str, tuple[Wording, ...]]] = {
-    "tumor_presence": _split(_expand(PRESENCE_TRAIN_FRAMES, FINDING_NOUNS, IMAGE_WORDS), PRESENCE_HELDOUT,
+    "tumor_presence": _split(_expand(PRESENCE_TRAIN_FRAMES, FINDING_NOUNS, IMAGE_WORDS)
+                             + _expand(PRESENCE_STATE_TRAIN_FRAMES, STATE_ADJECTIVES, IMAGE_WORDS), PRESENCE_HELDOUT,
                              _expand(PRESENCE_REVERSED_TRAIN_FRAMES, FINDING_NOUNS[:6] + FINDING_NOUNS[8:9], IMAGE_WORDS)),
     "tumor_type": _split(_TYPE_TRAIN, TYPE_HELDOUT),
     "tumor_type_yes_no": _split(TYPE_YES_NO_TRAIN, TYPE_YES_NO_HELDOUT),

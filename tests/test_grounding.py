@@ -2,6 +2,7 @@
 scores with swapped images, the projector's standardised start, and the linear probe."""
 import copy
 import json
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -127,6 +128,16 @@ def test_training_and_held_out_wordings_never_meet():
     # the issue's own wordings are held out, polarity included
     held = {w.text: w.reversed for w in wordings.PRESENCE_HELDOUT}
     assert held["Can you see a tumour?"] is False and held["Is any mass present?"] is False and held["Is this brain normal?"] is True
+
+
+def test_a_state_adjective_is_asked_in_both_polarities_and_no_wording_says_brain_twice(label_records):
+    """Plain "Is the scan abnormal?" beside reversed "Is the scan normal?": with state adjectives only in reversed
+    wordings, "Does this MRI look abnormal to you?" was answered as "...healthy?"."""
+    plain = {r["question"].lower() for r in label_records["brain"] if r["split"] == labels.TRAIN
+             and r["task"] == "tumor_presence" and not r["reversed"]}
+    for adjective, _ in wordings.STATE_ADJECTIVES:
+        assert sum(bool(re.search(rf"\b{adjective}\b", q)) for q in plain) >= 10, adjective  # not "abnormality"
+    assert not [w.text for w in wordings.WORDINGS["tumor_presence"][wordings.TRAIN] if "brain brain" in w.text.lower()]
 
 
 def test_reversed_wordings_flip_the_answer_and_other_images_get_no(label_records):

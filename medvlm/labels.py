@@ -36,6 +36,9 @@ SIZE_BOUNDS = ((0.01, "small"), (0.025, "medium"))  # box area as a fraction of 
 # blanks are drawn with different seeds (medvlm.labels.blank_image). 48 in training (12 flat greys) left an all-grey
 # 256 x 256 upload at "yes, p = 0.52" in the Compare tab.
 BLANKS = {TRAIN: 144, HELDOUT: 24}
+# Tumour-free training slices are 60 of 810: each is asked every kind of presence question a tumour slice is asked,
+# this many times over (in as many wordings, so in several rows: its image is drawn that much more often too).
+TUMOUR_FREE_REPEATS = 12
 
 
 def is_label_source(source: str) -> bool:
@@ -242,14 +245,23 @@ def _yolo_boxes(label: Path) -> list[tuple[int, float, float, float, float]]:
 def tumor_questions(image: Path, boxes: list, names: list[str], split: str) -> list[dict]:
     """Questions about one slice, in training wordings (a few per fact, drawn per image) or in every held-out wording.
     More than one box (not in the shared set) keeps presence only: type, side and size would need to say which
-    tumour. Tumour-free slices are few (60 of 810 in train): they are asked more presence questions, in both
-    polarities, so that neither the answer word nor the wording's polarity predicts the answer."""
+    tumour. Tumour-free slices are few (60 of 810 in train): they are asked many more presence questions
+    (TUMOUR_FREE_REPEATS), so that neither the answer word, the wording's polarity nor the kind of wording predicts
+    whether there is a tumour."""
     key, asker = image.name, Asker(image, split)
     kinds = [TUMOR_NAMES.get(n, n) for n in names]
     modalities = list(wordings.MODALITY_NAMES.values())
     if not boxes:
-        asker.ask("tumor_presence", "no", reversed=False, count=4)
-        asker.ask("tumor_presence", "no", reversed=True, count=3)
+        if asker.heldout:
+            asker.ask("tumor_presence", "no")
+        else:  # The tumour slices' presence questions, each asked TUMOUR_FREE_REPEATS times: per kind of wording
+            # about as many tumour-free answers as tumour ones. At 4 plain and 3 reversed, 84 % of brain presence
+            # questions were about a tumour, and runs/tiny-both-forms said "tumour" of most tumour-free val slices.
+            count = TUMOUR_FREE_REPEATS
+            asker.ask("tumor_presence", "no", reversed=False, naming="brain", count=count)
+            asker.ask("tumor_presence", "no", reversed=True, count=count)
+            asker.ask("tumor_presence", "no", reversed=False, salt="any", count=count // 2)
+            asker.ask("tumor_presence", "no", reversed=True, salt="any", count=count // 2)
         asker.ask("tumor_type_yes_no", "no", name=_other(kinds, "", key))
         if asker.heldout:
             asker.ask("modality_yes_no", "yes", name=modalities[0])

@@ -61,13 +61,18 @@ def test_label_yes_no_questions_are_balanced(label_records):
             assert 0.4 <= answers["yes"] / (answers["yes"] + answers["no"]) <= 0.6, (name, task, answers)
 
 
-def test_plain_presence_wordings_that_do_not_name_the_brain_are_balanced(label_records):
-    """Tumour slices, tumour-free slices and blanks together (the wordings naming the brain are answered "no" about
-    other sources' images too): a 35 % "yes" here taught "Does the scan show any lesion at all?" -> "no"."""
-    plain = [r for r in label_records["brain"] if r["split"] == labels.TRAIN and r["task"].startswith("tumor_presence")
-             and not r["reversed"] and "brain" not in r["wording"].lower()]
-    answers = Counter(r["answer"] for r in plain)
-    assert 0.4 <= answers["yes"] / answers.total() <= 0.6, answers
+def test_presence_answers_are_balanced_in_each_kind_of_training_wording(label_records):
+    """Tumour slices, tumour-free slices and blanks together, per kind of wording: plain naming the brain (also
+    asked, "no", about other sources' images), plain not naming it, reversed. A 35 % "yes" in the second taught
+    "Does the scan show any lesion at all?" -> "no"; 90 % and 14 % in the first and third (tumour-free slices asked
+    7 questions each) and runs/tiny-both-forms said "tumour" of most tumour-free val slices."""
+    presence = [r for r in label_records["brain"] if r["split"] == labels.TRAIN and r["task"] == "tumor_presence"]
+    kinds = {"plain, naming the brain": lambda r: not r["reversed"] and "brain" in r["wording"].lower(),
+             "plain, not naming it": lambda r: not r["reversed"] and "brain" not in r["wording"].lower(),
+             "reversed": lambda r: r["reversed"]}
+    for kind, matches in kinds.items():
+        answers = Counter(r["answer"] for r in presence if matches(r))
+        assert 0.4 <= answers["yes"] / answers.total() <= 0.6, (kind, answers)
 
 
 def test_off_centre_training_slices_are_asked_side_and_height_both_open_and_yes_no(label_records):
@@ -234,14 +239,16 @@ def test_mixture_weights_repeat_rows(medvlm_tiny_base):
     from train.vlm import ImagePackedDataset
 
     brain = load_examples(SOURCES["brain"], "train").examples
-    one_image = [e for e in brain if e.image_path == brain[0].image_path]
-    others = [e for e in brain if e.image_path != brain[0].image_path][:60]  # 10+ images
-    n_images = len({e.image_path for e in others})
+    per_image = Counter(e.image_path for e in brain)
+    first = next(path for path, n in per_image.items() if n <= 8)  # one row (tumour-free slices are asked more)
+    one_image = [e for e in brain if e.image_path == first]
+    others = [e for e in brain if e.image_path in [path for path in per_image if path != first][:12]]
     dataset = ImagePackedDataset(medvlm_tiny_base, [(one_image, 3.0), (others, 0.5)], short_answer=True, max_branches=8,
                                  augment=False, follow_ups=0.0)
     drawn = Counter(dataset.order)
     assert drawn[0] == 3  # the first source's single row, three times an epoch
-    assert 0 < len(dataset) - 3 < n_images and set(drawn.values()) == {3, 1}
+    other_rows = len(dataset.packs) - 1
+    assert other_rows >= 12 and 0 < len(dataset) - 3 < other_rows and set(drawn.values()) == {3, 1}
     again = ImagePackedDataset(medvlm_tiny_base, [(one_image, 3.0), (others, 0.5)], short_answer=True, max_branches=8,
                                augment=False, follow_ups=0.0)
     assert again.order == dataset.order  # the fraction is a fixed choice, not a random one

@@ -347,6 +347,21 @@ def test_probe_fits_a_separable_task_and_reads_image_labels():
     for image, _, found in rows[:40] + rows[-40:]:
         folder, boxes = brain_truth(image)
         assert found["tumor_presence"] == ("yes" if boxes else "no")
+        if "tumor_side" in found:  # an off-centre box: where its centre is
+            x_centre = float(boxes[0].split()[1])
+            assert found["tumor_side"] == ("left" if x_centre < 0.5 else "right")
+    assert sum("tumor_side" in found for _, _, found in rows[-40:]) >= 10
+
+
+def test_probe_lays_vision_tokens_out_in_their_grid():
+    from train import probe
+
+    tokens = torch.arange(5 * 3, dtype=torch.float).reshape(1, 5, 3)  # a class token, then 2 x 2 patches of 3 channels
+    grid = probe.token_grid(tokens)
+    assert grid.shape == (1, 3, 2, 2) and grid[0, :, 0, 1].tolist() == tokens[0, 2].tolist()  # row 0, column 1
+    assert grid[0, :, 1, 0].tolist() == tokens[0, 3].tolist()
+    with pytest.raises(UserFacingError, match="not a square grid"):
+        probe.token_grid(torch.zeros(1, 7, 3))
 
 
 def test_probe_cli_rejects_plain_sources(capsys):

@@ -4,11 +4,14 @@ ceiling the VLM's answers should approach (medvlm.grounding measures the answers
     python -m train.probe                                   # MedVLM-Tiny's vision tower, the shared label sets
     python -m train.probe --model llava-1.5-7b --device cuda
 
-Features: the vision tower's output, averaged over its positions, standardised. Probe: multinomial logistic
-regression (L2, L-BFGS). Tasks, from medvlm.labels: VQA-RAD region (5-fold cross-validation over its images, folds
-by a hash of the image name), brain-tumour presence and type (4 classes with "none"; fitted on train, scored on
-val), ISIC diagnosis (fitted on train lesions, scored on the held-out ones). Accuracy in %, with the majority class.
+Features: the vision tower's output, averaged over its positions, standardised; for the tumour's side and height
+(where in the image, which an average over positions cannot hold) averaged over each cell of a 2 x 2 grid instead.
+Probe: multinomial logistic regression (L2, L-BFGS). Tasks, from medvlm.labels: VQA-RAD region (5-fold
+cross-validation over its images, folds by a hash of the image name), brain-tumour presence, type (4 classes with
+"none"), side and height (fitted on train, scored on val), ISIC diagnosis (fitted on train lesions, scored on the
+held-out ones). Accuracy in %, with the majority class.
 """
+import math
 import sys
 from collections import Counter
 from dataclasses import replace
@@ -32,6 +35,7 @@ SOURCES = (
     "labels:../shared/data/isic/isic_ham10000_sample.jsonl",
 )
 FOLDS = 5
+SPATIAL_TASKS = ("tumor_side", "tumor_height")  # probed on the 2 x 2 grid of positions
 
 
 def image_labels(source: str) -> list[tuple[str, str, dict]]:
@@ -40,7 +44,7 @@ def image_labels(source: str) -> list[tuple[str, str, dict]]:
     by_image: dict[str, tuple[str, dict]] = {}
     for example in load_examples(source).examples:
         split, found = by_image.setdefault(example.image_path, (example.split, {}))
-        if example.task in ("organ", "tumor_type", "lesion_diagnosis"):
+        if example.task in ("organ", "tumor_type", "lesion_diagnosis", *SPATIAL_TASKS):
             found[example.task] = example.answer
         elif example.task == "tumor_presence" and (example.answer == "no") != example.reversed:  # "normal? yes": none
             found["tumor_type"] = "none"
@@ -54,8 +58,9 @@ def image_labels(source: str) -> list[tuple[str, str, dict]]:
     return rows
 
 
-def vision_features(loaded: "models.LoadedModel", paths: list[str], batch_size: int = 16) -> "torch.Tensor":
-    """(images, channels): the vision tower's output averaged over positions (a CNN map or a ViT's tokens)."""
+def vision_maps(loaded: "models.LoadedModel", paths: list[str], batch_size: int = 16) -> "torch.Tensor":
+    """(images, channels, side, side): the vision tower's output as a square map of positions (a CNN's map, or a
+    ViT's patch tokens laid out in their grid, a leading class token dropped)."""
     import torch
 
     model = loaded.model
@@ -71,8 +76,19 @@ def vision_features(loaded: "models.LoadedModel", paths: list[str], batch_size: 
                                 for p in paths[start : start + batch_size]])
             pixels = pixels.reshape(-1, *pixels.shape[-3:])  # IDEFICS keeps an images-per-sample axis
             hidden = tower(pixels.to(loaded.device, dtype)).last_hidden_state.float()
-            rows.append(hidden.flatten(2).mean(-1) if hidden.dim() == 4 else hidden.mean(1))
+            rows.append(hidden if hidden.dim() == 4 else token_grid(hidden))
     return torch.cat(rows).cpu()
+
+
+def token_grid(tokens: "torch.Tensor") -> "torch.Tensor":
+    """(images, tokens, channels) -> (images, channels, side, side)."""
+    count = tokens.shape[1]
+    side = math.isqrt(count)
+    if side * side != count:  # a class token first
+        tokens, side = tokens[:, 1:], math.isqrt(count - 1)
+        if side * side != count - 1:
+            raise UserFacingError(f"The vision tower gives {count} tokens, not a square grid of positions to probe.")
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
 
 
 def fit_predict(train_x: "torch.Tensor", train_y: list[str], test_x: "torch.Tensor", l2: float = 1e-2) -> list[str]:
@@ -108,12 +124,16 @@ def majority(train_y: list[str], expected: list[str]) -> float:
 
 
 def probe(loaded: "models.LoadedModel", sources) -> list[dict]:
+    import torch
+
     results = []
     for source in sources:
         rows = image_labels(source)
-        features = vision_features(loaded, [image for image, _, _ in rows])
+        maps = vision_maps(loaded, [image for image, _, _ in rows])
+        pooled, grid = maps.mean((2, 3)), torch.nn.functional.adaptive_avg_pool2d(maps, 2).flatten(1)
         tasks = sorted({task for _, _, found in rows for task in found})
         for task in tasks:
+            features = grid if task in SPATIAL_TASKS else pooled
             index = [i for i, (_, _, found) in enumerate(rows) if task in found]
             y = [rows[i][2][task] for i in index]
             if task == "organ":  # every VQA-RAD image, cross-validated: its held-out images have no train twin here

@@ -242,6 +242,15 @@ def _yolo_boxes(label: Path) -> list[tuple[int, float, float, float, float]]:
     return boxes
 
 
+def ask_presence(asker: Asker, answer: str, count: int, any_polarities: tuple[tuple[bool, int], ...]) -> None:
+    """A training slice's presence questions: `count` wordings naming the brain, `count` reversed, and wordings of
+    any kind in each (reversed, how many) of any_polarities."""
+    asker.ask("tumor_presence", answer, reversed=False, naming="brain", count=count)
+    asker.ask("tumor_presence", answer, reversed=True, count=count)
+    for reversed_, many in any_polarities:
+        asker.ask("tumor_presence", answer, reversed=reversed_, salt="any", count=many)
+
+
 def tumor_questions(image: Path, boxes: list, names: list[str], split: str) -> list[dict]:
     """Questions about one slice, in training wordings (a few per fact, drawn per image) or in every held-out wording.
     More than one box (not in the shared set) keeps presence only: type, side and size would need to say which
@@ -257,11 +266,7 @@ def tumor_questions(image: Path, boxes: list, names: list[str], split: str) -> l
         else:  # The tumour slices' presence questions, each asked TUMOUR_FREE_REPEATS times: per kind of wording
             # about as many tumour-free answers as tumour ones. At 4 plain and 3 reversed, 84 % of brain presence
             # questions were about a tumour, and runs/tiny-both-forms said "tumour" of most tumour-free val slices.
-            count = TUMOUR_FREE_REPEATS
-            asker.ask("tumor_presence", "no", reversed=False, naming="brain", count=count)
-            asker.ask("tumor_presence", "no", reversed=True, count=count)
-            asker.ask("tumor_presence", "no", reversed=False, salt="any", count=count // 2)
-            asker.ask("tumor_presence", "no", reversed=True, salt="any", count=count // 2)
+            ask_presence(asker, "no", TUMOUR_FREE_REPEATS, any_polarities=((False, TUMOUR_FREE_REPEATS // 2), (True, TUMOUR_FREE_REPEATS // 2)))
         asker.ask("tumor_type_yes_no", "no", name=_other(kinds, "", key))
         if asker.heldout:
             asker.ask("modality_yes_no", "yes", name=modalities[0])
@@ -271,9 +276,7 @@ def tumor_questions(image: Path, boxes: list, names: list[str], split: str) -> l
     else:  # Per tumour slice one wording naming the brain (other images are asked only those, answered "no": alone,
         # they taught "brain tumour" -> "no"), one reversed, and one of any wording in either polarity (asked of only
         # half the slices, runs/tiny-typed said "no" to 62 of 180 tumours in one such wording). Yes stays < 60 %.
-        asker.ask("tumor_presence", "yes", reversed=False, naming="brain")
-        asker.ask("tumor_presence", "yes", reversed=True)
-        asker.ask("tumor_presence", "yes", reversed=stable_fraction(key, "any wording") < 0.5, salt="any")
+        ask_presence(asker, "yes", 1, any_polarities=((stable_fraction(key, "any wording") < 0.5, 1),))
     if len(boxes) > 1:
         return asker.out
     cls, xc, yc, w, h = boxes[0]  # a class within names: yolo_images checked it

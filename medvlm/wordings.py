@@ -44,8 +44,10 @@ def _expand(frames, nouns=(("tumor", "tumors"),), images=("image",)) -> list[str
     """Frames with {a} {n} (article + noun), {ns} (plural) and {img} filled in every combination, deduplicated."""
     out = {}
     for frame, (noun, plural), image in itertools.product(frames, nouns, images):
+        if "brain {img}" in frame and image.startswith("brain "):
+            continue  # the frame names the brain itself: "a normal brain {img}" takes "MRI", not "brain MRI"
         text = frame.replace("{a} {n}", f"{_article(noun)} {noun}").replace("{n}", noun).replace("{ns}", plural)
-        text = text.replace("{img}", image).replace("brain brain ", "brain ")  # "a normal brain {img}" of a "brain MRI"
+        text = text.replace("{img}", image)
         out.setdefault(normalize(text), text[0].upper() + text[1:])
     return list(out.values())
 

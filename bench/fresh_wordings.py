@@ -20,17 +20,21 @@ from medvlm.data import load_examples  # noqa: E402
 
 # (wording, reversed: its answer flips). The first seven found runs/tiny-any-wording's "lesion"/"abnormal" -> "no"
 # (f0aaee5's recipe answers it); of the next five, "Does this MRI look abnormal to you?" found that no plain training
-# wording asked the image's state (the state frames answer it); the last four were written with the state frames,
-# before any run of them was scored, so they stay a check nothing was chosen on.
+# wording asked the image's state; the next four were written with the state frames and scored on runs/tiny-balanced,
+# whose failures ("...look abnormal to you?" 7.8, "Can you spot a growth?" 58.9) chose the state pairs; the last five
+# were written with the state pairs, before any run of them was scored, so they stay a check nothing was chosen on.
 FRESH = (("Does the scan show any lesion at all?", False), ("Do you see anything abnormal in the brain?", False),
          ("Can a tumour be seen on this MRI?", False), ("Are there any abnormal findings?", False),
          ("Would you say a tumour is there?", False), ("Do you see a mass lesion?", False),
          ("Is everything normal here?", True),
          ("Is there any pathology visible?", False), ("Does this MRI look abnormal to you?", False),
          ("Is there something wrong in this brain?", False), ("Can you spot a growth?", False),
-         ("Would you call this scan unremarkable?", True),
+         ("Would you describe this scan as unremarkable?", True),  # "Would you call this scan unremarkable?" is trained now
          ("Does the image suggest a tumour?", False), ("Is there a suspicious area on this scan?", False),
-         ("Are there any worrying findings?", False), ("Is this brain scan clean?", True))
+         ("Are there any worrying findings?", False), ("Is this brain scan clean?", True),
+         ("Would you say this scan looks abnormal?", False), ("Does this brain look normal to you?", True),
+         ("Is a tumour visible anywhere?", False), ("Can you find a growth here?", False),
+         ("Is this a healthy-looking brain?", True))
 SETTINGS = GenerationSettings(max_new_tokens=8, temperature=0.0)
 
 

@@ -81,15 +81,19 @@ class Asker:
     def chosen(self, task: str, count: int = 1, reversed: bool | None = None, naming: str | None = None, salt: str = "") -> tuple[Wording, ...]:
         if self.heldout:
             return wordings.wordings(task, wordings.HELDOUT, reversed, naming)
-        pool = wordings.wordings(task, wordings.TRAIN, reversed, naming)
-        start = int(stable_fraction(self.image.name, task, salt, str(reversed)) * len(pool))
-        step = max(1, len(pool) // max(count, 1) - 1)  # spread over the pool, not neighbours
+        return self.spread(wordings.wordings(task, wordings.TRAIN, reversed, naming), count, task, salt, str(reversed))
+
+    def spread(self, pool: tuple, count: int, *key: str) -> tuple:
+        """count items of the pool, spread over it (not neighbours) from a start drawn per image and key."""
+        start = int(stable_fraction(self.image.name, *key) * len(pool))
+        step = max(1, len(pool) // max(count, 1) - 1)
         return tuple(pool[(start + k * step) % len(pool)] for k in range(min(count, len(pool))))
 
-    def ask(self, task: str, answer: str, answer_type: str = "CLOSED", name: str = "", fact: str = "", **choose) -> None:
-        """Ask the fact in the chosen wordings; for a yes/no fact `answer` is the answer to its plain (not
-        reversed) wording. name fills {name} in the wording; the fact is task[:name]."""
-        for wording in self.chosen(task, **({"salt": name} | choose)):
+    def ask(self, task: str, answer: str, answer_type: str = "CLOSED", name: str = "", fact: str = "",
+            among: tuple[Wording, ...] = (), **choose) -> None:
+        """Ask the fact in the chosen wordings (or in those given as `among`); for a yes/no fact `answer` is the
+        answer to its plain (not reversed) wording. name fills {name} in the wording; the fact is task[:name]."""
+        for wording in among or self.chosen(task, **({"salt": name} | choose)):
             question = wording.text.replace("{name}", name)
             if not self.heldout:
                 question = wordings.training_variant(question, stable_fraction(self.image.name, question, "variant"))
@@ -243,10 +247,13 @@ def _yolo_boxes(label: Path) -> list[tuple[int, float, float, float, float]]:
 
 
 def ask_presence(asker: Asker, answer: str, count: int, any_polarities: tuple[tuple[bool, int], ...]) -> None:
-    """A training slice's presence questions: `count` wordings naming the brain, `count` reversed, and wordings of
-    any kind in each (reversed, how many) of any_polarities."""
+    """A training slice's presence questions: `count` wordings naming the brain, `count` reversed, `count` minimal
+    pairs of the image's state (wordings.STATE_PAIRS: "abnormal?" and "normal?", both asked), and wordings of any kind
+    in each (reversed, how many) of any_polarities."""
     asker.ask("tumor_presence", answer, reversed=False, naming="brain", count=count)
     asker.ask("tumor_presence", answer, reversed=True, count=count)
+    pairs = asker.spread(wordings.STATE_PAIRS, count, "tumor_presence", "state pairs")
+    asker.ask("tumor_presence", answer, among=tuple(wording for pair in pairs for wording in pair))
     for reversed_, many in any_polarities:
         asker.ask("tumor_presence", answer, reversed=reversed_, salt="any", count=many)
 

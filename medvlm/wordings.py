@@ -83,6 +83,13 @@ PRESENCE_STATE_TRAIN_FRAMES = (
     "Is anything {n} in this {img}?", "Does this {img} show {a} {n} brain?",
 )
 STATE_ADJECTIVES = (("abnormal", "abnormal"), ("unhealthy", "unhealthy"), ("pathological", "pathological"), ("diseased", "diseased"))
+# The same frames with the opposite state (reversed), all but "Is anything {n} ...?" ("Is anything normal?" does not
+# ask whether all is). With the plain state frames drawn like any other wording (296 questions against 1,122 reversed
+# "normal"/"healthy" ones), runs/tiny-balanced still answered "Is this MRI abnormal?" as "...normal?" (3.3 balanced
+# on 30 val slices): the frame, not the adjective, chose the polarity. So each slice is also asked minimal pairs
+# (STATE_PAIRS): one frame and image word, once with each state, the answers opposite.
+HEALTHY_ADJECTIVES = (("normal", "normal"), ("healthy", "healthy"), ("unremarkable", "unremarkable"))
+PRESENCE_PAIRED_STATE_FRAMES = tuple(f for f in PRESENCE_STATE_TRAIN_FRAMES if not f.startswith("Is anything"))
 PRESENCE_REVERSED_TRAIN_FRAMES = (
     "Is the {img} normal?", "Does the brain look normal?", "Is this a normal brain {img}?", "Is the brain healthy?",
     "Is this {img} healthy?", "Is the {img} free of {ns}?", "Is the brain free of {ns}?", "Is this {img} unremarkable?",
@@ -182,7 +189,8 @@ _LOCATION_NOUNS = (("tumor", "tumors"), ("tumour", "tumours"), ("mass", "masses"
 WORDINGS: dict[str, dict[str, tuple[Wording, ...]]] = {
     "tumor_presence": _split(_expand(PRESENCE_TRAIN_FRAMES, FINDING_NOUNS, IMAGE_WORDS)
                              + _expand(PRESENCE_STATE_TRAIN_FRAMES, STATE_ADJECTIVES, IMAGE_WORDS), PRESENCE_HELDOUT,
-                             _expand(PRESENCE_REVERSED_TRAIN_FRAMES, FINDING_NOUNS[:6] + FINDING_NOUNS[8:9], IMAGE_WORDS)),
+                             _expand(PRESENCE_REVERSED_TRAIN_FRAMES, FINDING_NOUNS[:6] + FINDING_NOUNS[8:9], IMAGE_WORDS)
+                             + _expand(PRESENCE_PAIRED_STATE_FRAMES, HEALTHY_ADJECTIVES, IMAGE_WORDS)),
     "tumor_type": _split(_TYPE_TRAIN, TYPE_HELDOUT),
     "tumor_type_yes_no": _split(TYPE_YES_NO_TRAIN, TYPE_YES_NO_HELDOUT),
     "tumor_side": _split(_expand(SIDE_TRAIN, _LOCATION_NOUNS), SIDE_HELDOUT),
@@ -196,6 +204,21 @@ WORDINGS: dict[str, dict[str, tuple[Wording, ...]]] = {
     "lesion_diagnosis": _split(DIAGNOSIS_TRAIN, DIAGNOSIS_HELDOUT),
     "lesion_yes_no": _split(DIAGNOSIS_YES_NO_TRAIN, DIAGNOSIS_YES_NO_HELDOUT),
 }
+
+
+def _state_pairs() -> tuple[tuple[Wording, Wording], ...]:
+    """(plain, reversed) training wordings of one paired state frame and image word, differing only in the state
+    ("Is the scan abnormal?", "Is the scan normal?"); a pair with either side held out is left out."""
+    train = {normalize(w.text): w for w in WORDINGS["tumor_presence"][TRAIN]}
+    pairs = {}
+    for frame, image, bad, good in itertools.product(PRESENCE_PAIRED_STATE_FRAMES, IMAGE_WORDS, STATE_ADJECTIVES, HEALTHY_ADJECTIVES):
+        plain, reversed_ = (train.get(normalize(text)) for state in (bad, good) for text in _expand((frame,), (state,), (image,)))
+        if plain and reversed_:
+            pairs.setdefault((plain.text, reversed_.text), (plain, reversed_))
+    return tuple(pairs.values())
+
+
+STATE_PAIRS = _state_pairs()
 
 
 def wordings(fact: str, split: str, reversed: bool | None = None, naming: str | None = None) -> tuple[Wording, ...]:

@@ -145,6 +145,24 @@ def test_a_state_adjective_is_asked_in_both_polarities_and_no_wording_says_brain
     assert not [w.text for w in wordings.WORDINGS["tumor_presence"][wordings.TRAIN] if "brain brain" in w.text.lower()]
 
 
+def test_every_training_slice_is_asked_its_state_both_ways_in_one_frame(label_records):
+    """Minimal pairs ("Is the scan abnormal?" beside "Is the scan normal?", answers opposite): with plain state
+    wordings drawn like any other, runs/tiny-balanced answered "Is this MRI abnormal?" as "...normal?"."""
+    states = {w for adjectives in (wordings.STATE_ADJECTIVES, wordings.HEALTHY_ADJECTIVES) for w, _ in adjectives}
+    for plain, reversed_ in wordings.STATE_PAIRS:
+        differ = set(wordings.normalize(plain.text).split()) ^ set(wordings.normalize(reversed_.text).split())
+        assert not plain.reversed and reversed_.reversed and len(differ) == 2 and differ <= states, (plain, reversed_)
+    pairs = {(plain.text, reversed_.text) for plain, reversed_ in wordings.STATE_PAIRS}
+    asked = defaultdict(dict)
+    for r in label_records["brain"]:
+        if r["split"] == labels.TRAIN and r["task"] == "tumor_presence" and "/images/train/" in r["image"]:
+            asked[r["image"]][r["wording"]] = r["answer"]
+    assert len(asked) >= 800
+    for image, answers in asked.items():
+        found = [(p, q) for p, q in pairs if p in answers and q in answers]
+        assert found and all(answers[p] != answers[q] for p, q in found), image
+
+
 def test_reversed_wordings_flip_the_answer_and_other_images_get_no(label_records):
     brain = [r for r in label_records["brain"] if r["task"] == "tumor_presence"]
     by_image = defaultdict(set)

@@ -90,10 +90,10 @@ class Asker:
         return tuple(pool[(start + k * step) % len(pool)] for k in range(min(count, len(pool))))
 
     def ask(self, task: str, answer: str, answer_type: str = "CLOSED", name: str = "", fact: str = "",
-            among: tuple[Wording, ...] = (), **choose) -> None:
+            among: tuple[Wording, ...] | None = None, **choose) -> None:
         """Ask the fact in the chosen wordings (or in those given as `among`); for a yes/no fact `answer` is the
         answer to its plain (not reversed) wording. name fills {name} in the wording; the fact is task[:name]."""
-        for wording in among or self.chosen(task, **({"salt": name} | choose)):
+        for wording in among if among is not None else self.chosen(task, **({"salt": name} | choose)):
             question = wording.text.replace("{name}", name)
             if not self.heldout:
                 question = wordings.training_variant(question, stable_fraction(self.image.name, question, "variant"))

@@ -89,7 +89,8 @@ STATE_ADJECTIVES = (("abnormal", "abnormal"), ("unhealthy", "unhealthy"), ("path
 # on 30 val slices): the frame, not the adjective, chose the polarity. So each slice is also asked minimal pairs
 # (STATE_PAIRS): one frame and image word, once with each state, the answers opposite.
 HEALTHY_ADJECTIVES = (("normal", "normal"), ("healthy", "healthy"), ("unremarkable", "unremarkable"))
-PRESENCE_PAIRED_STATE_FRAMES = tuple(f for f in PRESENCE_STATE_TRAIN_FRAMES if not f.startswith("Is anything"))
+ONE_SIDED_STATE_FRAMES = ("Is anything {n} in this {img}?",)
+PRESENCE_PAIRED_STATE_FRAMES = tuple(f for f in PRESENCE_STATE_TRAIN_FRAMES if f not in ONE_SIDED_STATE_FRAMES)
 PRESENCE_REVERSED_TRAIN_FRAMES = (
     "Is the {img} normal?", "Does the brain look normal?", "Is this a normal brain {img}?", "Is the brain healthy?",
     "Is this {img} healthy?", "Is the {img} free of {ns}?", "Is the brain free of {ns}?", "Is this {img} unremarkable?",

@@ -801,6 +801,8 @@ def test_admin_compares_over_a_dataset_and_physicians_see_the_detector_boxes(bro
     sign_in(reviewer, app_url)
     reviewer.get_by_role("tab", name="Compare").click()
     wait_text(reviewer, "#compare-dataset-status", "Only admins see dataset comparisons")
+    # No table without a comparison to show: an empty one drew Gradio's placeholder columns "1 2 3".
+    assert not reviewer.locator("#compare-dataset-table").is_visible() and not reviewer.locator("#compare-dataset-plot").is_visible()
     reviewer.locator("#compare-dataset-run").click()
     wait_text(reviewer, "#compare-dataset-status", "Only admins may start")
     reviewer.close()

@@ -205,9 +205,10 @@ def build_dataset_section(host: ModelHost, store: Store, accounts: bool, tab: gr
                               elem_id="compare-limit")
             start = gr.Button("Compare over the dataset", scale=1, elem_id="compare-dataset-run")
         summary = gr.Markdown(elem_id="compare-dataset-status")
-        figures = gr.Dataframe(interactive=False, wrap=True, elem_id="compare-dataset-table",
+        # Shown with a comparison only: an empty table draws Gradio's placeholder columns "1 2 3".
+        figures = gr.Dataframe(interactive=False, wrap=True, elem_id="compare-dataset-table", visible=False,
                                label="Tumour presence and type per side, % [95 % interval]")
-        picture = gr.Image(interactive=False, height=320, show_label=False, elem_id="compare-dataset-plot")
+        picture = gr.Image(interactive=False, height=320, show_label=False, elem_id="compare-dataset-plot", visible=False)
 
     screen = {"summary": summary, "figures": figures, "picture": picture}
     bind(latest_comparison, screen, store=store, accounts=accounts).on(tab.select, api_visibility="private")
@@ -216,16 +217,21 @@ def build_dataset_section(host: ModelHost, store: Store, accounts: bool, tab: gr
         start.click, [data, split, limit, model_name], concurrency_id="dataset", api_name="compare_dataset")
 
 
+def comparison_hidden() -> dict:
+    return {"figures": gr.update(value=None, visible=False), "picture": gr.update(value=None, visible=False)}
+
+
 def comparison_shown(comparison: dict | None, line: str = "") -> dict:
     if comparison is None:
-        return {"summary": line or "No dataset comparison yet.", "figures": pd.DataFrame(), "picture": None}
+        return {"summary": line or "No dataset comparison yet.", **comparison_hidden()}
     return {"summary": " ".join(filter(None, [line, report_summary(comparison)])),
-            "figures": pd.DataFrame(summary_rows(comparison["report"])), "picture": picture_file(comparison["plot"])}  # PNG bytes
+            "figures": gr.update(value=pd.DataFrame(summary_rows(comparison["report"])), visible=True),
+            "picture": gr.update(value=picture_file(comparison["plot"]), visible=True)}  # PNG bytes
 
 
 def latest_comparison(store: Store, accounts: bool, request: gr.Request) -> dict:
     if not users.may_administer(store, accounts, getattr(request, "username", None)):
-        return {"summary": "Only admins see dataset comparisons: they name the models.", "figures": pd.DataFrame(), "picture": None}
+        return {"summary": "Only admins see dataset comparisons: they name the models.", **comparison_hidden()}
     found = store.comparisons(1)
     return comparison_shown(found[0] if found else None)
 

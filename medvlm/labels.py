@@ -276,10 +276,6 @@ def tumor_questions(image: Path, boxes: list, names: list[str], split: str) -> l
     key, asker = image.name, Asker(image, split)
     kinds = [TUMOR_NAMES.get(n, n) for n in names]
     modalities = list(wordings.MODALITY_NAMES.values())
-    if not asker.heldout:  # A brain MRI is an image of the head: the body region's name pair on 810 training slices
-        # besides VQA-RAD's 111 images (runs/tiny-balanced answered VQA-RAD region yes/no at 71.4, its open question at 96.8).
-        regions = list(ORGAN_NAMES.values())
-        asker.ask_name_pair("organ_yes_no", ORGAN_NAMES["HEAD"], _other(regions, ORGAN_NAMES["HEAD"], key))
     if not boxes:
         if asker.heldout:
             asker.ask("tumor_presence", "no")

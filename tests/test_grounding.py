@@ -163,10 +163,10 @@ def test_every_training_slice_is_asked_its_state_both_ways_in_one_frame(label_re
         assert found and all(answers[p] != answers[q] for p, q in found), image
 
 
-def test_named_yes_no_facts_train_as_minimal_pairs_and_brain_slices_are_asked_their_region(label_records):
+def test_named_yes_no_facts_train_as_minimal_pairs(label_records):
     """The true name and a false one in one wording, answers opposite: drawn apart, the presence questions' lesson
     (any finding noun, one answer) took over, and runs/tiny-balanced answered VQA-RAD region yes/no at 71.4."""
-    for name, task in (("organ", "organ_yes_no"), ("brain", "tumor_type_yes_no"), ("brain", "organ_yes_no"), ("isic", "lesion_yes_no")):
+    for name, task in (("organ", "organ_yes_no"), ("brain", "tumor_type_yes_no"), ("isic", "lesion_yes_no")):
         pairs = defaultdict(dict)
         for r in label_records[name]:
             if r["split"] == labels.TRAIN and r["task"] == task:
@@ -176,12 +176,6 @@ def test_named_yes_no_facts_train_as_minimal_pairs_and_brain_slices_are_asked_th
         for key, answers in pairs.items():
             if key[0] in named:
                 assert len(answers) == 2 and sorted(answers.values()) == ["no", "yes"], (task, key, answers)
-    slices = {r["image"] for r in label_records["brain"] if r["split"] == labels.TRAIN and r["task"] == "tumor_presence"}
-    heads = {r["image"] for r in label_records["brain"] if r["task"] == "organ_yes_no" and r["answer"] == "yes"
-             and "head" in r["question"].lower()}
-    assert len(slices) == 810 and heads == slices  # every training slice, no blank, no val slice
-    assert all(("head" in r["question"].lower()) == (r["answer"] == "yes")
-               for r in label_records["brain"] if r["task"] == "organ_yes_no")
 
 
 def test_reversed_wordings_flip_the_answer_and_other_images_get_no(label_records):

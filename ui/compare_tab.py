@@ -217,13 +217,10 @@ def build_dataset_section(host: ModelHost, store: Store, accounts: bool, tab: gr
         start.click, [data, split, limit, model_name], concurrency_id="dataset", api_name="compare_dataset")
 
 
-def comparison_hidden() -> dict:
-    return {"figures": gr.update(value=None, visible=False), "picture": gr.update(value=None, visible=False)}
-
-
 def comparison_shown(comparison: dict | None, line: str = "") -> dict:
     if comparison is None:
-        return {"summary": line or "No dataset comparison yet.", **comparison_hidden()}
+        return {"summary": line or "No dataset comparison yet.", "figures": gr.update(value=None, visible=False),
+                "picture": gr.update(value=None, visible=False)}
     return {"summary": " ".join(filter(None, [line, report_summary(comparison)])),
             "figures": gr.update(value=pd.DataFrame(summary_rows(comparison["report"])), visible=True),
             "picture": gr.update(value=picture_file(comparison["plot"]), visible=True)}  # PNG bytes
@@ -231,7 +228,7 @@ def comparison_shown(comparison: dict | None, line: str = "") -> dict:
 
 def latest_comparison(store: Store, accounts: bool, request: gr.Request) -> dict:
     if not users.may_administer(store, accounts, getattr(request, "username", None)):
-        return {"summary": "Only admins see dataset comparisons: they name the models.", **comparison_hidden()}
+        return comparison_shown(None, "Only admins see dataset comparisons: they name the models.")
     found = store.comparisons(1)
     return comparison_shown(found[0] if found else None)
 

@@ -38,12 +38,9 @@ SIZE_BOUNDS = ((0.01, "small"), (0.025, "medium"))  # box area as a fraction of 
 BLANKS = {TRAIN: 144, HELDOUT: 24}
 # Tumour-free training slices are 60 of 810: each is asked every kind of presence question a tumour slice is asked,
 # this many times over (in as many wordings, so in several rows: its image is drawn that much more often too).
-TUMOUR_FREE_REPEATS = 6
-# The share of tumour training slices asked presence at all. At 1 (and 12 repeats) presence was 52.5 % of the brain
-# questions and runs/tiny-name-pairs read tumour type worse than any run (worst wording 65.0, type yes/no 61.8):
-# across runs, type fell as the presence questions grew. Half of them, with half the repeats, keeps the answers
-# balanced per kind of wording.
-TUMOUR_PRESENCE_SHARE = 0.5
+# Halving presence (half the tumour slices asked it at all, these repeats at 6: runs/tiny-half-presence) found 27 of
+# 180 val tumours in "Is any mass present?" and moved tumour type only from 65.0 to 68.3 (worst wording).
+TUMOUR_FREE_REPEATS = 12
 
 
 def is_label_source(source: str) -> bool:
@@ -294,12 +291,10 @@ def tumor_questions(image: Path, boxes: list, names: list[str], split: str) -> l
         return asker.out
     if asker.heldout:
         asker.ask("tumor_presence", "yes")
-    else:  # Per tumour slice asked presence (TUMOUR_PRESENCE_SHARE of them) one wording naming the brain (other
-        # images are asked only those, answered "no": alone, they taught "brain tumour" -> "no"), one reversed, and
-        # one of any wording in either polarity (asked of only half the slices, runs/tiny-typed said "no" to 62 of
-        # 180 tumours in one such wording). Yes stays < 60 %.
-        if stable_fraction(key, "presence") < TUMOUR_PRESENCE_SHARE:
-            ask_presence(asker, "yes", 1, any_polarities=((stable_fraction(key, "any wording") < 0.5, 1),))
+    else:  # Per tumour slice one wording naming the brain (other images are asked only those, answered "no": alone,
+        # they taught "brain tumour" -> "no"), one reversed, and one of any wording in either polarity (asked of only
+        # half the slices, runs/tiny-typed said "no" to 62 of 180 tumours in one such wording). Yes stays < 60 %.
+        ask_presence(asker, "yes", 1, any_polarities=((stable_fraction(key, "any wording") < 0.5, 1),))
     if len(boxes) > 1:
         return asker.out
     cls, xc, yc, w, h = boxes[0]  # a class within names: yolo_images checked it

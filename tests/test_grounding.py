@@ -73,9 +73,6 @@ def test_presence_answers_are_balanced_in_each_kind_of_training_wording(label_re
     for kind, matches in kinds.items():
         answers = Counter(r["answer"] for r in presence if matches(r))
         assert 0.4 <= answers["yes"] / answers.total() <= 0.6, (kind, answers)
-    # Balanced, but not the bulk: at 52.5 % of the brain questions runs/tiny-name-pairs read tumour type at 65.0.
-    brain_train = sum(r["split"] == labels.TRAIN for r in label_records["brain"])
-    assert len(presence) / brain_train <= 0.4, (len(presence), brain_train)
 
 
 def test_off_centre_training_slices_are_asked_side_and_height_both_open_and_yes_no(label_records):
@@ -148,7 +145,7 @@ def test_a_state_adjective_is_asked_in_both_polarities_and_no_wording_says_brain
     assert not [w.text for w in wordings.WORDINGS["tumor_presence"][wordings.TRAIN] if "brain brain" in w.text.lower()]
 
 
-def test_every_training_slice_asked_presence_is_asked_its_state_both_ways_in_one_frame(label_records):
+def test_every_training_slice_is_asked_its_state_both_ways_in_one_frame(label_records):
     """Minimal pairs ("Is the scan abnormal?" beside "Is the scan normal?", answers opposite): with plain state
     wordings drawn like any other, runs/tiny-balanced answered "Is this MRI abnormal?" as "...normal?"."""
     states = {w for adjectives in (wordings.STATE_ADJECTIVES, wordings.HEALTHY_ADJECTIVES) for w, _ in adjectives}
@@ -160,7 +157,7 @@ def test_every_training_slice_asked_presence_is_asked_its_state_both_ways_in_one
     for r in label_records["brain"]:
         if r["split"] == labels.TRAIN and r["task"] == "tumor_presence" and "/images/train/" in r["image"]:
             asked[r["image"]][r["wording"]] = r["answer"]
-    assert len(asked) >= 400  # the 60 tumour-free slices and labels.TUMOUR_PRESENCE_SHARE of the 750 with a tumour
+    assert len(asked) >= 800
     for image, answers in asked.items():
         found = [(p, q) for p, q in pairs if p in answers and q in answers]
         assert found and all(answers[p] != answers[q] for p, q in found), image

@@ -330,6 +330,26 @@ def test_init_adapter_trains_on_from_a_saved_adapter(llava_dir, vqa_jsonl, tmp_p
         "lora_r": 8, "lora_alpha": saved["lora_alpha"], "lora_dropout": saved["lora_dropout"]} and saved["r"] == 8
 
 
+def test_lora_target_adapts_the_modules_it_names(llava_dir, vqa_jsonl, tmp_path, capsys):
+    """--lora_target replaces the family's modules (attention only) with the ones a regular expression names, here one
+    attention and one MLP projection, and the adapter saved holds LoRA weights on exactly those; a pattern that names
+    nothing stops in one line before any training."""
+    from safetensors.torch import load_file
+
+    args = ["--model", str(llava_dir), "--data", str(vqa_jsonl), "--batch_size", "2", "--eval_split", "none", "--max_steps", "1"]
+    pattern = r".*language_model.*\.(q_proj|gate_proj)"
+    run = tmp_path / "mlp"
+    assert main(args + ["--output_dir", str(run), "--lora_target", pattern]) == 0
+    adapted = {name.split(".lora_")[0].rsplit(".", 1)[-1] for name in load_file(run / "adapter" / "adapter_model.safetensors") if ".lora_" in name}
+    assert adapted == {"q_proj", "gate_proj"}
+    assert json.loads((run / "config.json").read_text())["resolved"]["lora_target"] == pattern
+    capsys.readouterr()
+    assert main(args + ["--output_dir", str(tmp_path / "none"), "--lora_target", r".*no_such_proj"]) == 2
+    said = capsys.readouterr().err.strip().splitlines()
+    assert said[-1].startswith("python -m train.vlm: error: --lora_target: '.*no_such_proj' names no module of "), said
+    assert not (tmp_path / "none" / "adapter").exists()
+
+
 def test_a_loss_that_turns_non_finite_stops_training_with_one_line(llava_dir, vqa_jsonl, tmp_path, capsys):
     """A learning rate that blows the weights up: the run stops at the first non-finite loss, says so in one line, and
     writes no adapter (before this, it saved one of NaNs and said "adapter saved")."""
@@ -345,7 +365,7 @@ def test_a_loss_that_turns_non_finite_stops_training_with_one_line(llava_dir, vq
     (["--batch_size", "many"], "--batch_size"), (["--pack_size", "0"], "--pack_size"), (["--quantize", "8bit"], "--quantize"),
     (["--lora_dropout", "1.5", "--max_new_tokens", "0"], "--lora_dropout, --max_new_tokens"), (["--limit", "-3"], "--limit"),
     (["--lr", "nan", "--projector_lr", "inf"], "--lr, --projector_lr"), (["--epochs", "nan"], "--epochs"),
-    (["--follow_ups", "1.5"], "--follow_ups"),
+    (["--follow_ups", "1.5"], "--follow_ups"), (["--lora_target", "(q_proj"], "--lora_target: not a regular expression"),
 ])
 def test_cli_rejects_bad_arguments_in_one_line(argv, named, capsys):
     with pytest.raises(SystemExit) as exit_info:

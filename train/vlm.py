@@ -14,6 +14,7 @@ predictions.jsonl from the held-out split.
 import hashlib
 import json
 import math
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -66,6 +67,9 @@ class LoraArguments:
     lora_r: int = arg(16, "LoRA rank")
     lora_alpha: int = arg(32, "LoRA alpha (scale = alpha / r)")
     lora_dropout: float = arg(0.05, "LoRA dropout")
+    lora_target: str = arg("", "regular expression of the module names LoRA adapts; empty: the family's (its language "
+                               "model's attention projections), e.g. MedVLM-Tiny's MLPs as well: "
+                               r"'.*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)'")
 
 
 @dataclass
@@ -105,6 +109,10 @@ def check_arguments(data: DataArguments, lora: LoraArguments, train: TrainArgume
         ("--max_new_tokens", not 1 <= train.max_new_tokens <= MAX_NEW_TOKENS_LIMIT)) if bad]
     if problems:
         return f"out of range: {', '.join(problems)} (see --help)"
+    try:
+        re.compile(lora.lora_target)
+    except re.error as e:
+        return f"--lora_target: not a regular expression ({e})"
     # The adapter trained on keeps its own rank, alpha and dropout: other values would be silently ignored.
     defaults = asdict(LoraArguments())
     reshaped = [f"--{name}" for name, value in asdict(lora).items() if value != defaults[name]]
@@ -264,10 +272,15 @@ def add_lora(loaded: models.LoadedModel, lora: LoraArguments, quantized: bool, c
         r=lora.lora_r,
         lora_alpha=lora.lora_alpha,
         lora_dropout=lora.lora_dropout,
-        target_modules=loaded.family.lora_target,
+        target_modules=lora.lora_target or loaded.family.lora_target,
         modules_to_save=list(loaded.family.modules_to_save) or None,
     )
-    return get_peft_model(model, config)
+    try:
+        return get_peft_model(model, config)
+    except ValueError as e:  # peft: "Target modules ... not found in the base model"
+        if not lora.lora_target or "not found" not in str(e):
+            raise
+        raise UserFacingError(f"--lora_target: {lora.lora_target!r} names no module of {loaded.spec.source}.") from None
 
 
 @torch.no_grad()
@@ -514,7 +527,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraA
     resolved = {
         "model_source": spec.source, "family": spec.family, "device": device, "quantize": quantize,
         "compute_dtype": str(dtype or ("float16" if device.startswith("cuda") else "float32")).replace("torch.", ""),
-        "gradient_checkpointing": checkpointing, "lora_target": loaded.family.lora_target, "lora_lr": lora_lr,
+        "gradient_checkpointing": checkpointing, "lora_target": lora_args.lora_target or loaded.family.lora_target, "lora_lr": lora_lr,
         "modules_to_save": list(loaded.family.modules_to_save), "train_records": train_records, "train_fingerprint": fingerprint,
         "train_rows": len(dataset), "eval_records": {source: len(e) for source, e in eval_sets.items()},
         "skipped_records": len(skipped), "total_steps": total_steps,

@@ -344,6 +344,12 @@ def test_lora_target_adapts_the_modules_it_names(llava_dir, vqa_jsonl, tmp_path,
     assert adapted == {"q_proj", "gate_proj"}
     assert json.loads((run / "config.json").read_text())["resolved"]["lora_target"] == pattern
     capsys.readouterr()
+    # Resumed without it, the checkpoint's weights would not fit the family's modules: refused in one line.
+    assert main(args[:-2] + ["--max_steps", "2", "--output_dir", str(run), "--resume"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"python -m train.vlm: error: {run} started with another LoRA (--lora_target): resume it with the values in its "
+        "config.json, or train into another --output_dir.")
+    assert main(args[:-2] + ["--max_steps", "2", "--output_dir", str(run), "--resume", "--lora_target", pattern]) == 0
     assert main(args + ["--output_dir", str(tmp_path / "none"), "--lora_target", r".*no_such_proj"]) == 2
     said = capsys.readouterr().err.strip().splitlines()
     assert said[-1].startswith("python -m train.vlm: error: --lora_target: '.*no_such_proj' names no module of "), said

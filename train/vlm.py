@@ -415,6 +415,18 @@ def check_same_questions(run: Path, fingerprint: str, train_records: dict[str, i
                               "changed since): resume it at the commit it started from, or train into another --output_dir.")
 
 
+def check_same_lora(run: Path, lora: LoraArguments) -> None:
+    """A resumed run keeps the LoRA it started with: its checkpoint holds weights of that rank on those modules only."""
+    try:
+        started = json.loads((run / "config.json").read_text())["lora"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no config (a run from before config.json), or check_same_questions has already refused it
+    changed = [f"--{name}" for name, value in asdict(lora).items() if name in started and started[name] != value]
+    if changed:
+        raise UserFacingError(f"{run} started with another LoRA ({', '.join(changed)}): resume it with the values in its "
+                              "config.json, or train into another --output_dir.")
+
+
 def preset(path: str) -> dict:
     """Argument defaults from a run's config.json, or from an adapter's train_config.json (the same file): the
     shipped adapter's recipe is `--config medvlm/weights/medvlm-tiny-grounded/train_config.json`."""
@@ -491,6 +503,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, lora_args: LoraA
     train_records = {part.source: len(report.examples) for part, report in zip(mixture, reports)}
     if train_args.resume and checkpoint.exists():
         check_same_questions(run, fingerprint, train_records)
+        check_same_lora(run, lora_args)
 
     # A fresh LoRA on the bare base (or --init_adapter's): a registry entry's own adapter (the shipped MedVLM-Tiny or
     # MIDEFICS weights) is what this trainer produces, not where it starts unless asked.

@@ -1,10 +1,10 @@
 """Is a tumour's side and height in what MedVLM-Tiny's language model is shown? Linear probes (scikit-learn's
 logistic regression) fitted on the brain-tumour train slices with one box and scored on the val ones, on the frozen
-vision tower's 7 x 7 map and on each adapter's projector output (the 49 tokens the language model reads). Every run so
-far answers side and height at chance (one answer for most slices); if a probe reads them off the tokens, the
-information reaches the language model and the shortfall is in the language model's use of it.
+vision tower's 7 x 7 map and on each adapter's projector output (the 49 tokens the language model reads). Every run
+since the shipped adapter answers side and height at chance (one answer for most slices); if a probe reads them off
+the tokens, the information reaches the language model and the shortfall is in the language model's use of it.
 
-    python bench/vision_probe.py medvlm/weights/medvlm-tiny-grounded runs/RUN/adapter    # ~1 min per adapter, 2 cores
+    python bench/vision_probe.py medvlm/weights/medvlm-tiny-grounded runs/RUN/adapter    # ~2 min per adapter, 2 cores
 
 Each row: where the features come from, how they are pooled, the probe's val accuracy for side and for height, and
 the majority answer's share (what a model that ignores the image gets). "whole" pools all 49 tokens (no position

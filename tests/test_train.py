@@ -332,8 +332,8 @@ def test_init_adapter_trains_on_from_a_saved_adapter(llava_dir, vqa_jsonl, tmp_p
 
 def test_lora_target_adapts_the_modules_it_names(llava_dir, vqa_jsonl, tmp_path, capsys):
     """--lora_target replaces the family's modules (attention only) with the ones a regular expression names, here one
-    attention and one MLP projection, and the adapter saved holds LoRA weights on exactly those; a pattern that names
-    nothing stops in one line before any training."""
+    attention and one MLP projection, and the adapter saved holds LoRA weights on exactly those. Resuming the run
+    without it, or naming nothing, stops in one line (the resume ended in a traceback: the weights did not fit)."""
     from safetensors.torch import load_file
 
     args = ["--model", str(llava_dir), "--data", str(vqa_jsonl), "--batch_size", "2", "--eval_split", "none", "--max_steps", "1"]

@@ -32,9 +32,8 @@ DATA_YAML = Path("../shared/data/brain-tumor/data.yaml")
 GRID = 7  # the vision tower's map is GRID x GRID, in raster order as the language model reads it
 
 
-def slices(key: str) -> tuple[list[Path], np.ndarray]:
+def slices(found: dict, key: str) -> tuple[list[Path], np.ndarray]:
     """The split's slices with one box (those asked side and height) and their box centres (x, y)."""
-    _, found = labels.yolo_images(REPO / DATA_YAML)
     kept = [(image, boxes[0]) for image, boxes in found[key] if len(boxes) == 1]
     return [image for image, _ in kept], np.array([(box[1], box[2]) for _, box in kept])
 
@@ -77,8 +76,9 @@ def probe_rows(name: str, train: np.ndarray, val: np.ndarray, train_centres: np.
 
 
 def main(adapters: list[str]) -> None:
-    train_images, train_centres = slices("train")
-    val_images, val_centres = slices("val")
+    _, found = labels.yolo_images(REPO / DATA_YAML)  # both splits in one read
+    train_images, train_centres = slices(found, "train")
+    val_images, val_centres = slices(found, "val")
     print(f"{len(train_images)} train and {len(val_images)} val slices with one box")
     print(f"{'features':<42}{'pooled':<8}{'side':>8}{'majority':>10}{'height':>8}{'majority':>10}")
     for number, adapter in enumerate(adapters):

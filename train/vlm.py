@@ -275,12 +275,10 @@ def add_lora(loaded: models.LoadedModel, lora: LoraArguments, quantized: bool, c
         target_modules=lora.lora_target or loaded.family.lora_target,
         modules_to_save=list(loaded.family.modules_to_save) or None,
     )
-    try:
-        return get_peft_model(model, config)
-    except ValueError as e:  # peft: "Target modules ... not found in the base model"
-        if not lora.lora_target or "not found" not in str(e):
-            raise
-        raise UserFacingError(f"--lora_target: {lora.lora_target!r} names no module of {loaded.spec.source}.") from None
+    # peft matches a string target with re.fullmatch on each module's name; asked first, not read from its error text
+    if lora.lora_target and not any(re.fullmatch(lora.lora_target, name) for name, _ in model.named_modules()):
+        raise UserFacingError(f"--lora_target: {lora.lora_target!r} names no module of {loaded.spec.source}.")
+    return get_peft_model(model, config)
 
 
 @torch.no_grad()

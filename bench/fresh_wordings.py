@@ -22,7 +22,9 @@ from medvlm.data import load_examples  # noqa: E402
 # (f0aaee5's recipe answers it); of the next five, "Does this MRI look abnormal to you?" found that no plain training
 # wording asked the image's state; the next four were written with the state frames and scored on runs/tiny-balanced,
 # whose failures ("...look abnormal to you?" 7.8, "Can you spot a growth?" 58.9) chose the state pairs; the last five
-# were written with the state pairs, before any run of them was scored, so they stay a check nothing was chosen on.
+# were written with the state pairs, before any run of them was scored, so they stay a check nothing was chosen on;
+# the last six, with fillers of their own, were written with medvlm.wordings' training fillers (FILLER_PREFIXES,
+# FILLER_SUFFIXES), before any run of them was scored: whether words that change nothing are read as cues.
 FRESH = (("Does the scan show any lesion at all?", False), ("Do you see anything abnormal in the brain?", False),
          ("Can a tumour be seen on this MRI?", False), ("Are there any abnormal findings?", False),
          ("Would you say a tumour is there?", False), ("Do you see a mass lesion?", False),
@@ -34,7 +36,10 @@ FRESH = (("Does the scan show any lesion at all?", False), ("Do you see anything
          ("Are there any worrying findings?", False), ("Is this brain scan clean?", True),
          ("Would you say this scan looks abnormal?", False), ("Does this brain look normal to you?", True),
          ("Is a tumour visible anywhere?", False), ("Can you find a growth here?", False),
-         ("Is this a healthy-looking brain?", True))
+         ("Is this a healthy-looking brain?", True),
+         ("Is there, by any chance, a tumour in this brain?", False), ("Do you happen to see a mass here?", False),
+         ("Just checking: does this brain look normal?", True), ("Does the MRI show any abnormality whatsoever?", False),
+         ("Could there be a growth on this scan, do you think?", False), ("Frankly, is this scan free of anything worrying?", True))
 SETTINGS = GenerationSettings(max_new_tokens=8, temperature=0.0)
 
 

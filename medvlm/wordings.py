@@ -233,11 +233,34 @@ def wordings(fact: str, split: str, reversed: bool | None = None, naming: str | 
     return found
 
 
+# Words people put around a question that leave it the same: hedges, politeness, emphasis. runs/tiny-name-pairs called
+# 177 of 180 val tumours "no" when asked "Does the scan show any lesion at all?" (and 172 right without "at all"): a
+# word no training question held turned the answer. So a fifth of the training questions carry one of these, and the
+# model sees words that change nothing. None is in bench/fresh_wordings.py, whose fillers check what this teaches.
+FILLER_PREFIXES = ("Quick question: ", "Please answer: ", "Based on the image, ", "Looking at this, ", "In your opinion, ",
+                   "One more thing: ", "Honestly, ", "Tell me, ", "Doctor here: ", "Second opinion: ")
+FILLER_SUFFIXES = (", please", " in your opinion", " as far as you can tell", " from what you can see", ", would you say",
+                   " if you had to guess", " on this one", ", in short", " for the record", " in your view")
+
+
+def with_filler(text: str, fraction: float) -> str:
+    """text with one filler: the first half of [0, 1) a prefix (the question's first letter lowered unless it
+    starts an acronym, "MRI"), the second half a suffix before the final mark."""
+    if fraction < 0.5:
+        prefix = FILLER_PREFIXES[int(fraction * 2 * len(FILLER_PREFIXES))]
+        return prefix + (text if text[1:2].isupper() else text[:1].lower() + text[1:])
+    suffix = FILLER_SUFFIXES[min(int((fraction - 0.5) * 2 * len(FILLER_SUFFIXES)), len(FILLER_SUFFIXES) - 1)]
+    body = text.rstrip("?.")
+    return body + suffix + text[len(body):]
+
+
 def training_variant(text: str, fraction: float) -> str:
-    """Case and punctuation as people type them: a tenth of the training questions in lower case, a tenth without
-    the final mark (fraction: a stable hash share of the question, from medvlm.labels)."""
+    """Questions as people type them: a tenth of the training questions in lower case, a tenth without the final
+    mark, a fifth with a filler (with_filler) (fraction: a stable hash share of the question, from medvlm.labels)."""
     if fraction < 0.1:
         return text.lower()
     if fraction < 0.2:
         return text.rstrip("?.")
+    if fraction < 0.4:
+        return with_filler(text, (fraction - 0.2) / 0.2)
     return text

@@ -135,6 +135,31 @@ def test_training_and_held_out_wordings_never_meet():
     assert held["Can you see a tumour?"] is False and held["Is any mass present?"] is False and held["Is this brain normal?"] is True
 
 
+def test_a_fifth_of_training_questions_carry_a_filler_that_leaves_the_question_as_it_was(label_records):
+    """Hedges and politeness around a training question ("Quick question: is there...?", "...in your view?"):
+    runs/tiny-name-pairs turned its answer on an unseen "at all". The answer is the wording's, filler or not."""
+    assert wordings.with_filler("Is there a tumor?", 0.0) == "Quick question: is there a tumor?"
+    assert wordings.with_filler("MRI or CT?", 0.0) == "Quick question: MRI or CT?"  # an acronym keeps its case
+    assert wordings.with_filler("Is there a tumor?", 0.5) == "Is there a tumor, please?"
+    assert wordings.with_filler("Tell me whether there is a mass.", 0.99) == "Tell me whether there is a mass in your view."
+    assert wordings.with_filler("Any mass", 0.99) == "Any mass in your view"
+
+    def filler(question: str) -> str | None:
+        return next((p for p in wordings.FILLER_PREFIXES if question.startswith(p)), None) or next(
+            (f for f in wordings.FILLER_SUFFIXES if re.search(re.escape(f) + r"[?.]?$", question)), None)
+
+    for name, records in label_records.items():
+        train = [r for r in records if r["split"] == labels.TRAIN]
+        used = Counter(filler(r["question"]) for r in train)
+        assert 0.15 <= (len(train) - used[None]) / len(train) <= 0.25, (name, used)
+        assert set(used) == {None, *wordings.FILLER_PREFIXES, *wordings.FILLER_SUFFIXES}, name  # every filler used
+        assert not [r for r in records if r["split"] != labels.TRAIN and filler(r["question"])]
+        for r in train:  # a filled question is its wording's, word for word, so its answer is the wording's
+            said = r["question"].replace(filler(r["question"]) or "", "", 1)
+            named = r["wording"].replace("{name}", r["fact"].partition(":")[2])
+            assert wordings.normalize(said) == wordings.normalize(named), (r["question"], r["wording"])
+
+
 def test_a_state_adjective_is_asked_in_both_polarities_and_no_wording_says_brain_twice(label_records):
     """Plain "Is the scan abnormal?" beside reversed "Is the scan normal?": with state adjectives only in reversed
     wordings, "Does this MRI look abnormal to you?" was answered as "...healthy?"."""

@@ -75,7 +75,7 @@ class LoraArguments:
 @dataclass
 class TrainArguments:
     output_dir: str = arg("runs/vlm", "run folder: config.json, checkpoint/, adapter/, eval.json, predictions.jsonl")
-    epochs: float = arg(1.5, "passes over the training mixture")
+    epochs: float = arg(2.0, "passes over the training mixture")
     max_steps: int = arg(-1, "> 0 overrides --epochs")
     batch_size: int = arg(2, "rows per step; a row packs up to --pack_size examples about one image")
     pack_size: int = arg(PACK_SIZE, "examples packed in one row (1: no packing)")

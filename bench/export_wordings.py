@@ -25,9 +25,12 @@ tumour = sorted(VAL.glob("c0_*"))[:5] + sorted(VAL.glob("c1_*"))[:5] + sorted(VA
 normal = sorted(VAL.glob("bg_*"))[:15]
 others = sorted((REPO / "runs" / "other-images").glob("*"))
 WORDINGS = [("Can you make out a tumour here?", False), ("Any sign of a tumor here?", False), ("Is something growing in this brain?", False),
-            ("Would you say this brain is healthy?", True), ("Does the brain look unremarkable?", True), ("Is this brain without any tumour?", True)]
+            ("Would you say this brain is healthy?", True), ("Does this brain seem unremarkable?", True), ("Is this brain without any tumour?", True)]
 known = {wordings.normalize(w.text) for split in (wordings.TRAIN, wordings.HELDOUT) for w in wordings.wordings("tumor_presence", split)}
-assert not any(wordings.normalize(w) in known for w, _ in WORDINGS), "a wording the project trains or holds out"
+# "Does the brain look unremarkable?" became a training wording (the state pairs); "...seem unremarkable?" replaced it.
+clash = [w for w, _ in WORDINGS if wordings.normalize(w) in known]
+if clash:
+    sys.exit(f"bench/export_wordings.py: error: now in a wording list, so no longer unheld: {clash}")
 model = AutoModelForImageTextToText.from_pretrained(EXPORT).eval()
 processor = AutoProcessor.from_pretrained(EXPORT)
 app = models.load(models.resolve("medvlm-tiny"), device="cpu")

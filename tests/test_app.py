@@ -51,6 +51,8 @@ def test_unloadable_model_falls_back_to_the_default_with_a_reason():
     described = chat_tab.model_panel(host, None)
     assert markdown_text("Trained on: vqa-rad") in described and markdown_text("brain-tumor labels") in described
     assert markdown_text("Held-out scores: vqa-rad test closed") in described and "tumour type" in described
+    # the shipped adapter was trained on first questions only: the panel says what a follow-up does to its answers
+    assert markdown_text("An earlier question can change a yes/no answer") in described
 
 
 def test_the_bare_base_is_labelled_not_image_grounded(medvlm_tiny_base):

@@ -89,3 +89,19 @@ def test_the_card_gives_each_worded_task_its_image_reliance(tmp_path):
     (tmp_path / "eval.json").write_text(json.dumps({"labels": {"labels:x/brain/data.yaml": {"tasks": {"tumor_presence": task}}}}))
     line = next(line for line in model_card("medvlm-tiny", str(tmp_path)).splitlines() if "tumor_presence" in line)
     assert "worst held-out wording 80.0" in line and "image reliance 12.5 (own 90.0 vs swapped 77.5)" in line
+
+
+def test_the_card_warns_of_follow_ups_only_for_an_adapter_trained_on_first_questions(tmp_path):
+    """Measured conversation limits (bench/follow_up.py): the follow-up warning goes once --follow_ups trained them;
+    the false-premise one (a type named for a tumour-free scan) stays, since no recipe asks it."""
+    from medvlm.models.export import model_card
+
+    limits = {}
+    for share in (0.0, 0.25):
+        folder = tmp_path / str(share)
+        folder.mkdir()
+        (folder / "train_config.json").write_text(json.dumps({"data": {"follow_ups": share}}))
+        limits[share] = model_card("medvlm-tiny", str(folder)).split("## Limits", 1)[1].split("## Licences", 1)[0]
+    assert "An earlier question can change a yes/no answer" in limits[0.0]
+    assert "An earlier question" not in limits[0.25]
+    assert all("it names one even when there is none" in text for text in limits.values())

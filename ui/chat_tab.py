@@ -78,6 +78,7 @@ def model_panel(host: ModelHost, name: str | None) -> str:
                 "wording); its answers to other questions barely change when the image is swapped: they come mostly "
                 "from the question's wording. Use it to try the app, not to read scans."
             )
+            lines += [markdown_text(line) for line in card.conversation_limits(trained)]
         else:
             lines.append(
                 "⚠️ **Not yet image-grounded:** MedVLM-Tiny's image projector is untrained, so its answers come from "

@@ -27,6 +27,21 @@ def base_model(adapter: str | None) -> str | None:
         return None
 
 
+def conversation_limits(adapter: str | None) -> list[str]:
+    """What a MedVLM-Tiny adapter trained here gets wrong in a conversation, measured, not read from its scores (one
+    sentence each). Trained on first questions only, a yes/no follow-up copies earlier answers (python
+    bench/follow_up.py: a reversed follow-up after "Is there a tumour?" right 70.8 % of 24, alone 100 %); no recipe
+    asks a tumour's type about a tumour-free slice, so it names one (45 of 45 tumour-free val slices x 3 held-out type
+    wordings)."""
+    try:
+        follow_ups = json.loads((Path(adapter) / "train_config.json").read_text())["data"].get("follow_ups", 0)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        follow_ups = 0
+    limits = [] if follow_ups else [
+        "An earlier question can change a yes/no answer: ask one that matters first, in a new conversation."]
+    return limits + ["Asked what kind of tumour a scan shows, it names one even when there is none: ask whether there is one first."]
+
+
 def summary(adapter: str | None) -> list[str]:
     """Plain-text lines (numbers and data set names; the UI escapes them); none when the adapter folder has no such files."""
     if not adapter or not Path(adapter).is_dir():

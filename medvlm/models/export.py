@@ -116,6 +116,7 @@ def model_card(name: str, adapter: str | None) -> str:
                      f"{config.get('train', {}).get('epochs')}).")
     lines += ["", "## Limits", "",
               "- Small and often wrong; answers to questions its label data did not cover come mostly from the wording.",
+              *[f"- {line}" for line in card.conversation_limits(adapter)],
               "- Evaluated on public research sets only (VQA-RAD, a Figshare brain-tumour MRI set, an ISIC sample), never "
               "on clinical data.", "", "## Licences", ""]
     lines += [f"- {part}: {licence}" for part, licence in LICENCES]

@@ -31,8 +31,7 @@ def conversation_limits(adapter: str | None) -> list[str]:
     """What a MedVLM-Tiny adapter trained here gets wrong in a conversation, measured, not read from its scores (one
     sentence each). Trained on first questions only, a yes/no follow-up copies earlier answers (python
     bench/follow_up.py: a reversed follow-up after "Is there a tumour?" right 70.8 % of 24, alone 100 %); no recipe
-    asks a tumour's type about a tumour-free slice, so it names one (45 of 45 tumour-free val slices x 3 held-out type
-    wordings)."""
+    asks a tumour's type about a tumour-free slice, so it names one (python bench/false_premise.py: 60 of 60)."""
     try:
         follow_ups = json.loads((Path(adapter) / "train_config.json").read_text())["data"].get("follow_ups", 0)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):

@@ -19,12 +19,19 @@ def source_name(source: str) -> str:
     return f"{name or source} labels" if is_labels else (name or source)
 
 
+def train_config(adapter: str | None) -> dict:
+    """The adapter's train_config.json, or {} when there is none or it is unreadable."""
+    try:
+        config = json.loads((Path(adapter) / "train_config.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
 def base_model(adapter: str | None) -> str | None:
     """The --model the adapter was trained on (its train_config.json), or None when it does not say."""
-    try:
-        return json.loads((Path(adapter) / "train_config.json").read_text())["model"]["model"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    model = train_config(adapter).get("model")
+    return model.get("model") if isinstance(model, dict) else None
 
 
 def conversation_limits(adapter: str | None) -> list[str]:
@@ -32,10 +39,8 @@ def conversation_limits(adapter: str | None) -> list[str]:
     sentence each). Trained on first questions only, a yes/no follow-up copies earlier answers (python
     bench/follow_up.py: a reversed follow-up after "Is there a tumour?" right 70.8 % of 24, alone 100 %); no recipe
     asks a tumour's type about a tumour-free slice, so it names one (python bench/false_premise.py: 60 of 60)."""
-    try:
-        follow_ups = json.loads((Path(adapter) / "train_config.json").read_text())["data"].get("follow_ups", 0)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        follow_ups = 0
+    data = train_config(adapter).get("data")
+    follow_ups = data.get("follow_ups", 0) if isinstance(data, dict) else 0
     limits = [] if follow_ups else [
         "An earlier question can change a yes/no answer: ask one that matters first, in a new conversation."]
     return limits + ["Asked what kind of tumour a scan shows, it names one even when there is none: ask whether there is one first."]
